@@ -1,0 +1,1 @@
+"""sriovctl, the operator's CLI, and sriov-stack, the one-machine launcher."""

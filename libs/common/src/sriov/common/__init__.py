@@ -1,0 +1,1 @@
+"""Shared contract of the SR-IOV control plane: schemas, subjects, bus, telemetry, config."""

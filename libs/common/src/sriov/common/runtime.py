@@ -1,0 +1,163 @@
+"""Process scaffolding every service shares: settings, signals, bus, micro service, shutdown.
+
+A service's ``main`` parses its options, then hands :func:`run` a body coroutine that
+registers endpoints and runs its loops until ``ctx.stop`` is set (SIGTERM or SIGINT).
+Everything opened is closed by one ``AsyncExitStack`` in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sriov.common import telemetry
+from sriov.common.bus import Bus, ServiceHost
+from sriov.common.config import Settings, from_env
+from sriov.common.errors import SriovError
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+class BusSettings(Settings):
+    """How a process reaches NATS. Environment: ``SRIOV_NATS_URL`` and friends."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    """One URL or several separated by commas (a cluster)."""
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_creds: str | None = None
+    """A ``.creds`` file (JWT + nkey) for decentralised auth."""
+    nats_tls_ca: str | None = None
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
+    nats_inbox_prefix: str | None = None
+    """Per-host inbox prefix, so a host's credentials can be limited to its own replies."""
+    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+    @property
+    def urls(self) -> list[str]:
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+
+def add_bus_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("NATS (also from SRIOV_NATS_* environment variables)")
+    g.add_argument("--nats-url", help="NATS URL(s), comma separated")
+    g.add_argument("--nats-user")
+    g.add_argument("--nats-password")
+    g.add_argument("--nats-creds", help="NATS .creds file")
+    g.add_argument("--nats-tls-ca")
+    g.add_argument("--nats-tls-cert")
+    g.add_argument("--nats-tls-key")
+    g.add_argument("--instance-id", help="replica id for logs, traces and service discovery")
+
+
+def settings_from_args(cls: type[Any], args: argparse.Namespace) -> Any:
+    fields = {f for f in cls.__struct_fields__}
+    return from_env(cls, **{k: v for k, v in vars(args).items() if k in fields})
+
+
+async def connect_bus(settings: BusSettings, name: str) -> Bus:
+    return await Bus.connect(
+        settings.urls,
+        name=f"{name}/{settings.instance_id}",
+        source=f"sriov/{name}/{settings.instance_id}",
+        user=settings.nats_user,
+        password=settings.nats_password,
+        creds_file=settings.nats_creds,
+        tls_ca=settings.nats_tls_ca,
+        tls_cert=settings.nats_tls_cert,
+        tls_key=settings.nats_tls_key,
+        inbox_prefix=settings.nats_inbox_prefix,
+    )
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    bus: Bus
+    service: ServiceHost
+    stop: asyncio.Event
+    stack: contextlib.AsyncExitStack
+    settings: Any
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """A long-lived background loop; its crash stops the whole service (no silent death)."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            if not t.cancelled() and t.exception() is not None and not self.stop.is_set():
+                log.error("%s crashed: %r; stopping", name, t.exception(), exc_info=t.exception())
+                self.stop.set()
+
+        task.add_done_callback(done)
+        self.tasks.append(task)
+        return task
+
+
+Body = Callable[[ServiceContext], Awaitable[None]]
+
+
+async def serve(
+    name: str,
+    description: str,
+    settings: BusSettings,
+    body: Body,
+    *,
+    metadata: dict[str, str] | None = None,
+    ensure_streams: bool = True,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Connect, register the micro service, run ``body`` until stopped, then clean up."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    tele = telemetry.setup(name, settings.instance_id)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(tele.shutdown)
+        bus = await connect_bus(settings, name)
+        stack.push_async_callback(bus.close)
+        if ensure_streams:
+            await bus.ensure_streams()
+        meta = {"instance": settings.instance_id, **(metadata or {})}
+        if tele.metrics_port:
+            meta["metrics_port"] = str(tele.metrics_port)
+        svc = await ServiceHost.start(bus, name, VERSION, description, meta)
+        stack.push_async_callback(svc.stop)
+        ctx = ServiceContext(name, bus, svc, stop, stack, settings)
+        log.info("%s %s started (instance %s)", name, VERSION, settings.instance_id)
+        await body(ctx)
+        await stop.wait()
+        log.info("%s stopping", name)
+        for task in ctx.tasks:
+            task.cancel()
+        await asyncio.gather(*ctx.tasks, return_exceptions=True)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]], prog: str) -> None:
+    """``asyncio.run`` with a readable one-line error and exit code 2 for our errors."""
+    telemetry.setup_logging()
+    try:
+        asyncio.run(main())
+    except SriovError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    return parser.parse_args(argv)

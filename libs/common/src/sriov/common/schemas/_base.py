@@ -1,0 +1,71 @@
+"""Base Struct and decoding helpers shared by every message type."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from sriov.common.errors import InvalidRequest, UnknownMessageType
+
+
+class Message(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=False):
+    """Base of every wire message: tagged by ``type``, whose value carries the major version.
+
+    Unknown fields are ignored on decode (msgspec's default), so producers may add fields
+    with defaults without breaking older consumers.
+    """
+
+
+class Model(msgspec.Struct, kw_only=True):
+    """Base of nested (untagged) value objects inside messages."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+M = TypeVar("M")
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(msg: Any) -> bytes:
+    """Encode any message or model to JSON bytes."""
+    return _encoder.encode(msg)
+
+
+def type_of(cls: type[Message]) -> str:
+    """The ``type`` tag of a message class."""
+    tag = msgspec.inspect.type_info(cls).tag  # type: ignore[attr-defined]
+    assert isinstance(tag, str)
+    return tag
+
+
+class Codec(Generic[M]):
+    """One reusable decoder for a message type or a union of them.
+
+    Errors become :class:`InvalidRequest` naming the JSON path, or
+    :class:`UnknownMessageType` when the ``type`` tag is not one this codec knows, so a
+    consumer can log-and-ack unknown types and dead-letter malformed ones.
+    """
+
+    def __init__(self, typ: Any, name: str) -> None:
+        self.type = typ
+        self.name = name
+        self._decoder: msgspec.json.Decoder[M] = msgspec.json.Decoder(typ)
+
+    def decode(self, data: bytes | str) -> M:
+        try:
+            return self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+            if "at `$.type`" in text and text.startswith("Invalid value"):
+                raise UnknownMessageType(
+                    f"{self.name}: unknown message type ({text})", field="type"
+                ) from exc
+            field = text.rsplit("at `", 1)[-1].rstrip("`") if "at `" in text else "$"
+            raise InvalidRequest(f"{self.name}: {text}", field=field) from exc
+        except msgspec.DecodeError as exc:
+            raise InvalidRequest(f"{self.name}: not valid JSON ({exc})", field="$") from exc

@@ -1,0 +1,180 @@
+"""OpenTelemetry set-up from the standard ``OTEL_*`` variables, and structured logs.
+
+Nothing configured means no exporter and no noise: spans are still created (so trace ids
+propagate across hops) but go nowhere. ``OTEL_TRACES_EXPORTER=otlp`` (or an
+``OTEL_EXPORTER_OTLP_*ENDPOINT``) sends OTLP/HTTP to Jaeger or Tempo;
+``OTEL_METRICS_EXPORTER=prometheus`` serves metrics on
+``OTEL_EXPORTER_PROMETHEUS_HOST:OTEL_EXPORTER_PROMETHEUS_PORT``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.trace import Span, SpanKind, Tracer
+
+TRACER_NAME = "sriov"
+
+
+@dataclass
+class Telemetry:
+    """Handles to shut exporters down cleanly (flushes pending spans)."""
+
+    tracer_provider: TracerProvider
+    metrics_port: int | None = None
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        provider = metrics.get_meter_provider()
+        shutdown = getattr(provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+
+def _env_list(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
+def setup(service_name: str, instance_id: str | None = None) -> Telemetry:
+    """Install tracer and meter providers for this process, per ``OTEL_*`` variables."""
+    attrs: dict[str, Any] = {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}
+    if instance_id:
+        attrs["service.instance.id"] = instance_id
+    resource = Resource.create(attrs)
+    provider = TracerProvider(resource=resource)
+    exporters = _env_list("OTEL_TRACES_EXPORTER")
+    otlp_configured = any(
+        os.environ.get(k)
+        for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    if "otlp" in exporters or (otlp_configured and "none" not in exporters):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if "console" in exporters:
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+    trace.set_tracer_provider(provider)
+
+    port = None
+    if "prometheus" in _env_list("OTEL_METRICS_EXPORTER"):
+        port = _start_prometheus(resource)
+    return Telemetry(provider, port)
+
+
+def _start_prometheus(resource: Resource) -> int:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import start_http_server
+
+    host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
+    server, _thread = start_http_server(port=port, addr=host)
+    metrics.set_meter_provider(
+        MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()])
+    )
+    return int(server.server_port)
+
+
+def tracer() -> Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def meter() -> metrics.Meter:
+    return metrics.get_meter(TRACER_NAME)
+
+
+def inject(headers: dict[str, str]) -> dict[str, str]:
+    """Add W3C ``traceparent``/``tracestate`` of the current span to ``headers``."""
+    propagate.inject(headers)
+    return headers
+
+
+def extract(headers: Mapping[str, str] | None) -> Any:
+    """The trace context carried by message headers (an empty context if none)."""
+    return propagate.extract(dict(headers or {}))
+
+
+def messaging_span(
+    template: str, subject: str, kind: SpanKind, headers: Mapping[str, str] | None = None
+) -> Any:
+    """Start a span named by the subject template, the concrete subject as an attribute.
+
+    For consumer/server spans pass the incoming ``headers`` so the span is a child of the
+    producer's span in the other process.
+    """
+    ctx = extract(headers) if headers is not None else None
+    return tracer().start_as_current_span(
+        template,
+        context=ctx,
+        kind=kind,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.destination.name": subject,
+            "messaging.destination.template": template,
+        },
+    )
+
+
+def record_error(span: Span, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, carrying the current trace and span ids."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            out["trace_id"] = f"{ctx.trace_id:032x}"
+            out["span_id"] = f"{ctx.span_id:016x}"
+        for key, value in record.__dict__.items():
+            if key.startswith("x_"):
+                out[key[2:]] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable one-line logs for a person at a terminal, with the trace id when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ctx = trace.get_current_span().get_span_context()
+        tid = f" trace={ctx.trace_id:032x}" if ctx.is_valid else ""
+        extra = "".join(f" {k[2:]}={v}" for k, v in record.__dict__.items() if k.startswith("x_"))
+        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}: "
+        text = base + record.getMessage() + extra + tid
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
+    """Configure the root logger; ``SRIOV_LOG_FORMAT=json|text``, ``SRIOV_LOG_LEVEL``."""
+    handler = logging.StreamHandler(sys.stderr)
+    chosen = fmt or os.environ.get("SRIOV_LOG_FORMAT", "text")
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel((level or os.environ.get("SRIOV_LOG_LEVEL", "INFO")).upper())
+    for noisy in ("nats", "asyncio", "pyroute2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""sriov-hostd: host discovery and link events."""

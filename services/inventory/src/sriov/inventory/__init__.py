@@ -1,0 +1,1 @@
+"""sriov-inventory: fleet device table and queries."""

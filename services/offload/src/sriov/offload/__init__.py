@@ -1,0 +1,1 @@
+"""sriov-offload: OVS hw-offload control and audit."""

@@ -1,0 +1,1 @@
+"""sriov-scheduler: VF placement."""
