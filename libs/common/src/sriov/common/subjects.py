@@ -182,6 +182,8 @@ def offload_events_of(host_id: str) -> str:
 # "<group>.<endpoint>". Per-host agents use a host-scoped group so a host receives only
 # its own commands.
 INVENTORY_GROUP = f"{PREFIX}.inventory"
+INVENTORY_DEVICES_GROUP = f"{INVENTORY_GROUP}.devices"
+INVENTORY_HOSTS_GROUP = f"{INVENTORY_GROUP}.hosts"
 SCHEDULER_GROUP = f"{PREFIX}.scheduler"
 HOSTCMD_GROUP = PREFIX + ".hostcmd.{host_id}"
 OFFLOADCMD_GROUP = PREFIX + ".offloadcmd.{host_id}"

@@ -1,0 +1,1 @@
+"""Benchmarks: each module has ``main(argv)`` and prints its figures (never asserts them)."""

@@ -1,0 +1,69 @@
+"""What every command needs: where NATS is, output format, a connected bus for one call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sriov.common.bus import Bus
+from sriov.common.config import from_env
+from sriov.common.errors import SriovError
+from sriov.common.runtime import BusSettings, connect_bus
+
+T = TypeVar("T")
+DEFAULT_STATE_DIR = "state"
+
+
+def stack_nats_url() -> str | None:
+    """The URL a local ``sriov-stack up`` wrote, so the demo works with no settings."""
+    state = Path(os.environ.get("SRIOV_STATE_DIR", DEFAULT_STATE_DIR)) / "stack.json"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return str(json.loads(state.read_text())["nats_url"])
+    return None
+
+
+@dataclass
+class CliContext:
+    nats_url: str | None
+    as_json: bool
+    timeout: float
+
+    def settings(self) -> BusSettings:
+        url = self.nats_url or os.environ.get("SRIOV_NATS_URL") or stack_nats_url()
+        return from_env(BusSettings, nats_url=url, instance_id="sriovctl")
+
+    @contextlib.asynccontextmanager
+    async def bus(self) -> AsyncIterator[Bus]:
+        bus = await connect_bus(self.settings(), "sriovctl")
+        try:
+            yield bus
+        finally:
+            await bus.close()
+
+    def run(self, fn: Callable[[Bus], Awaitable[T]]) -> T:
+        """Run one async call with a connected bus; our errors print as one clear line."""
+        from sriov.cli.output import fail
+
+        async def go() -> T:
+            async with self.bus() as bus:
+                return await fn(bus)
+
+        try:
+            return asyncio.run(go())
+        except SriovError as exc:
+            fail(
+                f"{exc} [{exc.code}]", 2 if exc.code in ("invalid_request", "invalid_config") else 1
+            )
+            raise AssertionError("unreachable") from exc
+
+
+def pass_ctx(fn: Callable[..., Any]) -> Callable[..., Any]:
+    import click
+
+    return click.pass_obj(fn)
