@@ -14,9 +14,10 @@ from tabulate import tabulate
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A ``+----+`` bordered table like ``climc`` prints."""
     cells = [["" if v is None else v for v in row] for row in rows]
-    return tabulate(
+    text: str = tabulate(
         cells, headers=list(headers), tablefmt="pretty", stralign="left", numalign="left"
     )
+    return text
 
 
 def emit_json(value: Any) -> None:
