@@ -13,7 +13,7 @@ import click
 
 from sriov.cli.context import CliContext
 
-COMMAND_MODULES = ("services", "hostd", "inventory", "scheduler", "offload", "events")
+COMMAND_MODULES = ("services", "hostd", "inventory", "scheduler", "offload", "events", "security")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
