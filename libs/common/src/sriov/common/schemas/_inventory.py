@@ -86,6 +86,8 @@ class HostInfo(Model, kw_only=True):
     vf_free: int = 0
     errors: int = 0
     """Devices hostd could not read in its last snapshot."""
+    problems: int = 0
+    """Doctor findings of severity warning or error in the host's last diagnostics."""
 
 
 class HostState(Message, kw_only=True, tag="fleet.host.state.v1"):
