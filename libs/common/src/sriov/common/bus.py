@@ -255,12 +255,18 @@ class Bus:
                 ctx.load_cert_chain(tls_cert, tls_key)
             opts["tls"] = ctx
         last: BaseException | None = None
+        # nats-py applies max_reconnect_attempts=-1 to the first connect too (it would retry
+        # forever), so each first attempt is bounded here; reconnects later are unbounded.
+        budget = connect_timeout * len(servers) + 1
         for attempt in range(first_connect_attempts):
+            nc = Client()
             try:
-                nc = await nats.connect(**opts)
+                await asyncio.wait_for(nc.connect(**opts), budget)
                 return cls(nc, source or name)
             except (TimeoutError, OSError, nats.errors.Error) as exc:
                 last = exc
+                with contextlib.suppress(Exception):
+                    await nc.close()
                 if "Authorization" in str(exc) or "authorization" in str(exc):
                     break
                 await asyncio.sleep(min(2**attempt * 0.2, 2))
@@ -736,7 +742,7 @@ def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, nats.errors.NoServersError):
+    if isinstance(exc, nats.errors.NoServersError | TimeoutError):
         return "no server answered"
     return text
 

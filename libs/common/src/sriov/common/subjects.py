@@ -237,3 +237,53 @@ def template_of(subject: str) -> str:
     elif agg == "deadletter":
         parts[3] = "{consumer}"
     return ".".join(parts)
+
+
+# --- NATS system subjects, for per-identity permissions (see sriov.common.nats_auth) --------
+SRV_PREFIX = "$SRV"
+SRV_VERBS = ("PING", "INFO", "STATS")
+JS_API_PREFIX = "$JS.API"
+JS_ACK_PREFIX = "$JS.ACK"
+INBOX_ROOT = "_INBOX"
+
+
+def inbox_prefix(kind: str, ident: str) -> str:
+    """Reply-inbox prefix of one identity (``_INBOX.host.<id>``), passed to ``nats.connect``
+    so its credentials may subscribe only under it and no one else's replies reach it."""
+    return f"{INBOX_ROOT}.{token(kind, 'inbox kind')}.{token(ident, 'inbox id')}"
+
+
+def micro_discovery(service: str) -> list[str]:
+    """What a ``nats.micro`` service named ``service`` subscribes to (PING/INFO/STATS)."""
+    name = token(service, "service name")
+    return [
+        f"{SRV_PREFIX}.{verb}{suffix}"
+        for verb in SRV_VERBS
+        for suffix in ("", f".{name}", f".{name}.*")
+    ]
+
+
+def micro_discovery_requests() -> list[str]:
+    """What a client publishes to discover services (``nats micro ls``, ``sriovctl services``)."""
+    return [f"{SRV_PREFIX}.{verb}{suffix}" for verb in SRV_VERBS for suffix in ("", ".>")]
+
+
+def js_api(*tokens: str) -> str:
+    """A JetStream API subject, e.g. ``js_api("CONSUMER", "INFO", stream, "*")``."""
+    return ".".join((JS_API_PREFIX, *tokens))
+
+
+def js_ack(stream: str) -> str:
+    """Every ack subject of every consumer on ``stream`` (``$JS.ACK.<stream>.>``)."""
+    return f"{JS_ACK_PREFIX}.{token(stream, 'stream')}.>"
+
+
+def wildcard(template: str, **fixed: str) -> str:
+    """A template as a permission subject: placeholders named in ``fixed`` take that (checked)
+    value, every other placeholder becomes ``*`` (``host.{host_id}.link.{state}``, host_id=a
+    -> ``host.a.link.*``)."""
+    return re.sub(
+        r"\{(\w+)\}",
+        lambda m: token(fixed[m.group(1)], m.group(1)) if m.group(1) in fixed else "*",
+        template,
+    )

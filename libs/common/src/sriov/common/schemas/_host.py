@@ -23,6 +23,8 @@ class DeviceError(Model, kw_only=True):
     """The sysfs path that was missing, dangling or unparsable."""
     message: str
     """What went wrong, for a person."""
+    ifname: str | None = None
+    """The configured netdev name, when the device is known by it (e.g. a NIC not found)."""
 
 
 class PF(Model, kw_only=True):

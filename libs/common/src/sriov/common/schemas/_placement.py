@@ -46,6 +46,10 @@ class AttachRequest(Message, kw_only=True, tag="placement.attach.v1"):
     request_id: str
     guest_id: str
     net: NetRequest
+    host_id: str | None = None
+    """The guest's host, needed only when the guest holds no VF yet (so its host is unknown)."""
+    ttl_s: float | None = None
+    """Unconfirmed reservations expire after this; the scheduler's default when unset."""
 
 
 class ReleaseRequest(Message, kw_only=True, tag="placement.release.v1"):
@@ -130,6 +134,10 @@ class Lost(PlacementEvent, kw_only=True, tag="placement.lost.v1"):
     device_ids: list[str]
     reason: Literal["vf_removed", "host_offline"]
     host_id: str
+    still_reserved: bool = False
+    """True when the reservation is kept (``host_offline``: the guest may still run there, so
+    its VFs are not handed to anyone else until it is released); False when it ended
+    (``vf_removed``: the VF no longer exists and the guest holds it no more)."""
 
 
 class Failed(PlacementEvent, kw_only=True, tag="placement.failed.v1"):
