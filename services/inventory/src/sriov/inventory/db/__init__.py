@@ -1,0 +1,1 @@
+"""Everything that speaks SQL to the ``inventory`` schema lives in this package."""

@@ -1,0 +1,125 @@
+"""Read queries behind the micro endpoints and the fleet gauges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from sriov.common import schemas as m
+from sriov.inventory.db.conn import Conn
+from sriov.inventory.db.store import DEVICE_FIELDS
+
+_DEVICE_SELECT = f"SELECT {', '.join(DEVICE_FIELDS)} FROM inventory.devices"
+#: The guide's order: model, then address descending (host and id break ties).
+DEVICE_ORDER = "ORDER BY model, pci_address DESC, host_id, id"
+_HOST_COLUMNS = (
+    "host_id, hostname, status, last_seen, greatest(generation, 0) AS generation, "
+    "pf_count, vf_count, vf_free, errors, problems"
+)
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    host_id: str | None = None
+    model: str | None = None
+    dev_type: str | None = None
+    vendor_device_id: str | None = None
+    guest_id: str | None = None
+    state: str = "any"
+
+    def where(self) -> tuple[str, list[object]]:
+        clauses = ["NOT removed"]
+        args: list[object] = []
+        for column in ("host_id", "model", "dev_type", "vendor_device_id", "guest_id"):
+            value = getattr(self, column)
+            if value is not None:
+                args.append(value)
+                clauses.append(f"{column} = ${len(args)}")
+        if self.state == "free":
+            clauses.append("guest_id IS NULL")
+        elif self.state == "attached":
+            clauses.append("guest_id IS NOT NULL")
+        return " AND ".join(clauses), args
+
+
+def device(r: asyncpg.Record) -> m.Device:
+    return m.Device(**{f: r[f] for f in DEVICE_FIELDS})
+
+
+async def list_devices(
+    conn: Conn, flt: DeviceFilter, limit: int, offset: int
+) -> tuple[list[m.Device], int]:
+    where, args = flt.where()
+    n = len(args)
+    rows = await conn.fetch(
+        f"{_DEVICE_SELECT} WHERE {where} {DEVICE_ORDER} LIMIT ${n + 1} OFFSET ${n + 2}",
+        *args,
+        limit,
+        offset,
+    )
+    if offset == 0 and len(rows) < limit:
+        total = len(rows)
+    else:
+        total = int(
+            await conn.fetchval(f"SELECT count(*) FROM inventory.devices WHERE {where}", *args)
+        )
+    return [device(r) for r in rows], total
+
+
+async def get_device(
+    conn: Conn, device_id: str | None, host_id: str | None, pci: str | None
+) -> m.Device | None:
+    if device_id is not None:
+        r = await conn.fetchrow(f"{_DEVICE_SELECT} WHERE id = $1 AND NOT removed", device_id)
+    else:
+        r = await conn.fetchrow(
+            f"{_DEVICE_SELECT} WHERE host_id = $1 AND pci_address = $2 AND NOT removed",
+            host_id,
+            pci,
+        )
+    return device(r) if r is not None else None
+
+
+def host_info(r: asyncpg.Record) -> m.HostInfo:
+    return m.HostInfo(**dict(r.items()))
+
+
+async def list_hosts(
+    conn: Conn, status: str | None, limit: int, offset: int
+) -> tuple[list[m.HostInfo], int]:
+    where, args = ("WHERE status = $1", [status]) if status else ("", [])
+    n = len(args)
+    rows = await conn.fetch(
+        f"SELECT {_HOST_COLUMNS} FROM inventory.hosts {where} ORDER BY host_id "
+        f"LIMIT ${n + 1} OFFSET ${n + 2}",
+        *args,
+        limit,
+        offset,
+    )
+    total = int(await conn.fetchval(f"SELECT count(*) FROM inventory.hosts {where}", *args))
+    return [host_info(r) for r in rows], total
+
+
+async def get_host(conn: Conn, host_id: str) -> m.HostInfo | None:
+    r = await conn.fetchrow(
+        f"SELECT {_HOST_COLUMNS} FROM inventory.hosts WHERE host_id = $1", host_id
+    )
+    return host_info(r) if r is not None else None
+
+
+async def fleet_counts(
+    conn: Conn,
+) -> tuple[list[tuple[str, str, int, int, int]], dict[str, int]]:
+    """VFs by (host, model) with free/reserved counts, and hosts by status (for gauges)."""
+    vfs = await conn.fetch(
+        "SELECT host_id, model, count(*) AS total,"
+        " count(*) FILTER (WHERE guest_id IS NULL AND present) AS free,"
+        " count(*) FILTER (WHERE guest_id IS NOT NULL) AS reserved "
+        "FROM inventory.devices WHERE NOT removed GROUP BY host_id, model"
+    )
+    hosts = await conn.fetch("SELECT status, count(*) AS n FROM inventory.hosts GROUP BY status")
+    return (
+        [(r["host_id"], r["model"], r["total"], r["free"], r["reserved"]) for r in vfs],
+        {r["status"]: r["n"] for r in hosts},
+    )

@@ -1,0 +1,245 @@
+"""Load hosts under a row lock, save what changed, and write the outbox in the same transaction.
+
+Every writer locks the host rows it touches with ``SELECT ... ORDER BY host_id FOR UPDATE``
+before anything else, so concurrent replicas serialise per host and always lock in the same
+order (no deadlock). Bulk writes use ``unnest`` over arrays: one statement per table per batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import msgspec
+
+from sriov.common import schemas as m
+from sriov.inventory.announce import OutboxRow, outbox_rows
+from sriov.inventory.db.conn import Conn
+from sriov.inventory.model import HOST_COLUMNS, Changes, DeviceRec, HostRow, HostView, PfRec
+
+DEVICE_FIELDS: tuple[str, ...] = tuple(f for f in m.Device.__struct_fields__)
+ROW_FIELDS = ("vf_link_state", "removed", "guest_seq", "generation", "seq", "revision")
+DEVICE_COLUMNS = DEVICE_FIELDS + ROW_FIELDS
+_PG_TYPES = {
+    "vf_index": "int", "numa_node": "int", "iommu_group": "int", "present": "bool",
+    "offload": "bool", "updated_at": "timestamptz", "removed": "bool", "guest_seq": "bigint",
+    "generation": "bigint", "seq": "bigint", "revision": "bigint",
+}  # fmt: skip
+_decode_pf = msgspec.json.Decoder(m.PF).decode
+
+
+def _unnest(columns: Sequence[str]) -> str:
+    return ", ".join(f"${i}::{_PG_TYPES.get(c, 'text')}[]" for i, c in enumerate(columns, 1))
+
+
+_UPSERT_DEVICES = (
+    f"INSERT INTO inventory.devices ({', '.join(DEVICE_COLUMNS)}) "
+    f"SELECT * FROM unnest({_unnest(DEVICE_COLUMNS)}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in DEVICE_COLUMNS if c != "id")
+)
+_UPSERT_OUTBOX = (
+    "INSERT INTO inventory.outbox (subject, payload, headers) "
+    "SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) "
+    "ON CONFLICT (subject) DO UPDATE SET seq = nextval('inventory.outbox_seq'), "
+    "payload = EXCLUDED.payload, headers = EXCLUDED.headers, created_at = now()"
+)
+_HOST_SET = [c for c in HOST_COLUMNS if c != "host_id"]
+_UPDATE_HOST = (
+    "UPDATE inventory.hosts SET "
+    + ", ".join(
+        f"{c} = ${i}" + ("::jsonb" if c == "diagnostics" else "")
+        for i, c in enumerate(_HOST_SET, 2)
+    )
+    + ", updated_at = now() WHERE host_id = $1"
+)
+
+
+@dataclass
+class Loaded:
+    views: dict[str, HostView]
+    now: dt.datetime
+
+
+@dataclass
+class Saved:
+    devices_written: int = 0
+    announced: int = 0
+    outbox: list[OutboxRow] = field(default_factory=list)
+
+
+# --- load ---------------------------------------------------------------------------------
+async def load(
+    conn: Conn, host_ids: Iterable[str], *, full: Iterable[str] = (), create: bool = False
+) -> Loaded:
+    """Lock and load hosts; ``full`` ones with their PFs and devices; ``create`` missing ones."""
+    ids = sorted(set(host_ids))
+    if create and ids:
+        await conn.execute(
+            "INSERT INTO inventory.hosts (host_id) SELECT x FROM unnest($1::text[]) AS x "
+            "ORDER BY x ON CONFLICT (host_id) DO NOTHING",
+            ids,
+        )
+    rows = await conn.fetch(
+        "SELECT *, now() AS db_now FROM inventory.hosts WHERE host_id = ANY($1::text[]) "
+        "ORDER BY host_id FOR UPDATE",
+        ids,
+    )
+    now = rows[0]["db_now"] if rows else await _db_now(conn)
+    hosts = {r["host_id"]: _host(r) for r in rows}
+    full_ids = sorted(set(full) & set(hosts))
+    pfs: dict[str, dict[str, PfRec]] = {h: {} for h in full_ids}
+    devices: dict[str, dict[str, DeviceRec]] = {h: {} for h in full_ids}
+    if full_ids:
+        for r in await conn.fetch(
+            "SELECT host_id, pci_address, generation, seq, data::text AS data "
+            "FROM inventory.pfs WHERE host_id = ANY($1::text[])",
+            full_ids,
+        ):
+            pfs[r["host_id"]][r["pci_address"]] = PfRec(
+                _decode_pf(r["data"]), (r["generation"], r["seq"])
+            )
+        for r in await conn.fetch(
+            f"SELECT {', '.join(DEVICE_COLUMNS)} FROM inventory.devices "
+            "WHERE host_id = ANY($1::text[])",
+            full_ids,
+        ):
+            rec = _device(r)
+            devices[rec.device.host_id][rec.device.pci_address] = rec
+    views = {
+        h: HostView(row, pfs.get(h), devices.get(h)) if h in pfs else HostView(row)
+        for h, row in hosts.items()
+    }
+    return Loaded(views, now)
+
+
+async def _db_now(conn: Conn) -> dt.datetime:
+    value = await conn.fetchval("SELECT now()")
+    assert isinstance(value, dt.datetime)
+    return value
+
+
+def _host(r: asyncpg.Record) -> HostRow:
+    return HostRow(**{c: r[c] for c in HOST_COLUMNS}, updated_at=r["updated_at"])
+
+
+def _device(r: asyncpg.Record) -> DeviceRec:
+    dev = m.Device(**{f: r[f] for f in DEVICE_FIELDS})
+    return DeviceRec(
+        dev,
+        (r["generation"], r["seq"]),
+        revision=r["revision"],
+        removed=r["removed"],
+        guest_seq=r["guest_seq"],
+        vf_link_state=r["vf_link_state"],
+    )
+
+
+# --- save ---------------------------------------------------------------------------------
+async def save(conn: Conn, views: Iterable[HostView], now: dt.datetime, source: str) -> Saved:
+    """Write every change of ``views`` and its announcement (outbox), in the caller's txn."""
+    views = list(views)
+    changes = [(v, v.finalize(now)) for v in views]
+    announce_devices = [rec for _v, ch in changes for rec in ch.announce]
+    announce_hosts = [v for v, ch in changes if ch.announce_host]
+    revisions = await next_revisions(conn, len(announce_devices) + len(announce_hosts))
+    for rec, rev in zip(announce_devices, revisions, strict=False):
+        rec.revision = rev
+    for view, rev in zip(announce_hosts, revisions[len(announce_devices) :], strict=True):
+        view.host.revision = rev
+    written = [rec for _v, ch in changes for rec in ch.devices]
+    if written:
+        await conn.execute(_UPSERT_DEVICES, *_device_arrays(written))
+    purge = [i for _v, ch in changes for i in ch.purge]
+    if purge:
+        await conn.execute("DELETE FROM inventory.devices WHERE id = ANY($1::text[])", purge)
+    await _save_pfs(conn, changes)
+    host_rows = [v.host for v, ch in changes if ch.host_row or ch.announce_host]
+    if host_rows:
+        await conn.executemany(_UPDATE_HOST, [_host_args(h) for h in host_rows])
+    outbox = outbox_rows(announce_devices, announce_hosts, source)
+    await write_outbox(conn, outbox)
+    return Saved(len(written), len(outbox), outbox)
+
+
+async def next_revisions(conn: Conn, n: int) -> list[int]:
+    if n == 0:
+        return []
+    rows = await conn.fetch(
+        "SELECT nextval('inventory.revision') AS r FROM generate_series(1, $1::int)", n
+    )
+    return sorted(r["r"] for r in rows)
+
+
+async def write_outbox(conn: Conn, rows: Sequence[OutboxRow]) -> None:
+    if rows:
+        await conn.execute(
+            _UPSERT_OUTBOX,
+            [r.subject for r in rows],
+            [r.payload for r in rows],
+            [r.headers for r in rows],
+        )
+
+
+async def _save_pfs(conn: Conn, changes: list[tuple[HostView, Changes]]) -> None:
+    upserts: list[tuple[str, str, int, int, str]] = []
+    drops: list[tuple[str, str]] = []
+    for view, ch in changes:
+        for pci, rec in ch.pfs:
+            upserts.append((view.host.host_id, pci, *rec.stamp, m.encode(rec.pf).decode()))
+        drops.extend((view.host.host_id, pci) for pci in ch.drop_pfs)
+    if upserts:
+        await conn.executemany(
+            "INSERT INTO inventory.pfs (host_id, pci_address, generation, seq, data) "
+            "VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (host_id, pci_address) DO UPDATE "
+            "SET generation = EXCLUDED.generation, seq = EXCLUDED.seq, data = EXCLUDED.data",
+            upserts,
+        )
+    if drops:
+        await conn.execute(
+            "DELETE FROM inventory.pfs p USING unnest($1::text[], $2::text[]) AS d(h, a) "
+            "WHERE p.host_id = d.h AND p.pci_address = d.a",
+            [h for h, _ in drops],
+            [a for _, a in drops],
+        )
+
+
+def _device_arrays(recs: Sequence[DeviceRec]) -> list[list[object]]:
+    cols: list[list[object]] = [[] for _ in DEVICE_COLUMNS]
+    nd = len(DEVICE_FIELDS)
+    for rec in recs:
+        values = msgspec.structs.astuple(rec.device)
+        for i in range(nd):
+            cols[i].append(values[i])
+        extra = (rec.vf_link_state, rec.removed, rec.guest_seq, *rec.stamp, rec.revision)
+        for j, v in enumerate(extra, nd):
+            cols[j].append(v)
+    return cols
+
+
+def _host_args(h: HostRow) -> tuple[object, ...]:
+    return (h.host_id, *(getattr(h, c) for c in _HOST_SET))
+
+
+# --- liveness -----------------------------------------------------------------------------
+async def overdue_hosts(conn: Conn, timeout_s: float, limit: int = 200) -> list[str]:
+    """Hosts not heard from in time (at least twice their heartbeat interval), locked."""
+    rows = await conn.fetch(
+        "SELECT host_id FROM inventory.hosts WHERE status <> 'offline' "
+        "AND (last_seen IS NULL OR last_seen < now() - make_interval("
+        "secs => greatest($1::float8, 2 * heartbeat_interval_s))) "
+        "ORDER BY host_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        timeout_s,
+        limit,
+    )
+    return [r["host_id"] for r in rows]
+
+
+async def hosts_of_devices(conn: Conn, device_ids: Sequence[str]) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT host_id FROM inventory.devices WHERE id = ANY($1::text[])",
+        list(device_ids),
+    )
+    return [r["host_id"] for r in rows]

@@ -1,0 +1,460 @@
+"""One host's slice of the fleet table in memory: apply events to it, then see what changed.
+
+The ingest path loads a host (row, PFs, devices) under a row lock, applies every event of
+a batch here, in plain Python, and saves only what differs from what it loaded. Keeping the
+rules free of SQL makes them easy to read and to test.
+
+Ordering rules (hostd stamps every event with ``(generation, seq)``):
+
+* an event of an older generation than the newest seen from the host is stale;
+* a snapshot not newer than the last applied snapshot is stale;
+* a device or PF event not newer than the last snapshot, or than the last event applied to
+  that device or PF, is stale. Per-object stamps make the outcome independent of the order
+  in which replicas happen to process a host's events;
+* a removed VF is kept as a tombstone (so a late, older event cannot bring it back) until the
+  next snapshot; a removed VF that a guest still holds is kept and flagged ``present=False``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+
+from sriov.common import schemas as m
+from sriov.common import subjects
+from sriov.common.errors import InvalidRequest
+from sriov.common.schemas._inventory import HostStatus
+
+Stamp = tuple[int, int]
+Outcome = Literal["applied", "stale"]
+NO_STAMP: Stamp = (-1, -1)
+HOST_WIDE = (m.Heartbeat, m.Diagnostics)
+"""Events that touch only the host row (no need to load its PFs and devices)."""
+
+
+@dataclass
+class HostRow:
+    """Mirror of ``inventory.hosts``."""
+
+    host_id: str
+    hostname: str = ""
+    status: HostStatus = "unknown"
+    generation: int = -1
+    seq: int = -1
+    snap_generation: int = -1
+    snap_seq: int = -1
+    needs_snapshot: bool = True
+    last_seen: dt.datetime | None = None
+    heartbeat_interval_s: float = 0.0
+    errors: int = 0
+    problems: int = 0
+    diagnostics: str | None = None
+    pf_count: int = 0
+    vf_count: int = 0
+    vf_free: int = 0
+    revision: int = 0
+    announced: bytes | None = None
+    updated_at: dt.datetime | None = None
+
+    @property
+    def snap_stamp(self) -> Stamp:
+        return (self.snap_generation, self.snap_seq)
+
+    def key(self) -> tuple[object, ...]:
+        """Everything stored, to tell whether the row must be written."""
+        return tuple(getattr(self, f) for f in HOST_COLUMNS)
+
+
+HOST_COLUMNS = tuple(f for f in HostRow.__dataclass_fields__ if f != "updated_at")
+
+
+@dataclass
+class PfRec:
+    pf: m.PF
+    stamp: Stamp
+
+
+@dataclass
+class DeviceRec:
+    """Mirror of one ``inventory.devices`` row."""
+
+    device: m.Device
+    stamp: Stamp
+    revision: int = 0
+    removed: bool = False
+    guest_seq: int = 0
+    vf_link_state: str = "unknown"
+
+    def key(self) -> tuple[object, ...]:
+        d = msgspec.structs.replace(self.device, updated_at=_EPOCH)
+        return (d, self.stamp, self.removed, self.guest_seq, self.vf_link_state)
+
+    def state_key(self) -> tuple[object, ...]:
+        """What subscribers see: a change here bumps the revision and is announced."""
+        return (msgspec.structs.replace(self.device, updated_at=_EPOCH), self.removed)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass
+class Changes:
+    """What :meth:`HostView.finalize` found to differ from the loaded state."""
+
+    host_row: bool = False
+    announce_host: bool = False
+    devices: list[DeviceRec] = field(default_factory=list)
+    """Rows to write (new or changed)."""
+    announce: list[DeviceRec] = field(default_factory=list)
+    """Of those, the ones whose state subscribers see changed (get a new revision)."""
+    purge: list[str] = field(default_factory=list)
+    """Device ids whose rows (tombstones) are deleted."""
+    pfs: list[tuple[str, PfRec]] = field(default_factory=list)
+    drop_pfs: list[str] = field(default_factory=list)
+
+
+class HostView:
+    """A host with (optionally) its PFs and devices, as loaded under the host's row lock."""
+
+    def __init__(
+        self,
+        host: HostRow,
+        pfs: dict[str, PfRec] | None = None,
+        devices: dict[str, DeviceRec] | None = None,
+    ) -> None:
+        self.host = host
+        self.full = pfs is not None and devices is not None
+        self.pfs: dict[str, PfRec] = pfs or {}
+        self.devices: dict[str, DeviceRec] = devices or {}
+        self._host0 = host.key()
+        self._pfs0 = {k: (v.pf, v.stamp) for k, v in self.pfs.items()}
+        self._dev0 = {k: v.key() for k, v in self.devices.items()}
+        self._state0 = {k: v.state_key() for k, v in self.devices.items()}
+        self._orig = {k: (v.device, v.revision, v.removed) for k, v in self.devices.items()}
+        self.rescan = False
+        """hostd should be asked for a fresh snapshot (after commit)."""
+
+    # --- hostd events ---------------------------------------------------------------------
+    def apply(self, ev: m.HostEventT, now: dt.datetime) -> Outcome:
+        host = self.host
+        if ev.host_id != host.host_id:
+            raise InvalidRequest(
+                f"event for host {ev.host_id!r} applied to host {host.host_id!r}", field="host_id"
+            )
+        if ev.generation < host.generation:
+            return "stale"
+        if not self.full and not isinstance(ev, HOST_WIDE):
+            raise RuntimeError(f"host {host.host_id} loaded without devices for {type(ev)}")
+        stamp = (ev.generation, ev.seq)
+        match ev:
+            case m.HostSnapshot():
+                outcome = self._snapshot(ev, stamp)
+            case m.VfDiscovered() | m.VfChanged():
+                outcome = self._vf(ev.vf, stamp)
+            case m.VfRemoved():
+                outcome = self._vf_removed(ev, stamp)
+            case m.PfChanged():
+                outcome = self._pf(ev.pf, stamp)
+            case m.LinkChanged():
+                outcome = self._link(ev, stamp)
+            case m.Heartbeat():
+                host.heartbeat_interval_s = max(0.0, float(ev.interval_s))
+                outcome = "applied"
+            case m.Diagnostics():
+                host.diagnostics = m.encode(ev.findings).decode()
+                host.problems = sum(f.severity in ("warning", "error") for f in ev.findings)
+                outcome = "applied"
+            case _:
+                return "stale"
+        if outcome == "applied":
+            self._seen(ev, stamp, now)
+        return outcome
+
+    def _seen(self, ev: m.HostEventT, stamp: Stamp, now: dt.datetime) -> None:
+        host = self.host
+        host.generation, host.seq = max((host.generation, host.seq), stamp)
+        ts = ev.ts if ev.ts.tzinfo else ev.ts.replace(tzinfo=dt.UTC)
+        seen = min(ts, now)
+        if host.last_seen is None or seen > host.last_seen:
+            host.last_seen = seen
+        if host.needs_snapshot:
+            self.rescan = True
+
+    def _snapshot(self, ev: m.HostSnapshot, stamp: Stamp) -> Outcome:
+        host = self.host
+        if stamp <= host.snap_stamp:
+            return "stale"
+        _unique([p.pci_address for p in ev.pfs], "pfs", host.host_id)
+        _unique([v.pci_address for v in ev.vfs], "vfs", host.host_id)
+        for vf in ev.vfs:
+            _check_pci(vf.pci_address, host.host_id)
+        host.snap_generation, host.snap_seq = stamp
+        host.hostname = ev.hostname or host.hostname
+        host.errors = len(ev.errors)
+        host.needs_snapshot = False
+        host.status = "online"
+        self.rescan = False
+        listed = {p.pci_address: p for p in ev.pfs}
+        for pci, pf_rec in list(self.pfs.items()):
+            if pci not in listed and pf_rec.stamp < stamp:
+                del self.pfs[pci]
+        for pci, pf in listed.items():
+            old = self.pfs.get(pci)
+            if old is None or old.stamp < stamp:
+                self.pfs[pci] = old if old is not None and old.pf == pf else PfRec(pf, stamp)
+        seen = set()
+        for vf in ev.vfs:
+            seen.add(vf.pci_address)
+            rec = self.devices.get(vf.pci_address)
+            if rec is None or rec.stamp < stamp:
+                self._put_vf(vf, stamp)
+        for pci, rec in list(self.devices.items()):
+            if pci in seen or rec.stamp >= stamp:
+                continue
+            if rec.removed:
+                del self.devices[pci]  # tombstone no longer needed: purged at save
+            else:
+                self._remove(rec, stamp)
+        return "applied"
+
+    def _vf(self, vf: m.VF, stamp: Stamp) -> Outcome:
+        _check_pci(vf.pci_address, self.host.host_id)
+        rec = self.devices.get(vf.pci_address)
+        if stamp <= self.host.snap_stamp or (rec is not None and rec.stamp >= stamp):
+            return "stale"
+        self._put_vf(vf, stamp)
+        return "applied"
+
+    def _vf_removed(self, ev: m.VfRemoved, stamp: Stamp) -> Outcome:
+        _check_pci(ev.pci_address, self.host.host_id)
+        rec = self.devices.get(ev.pci_address)
+        if stamp <= self.host.snap_stamp or (rec is not None and rec.stamp >= stamp):
+            return "stale"
+        if rec is None:  # never seen: remember the removal so an older discovery stays dead
+            dev = new_device(self.host.host_id, ev.pci_address, ev.pf_pci_address)
+            self.devices[ev.pci_address] = DeviceRec(dev, stamp, removed=True)
+            return "applied"
+        self._remove(rec, stamp)
+        return "applied"
+
+    def _pf(self, pf: m.PF, stamp: Stamp) -> Outcome:
+        rec = self.pfs.get(pf.pci_address)
+        if stamp <= self.host.snap_stamp or (rec is not None and rec.stamp >= stamp):
+            return "stale"
+        self.pfs[pf.pci_address] = PfRec(pf, stamp)
+        return "applied"
+
+    def _link(self, ev: m.LinkChanged, stamp: Stamp) -> Outcome:
+        if stamp <= self.host.snap_stamp:
+            return "stale"
+        if ev.role == "pf":
+            pci = ev.pci_address or next(
+                (k for k, r in self.pfs.items() if r.pf.ifname == ev.ifname), None
+            )
+            pf_rec = self.pfs.get(pci) if pci else None
+            if pf_rec is None or pf_rec.stamp >= stamp:
+                return "stale"
+            pf_rec.pf = msgspec.structs.replace(pf_rec.pf, link_state=ev.state)
+            pf_rec.stamp = stamp
+            return "applied"
+        if ev.role == "vf":
+            pci = ev.pci_address or next(
+                (k for k, r in self.devices.items() if r.device.ifname == ev.ifname), None
+            )
+            rec = self.devices.get(pci) if pci else None
+            if rec is None or rec.stamp >= stamp or rec.removed:
+                return "stale"
+            rec.vf_link_state = ev.state
+            rec.stamp = stamp
+            return "applied"
+        return "applied"  # a netdev we do not track: still proof of life
+
+    def _put_vf(self, vf: m.VF, stamp: Stamp) -> None:
+        rec = self.devices.get(vf.pci_address)
+        base = rec.device if rec is not None else None
+        dev = vf_device(self.host.host_id, vf, base)
+        if rec is None:
+            self.devices[vf.pci_address] = DeviceRec(dev, stamp, vf_link_state=vf.link_state)
+            return
+        if dev == rec.device and not rec.removed and rec.vf_link_state == vf.link_state:
+            return  # unchanged: the snapshot's stamp already covers it, no write needed
+        rec.device, rec.stamp, rec.removed, rec.vf_link_state = dev, stamp, False, vf.link_state
+
+    def _remove(self, rec: DeviceRec, stamp: Stamp) -> None:
+        """A VF is gone: a tombstone, or a flag while a guest still holds it."""
+        rec.stamp = stamp
+        if rec.device.guest_id is not None:
+            rec.device = msgspec.structs.replace(rec.device, present=False)
+        else:
+            rec.removed = True
+
+    # --- liveness -------------------------------------------------------------------------
+    def mark_offline(self) -> None:
+        """Missed heartbeats: the host and its devices are unavailable until a new snapshot."""
+        self.host.status = "offline"
+        self.host.needs_snapshot = True
+
+    # --- placement ------------------------------------------------------------------------
+    def device_by_id(self, device_id: str) -> DeviceRec | None:
+        for rec in self.devices.values():
+            if rec.device.id == device_id:
+                return rec
+        return None
+
+    def hold(self, rec: DeviceRec, guest_id: str, stream_seq: int) -> Outcome:
+        """Reserved/Confirmed: the guest holds the device (in SRIOV_PLACEMENT stream order)."""
+        if stream_seq <= rec.guest_seq or rec.removed:
+            return "stale"
+        rec.guest_seq = stream_seq
+        rec.device = msgspec.structs.replace(rec.device, guest_id=guest_id)
+        return "applied"
+
+    def release(self, rec: DeviceRec, guest_id: str, stream_seq: int) -> Outcome:
+        """Released/Expired/Lost: clear the guest, only if that guest holds the device."""
+        if stream_seq <= rec.guest_seq or rec.removed:
+            return "stale"
+        rec.guest_seq = stream_seq
+        if rec.device.guest_id != guest_id:
+            return "stale"
+        rec.device = msgspec.structs.replace(rec.device, guest_id=None)
+        if not rec.device.present:  # held while gone; now nobody holds it
+            rec.removed = True
+        return "applied"
+
+    # --- result ---------------------------------------------------------------------------
+    def finalize(self, now: dt.datetime) -> Changes:
+        """Derive PF- and host-dependent fields, counts, and list what must be written."""
+        host = self.host
+        ch = Changes()
+        if self.full:
+            for pci, rec in self.devices.items():
+                pf = self.pfs.get(rec.device.pf_pci_address)
+                rec.device = derive(rec.device, pf.pf if pf else None, host.status)
+                if self._dev0.get(pci) != rec.key():
+                    ch.devices.append(rec)
+                    if self._state0.get(pci) != rec.state_key():
+                        rec.device = msgspec.structs.replace(rec.device, updated_at=now)
+                        ch.announce.append(rec)
+            for pci in sorted(set(self._dev0) - set(self.devices)):
+                dev, revision, removed = self._orig[pci]
+                ch.purge.append(dev.id)
+                if not removed:  # removed and purged in one go: still announce the removal
+                    gone = DeviceRec(dev, NO_STAMP, revision, removed=True)
+                    gone.device = msgspec.structs.replace(dev, updated_at=now)
+                    ch.announce.append(gone)
+            for pci, pf_rec in self.pfs.items():
+                if self._pfs0.get(pci) != (pf_rec.pf, pf_rec.stamp):
+                    ch.pfs.append((pci, pf_rec))
+            ch.drop_pfs = sorted(set(self._pfs0) - set(self.pfs))
+            live = [r for r in self.devices.values() if not r.removed]
+            host.pf_count = len(self.pfs)
+            host.vf_count = len(live)
+            host.vf_free = sum(r.device.present and r.device.guest_id is None for r in live)
+        announced = m.encode(self.info(with_last_seen=False))
+        if announced != host.announced:
+            host.announced = announced
+            ch.announce_host = True
+        ch.host_row = host.key() != self._host0
+        return ch
+
+    def info(self, with_last_seen: bool = True) -> m.HostInfo:
+        h = self.host
+        return host_info(h, with_last_seen)
+
+
+def host_info(h: HostRow, with_last_seen: bool = True) -> m.HostInfo:
+    return m.HostInfo(
+        host_id=h.host_id,
+        hostname=h.hostname,
+        status=h.status,
+        last_seen=h.last_seen if with_last_seen else None,
+        generation=max(h.generation, 0),
+        pf_count=h.pf_count,
+        vf_count=h.vf_count,
+        vf_free=h.vf_free,
+        errors=h.errors,
+        problems=h.problems,
+    )
+
+
+# --- pure helpers -------------------------------------------------------------------------
+def device_id(host_id: str, pci_address: str) -> str:
+    return m.device_id(host_id, pci_address)
+
+
+def new_device(host_id: str, pci_address: str, pf_pci_address: str = "") -> m.Device:
+    return m.Device(
+        id=m.device_id(host_id, pci_address),
+        host_id=host_id,
+        pci_address=pci_address,
+        addr=m.short_addr(pci_address),
+        pf_pci_address=pf_pci_address,
+    )
+
+
+def vf_device(host_id: str, vf: m.VF, base: m.Device | None) -> m.Device:
+    """The device row for a VF hostd reported; guest and PF-derived fields carried over."""
+    vendor_device = f"{vf.vendor_id}:{vf.device_id}" if vf.vendor_id and vf.device_id else ""
+    dev = base or new_device(host_id, vf.pci_address, vf.pf_pci_address)
+    return msgspec.structs.replace(
+        dev,
+        dev_type="NIC",
+        model=vf.model,
+        vendor_device_id=vendor_device,
+        pf_pci_address=vf.pf_pci_address,
+        vf_index=vf.vf_index,
+        numa_node=vf.numa_node,
+        iommu_group=vf.iommu_group,
+        driver=vf.driver,
+        ifname=vf.ifname,
+        mac=vf.mac,
+        present=True,
+    )
+
+
+def derive(dev: m.Device, pf: m.PF | None, host_status: HostStatus) -> m.Device:
+    """Fields a VF takes from its PF (link, wire, offload) and from its host (status)."""
+    if pf is None:
+        if dev.link_state == "unknown" and dev.host_status == host_status:
+            return dev
+        return msgspec.structs.replace(dev, link_state="unknown", host_status=host_status)
+    if (
+        dev.link_state == pf.link_state
+        and dev.host_status == host_status
+        and dev.pf_ifname == pf.ifname
+        and dev.wire == pf.wire
+        and dev.network == pf.network
+        and dev.offload == pf.offload
+    ):
+        return dev
+    return msgspec.structs.replace(
+        dev,
+        pf_ifname=pf.ifname,
+        wire=pf.wire,
+        network=pf.network,
+        offload=pf.offload,
+        link_state=pf.link_state,
+        host_status=host_status,
+    )
+
+
+def _unique(addresses: list[str], what: str, host_id: str) -> None:
+    seen: set[str] = set()
+    for a in addresses:
+        if a in seen:
+            raise InvalidRequest(
+                f"snapshot of host {host_id} lists {a} twice in {what}", field=f"{what}"
+            )
+        seen.add(a)
+
+
+def _check_pci(address: str, host_id: str) -> None:
+    """Refuse an address that cannot name a device subject (the state must be publishable)."""
+    subjects.pci_token(address)
+    if address != address.lower():
+        raise InvalidRequest(
+            f"host {host_id}: PCI address {address!r} must be lower case", field="pci_address"
+        )

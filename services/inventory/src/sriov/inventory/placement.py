@@ -1,0 +1,97 @@
+"""Consume the scheduler's placement events to fill and clear each device's ``guest_id``.
+
+Applied in SRIOV_PLACEMENT stream order per device (the stream sequence of the event that
+last changed a device is stored with it), so duplicates and reordering across replicas are
+harmless. A release clears the guest only if that guest holds the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from sriov.common import schemas as m
+from sriov.common import subjects
+from sriov.common.bus import ConsumerSpec, Delivery
+from sriov.inventory.db import store
+from sriov.inventory.db.conn import Pool
+from sriov.inventory.ingest import type_name
+
+log = logging.getLogger(__name__)
+DURABLE = "inventory-placement"
+
+
+def consumer_spec(batch: int = 100) -> ConsumerSpec:
+    return ConsumerSpec(
+        subjects.STREAM_PLACEMENT,
+        DURABLE,
+        [subjects.PLACEMENT_EVENTS_ALL],
+        batch=batch,
+        ack_wait_s=60,
+    )
+
+
+def device_ids(ev: m.PlacementEventT) -> list[str]:
+    match ev:
+        case m.Reserved():
+            return [a.device_id for a in ev.assignments]
+        case m.Confirmed() | m.Released() | m.Expired() | m.Lost():
+            return list(ev.device_ids)
+        case _:
+            return []
+
+
+class PlacementEvents:
+    def __init__(
+        self,
+        pool: Pool,
+        source: str,
+        *,
+        committed: Callable[[], None] = lambda: None,
+        counted: Callable[[Counter[tuple[str, str]]], None] = lambda _c: None,
+    ) -> None:
+        self.pool = pool
+        self.source = source
+        self.committed = committed
+        self.counted = counted
+
+    async def handle(self, ev: m.PlacementEventT, d: Delivery) -> None:
+        await self.apply([(ev, d)])
+
+    async def handle_batch(self, items: list[tuple[m.PlacementEventT, Delivery]]) -> None:
+        await self.apply(items)
+
+    async def apply(self, items: Sequence[tuple[m.PlacementEventT, Delivery]]) -> None:
+        wanted = sorted({i for ev, _d in items for i in device_ids(ev)})
+        outcomes: Counter[tuple[str, str]] = Counter()
+        if not wanted:
+            for ev, _d in items:
+                outcomes[(type_name(ev), "ignored")] += 1
+            self.counted(outcomes)
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            hosts = await store.hosts_of_devices(conn, wanted)
+            loaded = await store.load(conn, hosts, full=hosts)
+            index = {
+                rec.device.id: (view, rec)
+                for view in loaded.views.values()
+                for rec in view.devices.values()
+            }
+            for ev, d in sorted(items, key=lambda it: it[1].stream_seq):
+                for dev_id in device_ids(ev):
+                    found = index.get(dev_id)
+                    if found is None:
+                        log.info("%s for unknown device %s ignored", type_name(ev), dev_id)
+                        outcomes[(type_name(ev), "unknown_device")] += 1
+                        continue
+                    view, rec = found
+                    if isinstance(ev, m.Reserved | m.Confirmed):
+                        outcome = view.hold(rec, ev.guest_id, d.stream_seq)
+                    else:
+                        outcome = view.release(rec, ev.guest_id, d.stream_seq)
+                    outcomes[(type_name(ev), outcome)] += 1
+            saved = await store.save(conn, loaded.views.values(), loaded.now, self.source)
+        if saved.outbox:
+            self.committed()
+        self.counted(outcomes)

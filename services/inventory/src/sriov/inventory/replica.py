@@ -1,0 +1,149 @@
+"""One inventory replica: two durable consumers, the outbox relay, the liveness sweep, the
+rescan requester, the gauges' refresher and the query endpoints, sharing one pool and bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sriov.common import schemas as m
+from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery, ServiceHost
+from sriov.common.schemas import Codec
+from sriov.inventory import ingest, placement
+from sriov.inventory.api import QueryApi
+from sriov.inventory.db import outbox, reads
+from sriov.inventory.db.conn import Pool
+from sriov.inventory.liveness import Liveness
+from sriov.inventory.metrics import Metrics
+from sriov.inventory.relay import Relay
+from sriov.inventory.rescan import Rescanner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    heartbeat_timeout_s: float = 15.0
+    batch: int = 100
+    relay_batch: int = 500
+    rescan_interval_s: float = 30.0
+    gauges_interval_s: float = 15.0
+
+
+class Replica:
+    def __init__(self, pool: Pool, bus: Bus, tuning: Tuning | None = None) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.tuning = t = tuning or Tuning()
+        self.stats = {ingest.DURABLE: ConsumerStats(), placement.DURABLE: ConsumerStats()}
+        self.metrics = Metrics(self.stats)
+        self.relay = Relay(pool, bus, batch=t.relay_batch, published=self._published)
+        self.rescanner = Rescanner(bus, min_interval_s=t.rescan_interval_s)
+        self.host_events = ingest.HostEvents(
+            pool,
+            bus.source,
+            committed=self.relay.poke,
+            rescan=self.rescanner.want,
+            counted=lambda c: self._count("host", c),
+        )
+        self.placement_events = placement.PlacementEvents(
+            pool,
+            bus.source,
+            committed=self.relay.poke,
+            counted=lambda c: self._count("placement", c),
+        )
+        self.liveness = Liveness(pool, bus.source, t.heartbeat_timeout_s, committed=self.relay.poke)
+        self.api = QueryApi(pool)
+        self.ingested: Counter[tuple[str, str]] = Counter()
+
+    def _count(self, stream: str, outcomes: Counter[tuple[str, str]]) -> None:
+        self.ingested.update(outcomes)
+        self.metrics.count(stream, outcomes)
+
+    def _published(self, n: int) -> None:
+        self.metrics.published.add(n)
+
+    async def register(self, service: ServiceHost) -> None:
+        await self.api.register(service)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every loop until ``stop`` is set; a loop that crashes takes the replica down."""
+        t = self.tuning
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(
+                self._consume(
+                    ingest.consumer_spec(t.batch),
+                    m.HOST_EVENTS,
+                    self.host_events.handle,
+                    self.host_events.handle_batch,
+                    stop,
+                )
+            )
+            tg.create_task(
+                self._consume(
+                    placement.consumer_spec(t.batch),
+                    m.PLACEMENT_EVENTS,
+                    self.placement_events.handle,
+                    self.placement_events.handle_batch,
+                    stop,
+                )
+            )
+            tg.create_task(self.relay.run(stop))
+            tg.create_task(self.liveness.run(stop))
+            tg.create_task(_until(stop, self.rescanner.run(stop)))
+            tg.create_task(self._gauges(stop))
+
+    async def _consume(
+        self,
+        spec: ConsumerSpec,
+        codec: Codec[Any],
+        handler: Callable[[Any, Delivery], Awaitable[None]],
+        batch_handler: Callable[[list[tuple[Any, Delivery]]], Awaitable[None]],
+        stop: asyncio.Event,
+    ) -> None:
+        """``bus.consume`` until stop; restarted if nats-py's fetch lets a bare timeout out."""
+        while not stop.is_set():
+            try:
+                await self.bus.consume(
+                    spec,
+                    codec,
+                    handler,
+                    stop=stop,
+                    stats=self.stats[spec.durable],
+                    batch_handler=batch_handler,
+                )
+            except TimeoutError:
+                log.debug("%s: fetch timed out outside the bus's handling; resuming", spec.durable)
+
+    async def _gauges(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    vfs, hosts = await reads.fleet_counts(conn)
+                    pending = await outbox.pending(conn)
+                fleet = self.metrics.fleet
+                fleet.vfs, fleet.hosts, fleet.outbox = vfs, hosts, pending
+            except Exception as exc:  # gauges are best effort
+                log.warning("refreshing fleet gauges failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.tuning.gauges_interval_s)
+
+
+async def _until(stop: asyncio.Event, coro: object) -> None:
+    """Run ``coro`` until it ends or ``stop`` is set, whichever is first."""
+    assert asyncio.iscoroutine(coro)
+    task = asyncio.ensure_future(coro)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, waiter):
+            t.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
