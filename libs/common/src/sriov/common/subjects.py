@@ -23,7 +23,7 @@ _PCI_TOKEN = re.compile(r"^([0-9a-f]{4})-([0-9a-f]{2})-([0-9a-f]{2})-([0-7])$")
 
 def token(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a safe subject token, else raise naming ``what``."""
-    if not isinstance(value, str) or not _TOKEN.match(value):
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
         raise InvalidRequest(
             f"{what} {value!r} cannot be used in a subject: use 1-128 characters "
             "from A-Z a-z 0-9 - _",
@@ -34,7 +34,7 @@ def token(value: str, what: str = "id") -> str:
 
 def pci_token(address: str) -> str:
     """Escape a full PCI address (``0000:3b:00.1`` -> ``0000-3b-00-1``)."""
-    m = _PCI.match(address) if isinstance(address, str) else None
+    m = _PCI.fullmatch(address) if isinstance(address, str) else None
     if not m:
         raise InvalidRequest(
             f"PCI address {address!r} is not of the form DDDD:BB:DD.F (e.g. 0000:3b:00.1)",
@@ -45,7 +45,7 @@ def pci_token(address: str) -> str:
 
 def pci_from_token(tok: str) -> str:
     """Invert :func:`pci_token`."""
-    m = _PCI_TOKEN.match(tok)
+    m = _PCI_TOKEN.fullmatch(tok)
     if not m:
         raise InvalidRequest(f"subject token {tok!r} is not an escaped PCI address", field="pci")
     dom, bus, dev, fn = m.groups()

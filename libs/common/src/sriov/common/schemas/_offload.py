@@ -34,6 +34,12 @@ class OffloadStatus(Message, kw_only=True, tag="offload.status.v1"):
     ovs_version: str = ""
     datapath_types: list[str] = msgspec.field(default_factory=list)
     findings: list[Finding] = msgspec.field(default_factory=list)
+    restart_reasons: list[str] = msgspec.field(default_factory=list)
+    """Why ovs-vswitchd must restart for the settings to take effect (empty: it need not)."""
+    flow_api: bool | None = None
+    """Whether the running ovs-vswitchd has its offload flow API on (None: it cannot say)."""
+    applied: bool = True
+    """ovs-vswitchd has applied the last configuration change (``cur_cfg == next_cfg``)."""
 
 
 class OffloadConfigChanged(Message, kw_only=True, tag="offload.config.changed.v1"):
@@ -63,6 +69,10 @@ class FlowSummary(Model, kw_only=True):
     dp: str | None = None
     offloaded: str = "no"
     """``yes``, ``partial`` or ``no``."""
+    used_s: float | None = None
+    """Seconds since the flow last matched (None: never)."""
+    datapath: str | None = None
+    """The datapath holding the flow (``system@ovs-system``, ``netdev@ovs-netdev``)."""
 
 
 class PortCounters(Model, kw_only=True):
@@ -74,6 +84,8 @@ class PortCounters(Model, kw_only=True):
     not_offloaded: int = 0
     bytes: int = 0
     offloaded_bytes: int = 0
+    partial_bytes: int = 0
+    packets: int = 0
 
 
 class Audit(Message, kw_only=True, tag="offload.audit.v1"):
@@ -91,6 +103,15 @@ class Audit(Message, kw_only=True, tag="offload.audit.v1"):
     top_not_offloaded: list[FlowSummary] = msgspec.field(default_factory=list)
     findings: list[Finding] = msgspec.field(default_factory=list)
     ts: dt.datetime = msgspec.field(default_factory=utcnow)
+    per_pf: list[PortCounters] = msgspec.field(default_factory=list)
+    """Counters summed per offload PF (a bond counts as one), over the PF and its
+    representors."""
+    partial_bytes: int = 0
+    packets: int = 0
+    datapaths: list[str] = msgspec.field(default_factory=list)
+    unparsed_lines: int = 0
+    """dump-flows lines the parser could not read (a finding names them)."""
+    duration_ms: float = 0.0
 
 
 OffloadEventT = OffloadConfigChanged | OffloadChecks | Audit

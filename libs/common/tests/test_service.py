@@ -1,0 +1,139 @@
+"""nats.micro endpoints: typed replies, stable error codes, trace context across the hop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from sriov.common import schemas as m
+from sriov.common import subjects as s
+from sriov.common.bus import Bus, ConsumerSpec, Delivery, ServiceHost
+from sriov.common.errors import BusError, InvalidRequest, NoCapacity, NotFound
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    yield exporter
+
+
+async def start_hosts_service(bus: Bus) -> ServiceHost:
+    svc = await ServiceHost.start(bus, "test-inventory", "0.1.0", "test", {"instance": "t1"})
+
+    async def get_host(req: m.HostGetRequest, headers: Mapping[str, str]) -> m.HostGetReply:
+        if req.host_id == "full":
+            raise NoCapacity("no free VF of model X on any online host", model="X", free=0)
+        if req.host_id == "boom":
+            raise RuntimeError("secret internals <object at 0x7f>")
+        if req.host_id != "h1":
+            raise NotFound(f"host {req.host_id} is not known")
+        return m.HostGetReply(host=m.HostInfo(host_id="h1", status="online"))
+
+    await svc.add_endpoint(s.INVENTORY_HOSTS_GROUP, "get", m.HostGetRequest, get_host)
+    return svc
+
+
+async def test_reply_and_error_codes(bus: Bus) -> None:
+    svc = await start_hosts_service(bus)
+    subject = s.endpoint(s.INVENTORY_HOSTS_GROUP, "get")
+    try:
+        reply = await bus.request(subject, m.HostGetRequest(host_id="h1"), m.HostGetReply)
+        assert reply.host.status == "online"
+
+        with pytest.raises(NotFound, match="host nope is not known"):
+            await bus.request(subject, m.HostGetRequest(host_id="nope"), m.HostGetReply)
+
+        with pytest.raises(NoCapacity) as err:
+            await bus.request(subject, m.HostGetRequest(host_id="full"), m.HostGetReply)
+        assert err.value.code == "no_capacity"
+        assert err.value.details == {"model": "X", "free": 0}
+
+        with pytest.raises(InvalidRequest) as bad:
+            await bus.request(subject, m.HostListRequest(), m.HostGetReply)
+        assert bad.value.code == "unknown_type"
+        assert "inventory.hosts.list.v1" in str(bad.value)
+
+        raw = await bus.request_raw(subject.subject, b"{not json")
+        assert raw.headers is not None
+        assert raw.headers["Nats-Service-Error-Code"] == "400"
+        assert raw.headers["Sriov-Error-Code"] == "invalid_request"
+
+        with pytest.raises(Exception) as internal:
+            await bus.request(subject, m.HostGetRequest(host_id="boom"), m.HostGetReply)
+        assert "0x7f" not in str(internal.value)
+        assert "internal error in sriov.v1.inventory.hosts.get" in str(internal.value)
+    finally:
+        await svc.stop()
+
+
+async def test_no_responder_is_a_clear_error(bus: Bus) -> None:
+    with pytest.raises(BusError, match="no service answers sriov.v1.scheduler.place"):
+        await bus.request(
+            s.endpoint(s.SCHEDULER_GROUP, "place"),
+            m.GetRequest(guest_id="g"),
+            m.PlacementReply,
+            timeout=1,
+        )
+
+
+async def test_discovery_lists_the_service(bus: Bus) -> None:
+    svc = await start_hosts_service(bus)
+    try:
+        infos = await bus.discover("INFO", 0.3)
+        mine = [i for i in infos if i["name"] == "test-inventory"]
+        assert len(mine) == 1
+        assert mine[0]["endpoints"][0]["subject"] == "sriov.v1.inventory.hosts.get"
+        assert mine[0]["metadata"]["instance"] == "t1"
+    finally:
+        await svc.stop()
+
+
+async def test_trace_context_crosses_publish_and_consume(
+    bus: Bus, spans: InMemorySpanExporter
+) -> None:
+    spans.clear()
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("requester") as root:
+        await bus.js_publish(
+            s.host_heartbeat("h9"), m.Heartbeat(host_id="h9", generation=1, seq=1, interval_s=1)
+        )
+    trace_id = root.get_span_context().trace_id
+    done = asyncio.Event()
+
+    async def handler(msg: m.HostEventT, d: Delivery) -> None:
+        assert d.headers["traceparent"].split("-")[1] == f"{trace_id:032x}"
+        done.set()
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        bus.consume(
+            ConsumerSpec(s.STREAM_HOST_EVENTS, "trace", [s.HOST_EVENTS_ALL]),
+            m.HOST_EVENTS,
+            handler,
+            stop=stop,
+        )
+    )
+    await asyncio.wait_for(done.wait(), 10)
+    stop.set()
+    await task
+    finished = {(sp.name, sp.kind): sp for sp in spans.get_finished_spans()}
+    producer = finished["sriov.v1.host.{host_id}.heartbeat.sent", trace.SpanKind.PRODUCER]
+    assert producer.attributes is not None
+    assert producer.attributes["messaging.destination.name"] == "sriov.v1.host.h9.heartbeat.sent"
+    consumers = [
+        sp
+        for sp in spans.get_finished_spans()
+        if sp.kind == trace.SpanKind.CONSUMER and sp.context.trace_id == trace_id
+    ]
+    assert consumers, "consumer span must join the producer's trace"
+    assert consumers[0].parent is not None
+    assert consumers[0].parent.span_id == producer.context.span_id
