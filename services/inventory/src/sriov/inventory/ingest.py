@@ -24,14 +24,14 @@ log = logging.getLogger(__name__)
 DURABLE = "inventory-host-events"
 
 
-def consumer_spec(batch: int = 100) -> ConsumerSpec:
+def consumer_spec(batch: int = 100, ack_wait_s: float = 60) -> ConsumerSpec:
     return ConsumerSpec(
         subjects.STREAM_HOST_EVENTS,
         DURABLE,
         [subjects.HOST_EVENTS_ALL],
         batch=batch,
         max_ack_pending=max(1000, 4 * batch),
-        ack_wait_s=60,
+        ack_wait_s=ack_wait_s,
     )
 
 

@@ -37,6 +37,8 @@ class InventorySettings(runtime.BusSettings, kw_only=True, forbid_unknown_fields
     db_pool_size: int = 10
     rescan_interval: float = 30.0
     """Least seconds between two rescan requests to the same host."""
+    ack_wait: float = 60.0
+    """Seconds before an unacknowledged event (a crashed replica's) is redelivered."""
 
     def check(self) -> None:
         if not self.database_url:
@@ -51,6 +53,7 @@ class InventorySettings(runtime.BusSettings, kw_only=True, forbid_unknown_fields
             ("relay_batch", self.relay_batch, 1, 10000),
             ("db_pool_size", self.db_pool_size, 2, 500),
             ("rescan_interval", self.rescan_interval, 0, 86400),
+            ("ack_wait", self.ack_wait, 1, 3600),
         ):
             if not low <= value <= high:
                 option = "--" + key.replace("_", "-")
@@ -64,6 +67,7 @@ class InventorySettings(runtime.BusSettings, kw_only=True, forbid_unknown_fields
             batch=self.batch,
             relay_batch=self.relay_batch,
             rescan_interval_s=self.rescan_interval,
+            ack_wait_s=self.ack_wait,
         )
 
 
@@ -78,6 +82,7 @@ def parse(argv: Sequence[str] | None = None) -> InventorySettings:
     g.add_argument("--relay-batch", type=int, help="outbox rows published per round")
     g.add_argument("--db-pool-size", type=int, help="PostgreSQL connections (default 10)")
     g.add_argument("--rescan-interval", type=float, help="least seconds between rescans")
+    g.add_argument("--ack-wait", type=float, help="seconds before a crashed batch is redelivered")
     runtime.add_bus_args(parser)
     settings: InventorySettings = runtime.settings_from_args(
         InventorySettings, parser.parse_args(argv)

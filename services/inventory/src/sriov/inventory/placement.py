@@ -22,13 +22,13 @@ log = logging.getLogger(__name__)
 DURABLE = "inventory-placement"
 
 
-def consumer_spec(batch: int = 100) -> ConsumerSpec:
+def consumer_spec(batch: int = 100, ack_wait_s: float = 60) -> ConsumerSpec:
     return ConsumerSpec(
         subjects.STREAM_PLACEMENT,
         DURABLE,
         [subjects.PLACEMENT_EVENTS_ALL],
         batch=batch,
-        ack_wait_s=60,
+        ack_wait_s=ack_wait_s,
     )
 
 

@@ -33,6 +33,9 @@ class Tuning:
     relay_batch: int = 500
     rescan_interval_s: float = 30.0
     gauges_interval_s: float = 15.0
+    ack_wait_s: float = 60.0
+    """How long a fetched event may stay unacknowledged (a crashed replica's batch is
+    redelivered after this); must exceed the time to apply a batch."""
 
 
 class Replica:
@@ -77,7 +80,7 @@ class Replica:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(
                 self._consume(
-                    ingest.consumer_spec(t.batch),
+                    ingest.consumer_spec(t.batch, t.ack_wait_s),
                     m.HOST_EVENTS,
                     self.host_events.handle,
                     self.host_events.handle_batch,
@@ -86,7 +89,7 @@ class Replica:
             )
             tg.create_task(
                 self._consume(
-                    placement.consumer_spec(t.batch),
+                    placement.consumer_spec(t.batch, t.ack_wait_s),
                     m.PLACEMENT_EVENTS,
                     self.placement_events.handle,
                     self.placement_events.handle_batch,

@@ -19,6 +19,10 @@ import msgspec
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus, ServiceHost
+from sriov.common.errors import NotFound
+from sriov.inventory import ingest, placement
+from sriov.inventory.db import outbox
+from sriov.inventory.db.conn import Pool
 from sriov.inventory.db.pool import open_pool
 from sriov.inventory.replica import Replica, Tuning
 
@@ -253,3 +257,54 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def list_devices(bus: Bus, **filters: object) -> m.DeviceListReply:
+    """``devices.list`` over the bus, as the CLI calls it."""
+    req = m.DeviceListRequest(**filters)  # type: ignore[arg-type]
+    subject = subjects.endpoint(subjects.INVENTORY_DEVICES_GROUP, "list")
+    return await bus.request(subject, req, m.DeviceListReply)
+
+
+async def get_host(bus: Bus, host_id: str) -> m.HostInfo:
+    subject = subjects.endpoint(subjects.INVENTORY_HOSTS_GROUP, "get")
+    reply = await bus.request(subject, m.HostGetRequest(host_id=host_id), m.HostGetReply)
+    return reply.host
+
+
+async def state_values(bus: Bus) -> tuple[dict[str, m.DeviceState], dict[str, m.HostState]]:
+    """Replay SRIOV_STATE as a newcomer does: the last value of every subject."""
+    devices: dict[str, m.DeviceState] = {}
+    hosts: dict[str, m.HostState] = {}
+    for flt in (subjects.DEVICE_STATE_ALL, subjects.HOST_STATE_ALL):
+        async for _subject, data in bus.last_values(subjects.STREAM_STATE, flt):
+            msg = m.STATE_EVENTS.decode(data)
+            if isinstance(msg, m.DeviceState):
+                devices[msg.device.id] = msg
+            else:
+                hosts[msg.host.host_id] = msg
+    return devices, hosts
+
+
+async def drained(bus: Bus, pool: Pool) -> bool:
+    """Every event consumed and acknowledged, and every state change relayed."""
+    for stream, durable in (
+        (subjects.STREAM_HOST_EVENTS, ingest.DURABLE),
+        (subjects.STREAM_PLACEMENT, placement.DURABLE),
+    ):
+        try:
+            info = await bus.js.consumer_info(stream, durable)
+        except Exception:  # not created yet: the replica has not started consuming
+            return False
+        if info.num_pending or info.num_ack_pending:
+            return False
+    async with pool.acquire() as conn:
+        return await outbox.pending(conn) == 0
+
+
+async def host_status(bus: Bus, host_id: str) -> str | None:
+    """The host's status, or None while inventory has not heard of it."""
+    try:
+        return (await get_host(bus, host_id)).status
+    except NotFound:
+        return None

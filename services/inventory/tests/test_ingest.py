@@ -1,0 +1,149 @@
+"""hostd's events into the fleet table, on a real nats-server and PostgreSQL.
+
+The test publishes what hostd publishes, on the same subjects and with the same event ids.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from sriov.common import schemas as m
+from sriov.common import subjects as s
+from sriov.common.bus import Bus, event_headers
+from sriov.inventory import testing as t
+from sriov.inventory.replica import Replica
+
+
+async def ingested(rep: Replica, kind: type[m.Message], outcome: str, n: int = 1) -> None:
+    async def check() -> bool:
+        return rep.ingested[(m.type_of(kind), outcome)] >= n
+
+    await t.eventually(check, what=f"{n} {m.type_of(kind)} {outcome}")
+
+
+async def test_duplicate_events_change_nothing(bus: Bus, nats_url: str, database_url: str) -> None:
+    async with t.replica(nats_url, database_url) as rep:
+        hostd = t.Hostd(bus, "h1")
+        pfs, vfs = t.fleet_host(1, vfs=8)
+        snap = hostd.snapshot_event(pfs, vfs)
+        await hostd.send(s.host_snapshot("h1"), snap)
+        await ingested(rep, m.HostSnapshot, "applied")
+        await t.eventually(lambda: t.drained(bus, rep.pool), what="drained")
+        before, _ = await t.state_values(bus)
+
+        # the same event id again: JetStream itself drops it
+        assert not await bus.js_publish(s.host_snapshot("h1"), snap, event_id=hostd.event_id(snap))
+        # the same (generation, seq) under another id: inventory drops it as stale
+        await bus.js_publish(s.host_snapshot("h1"), snap, event_id="another-id")
+        await ingested(rep, m.HostSnapshot, "stale")
+        await t.eventually(lambda: t.drained(bus, rep.pool), what="drained")
+
+        after, _ = await t.state_values(bus)
+        assert {k: v.revision for k, v in after.items()} == {
+            k: v.revision for k, v in before.items()
+        }
+        assert (await t.list_devices(bus, host_id="h1")).total == 8
+
+
+async def test_reordered_events_end_in_the_newest_state(
+    bus: Bus, nats_url: str, database_url: str
+) -> None:
+    hostd = t.Hostd(bus, "h1")
+    pfs, vfs = t.fleet_host(1, vfs=4)
+    await hostd.snapshot(pfs, vfs)
+    a, b = vfs[0], vfs[1]
+    # hostd's order: change a (seq 3), remove a (seq 4), change b twice (seq 5, 6).
+    ev_a = m.VfChanged(host_id="h1", generation=1, seq=3, vf=msgspec.structs.replace(a, mac="m1"))
+    rm_a = m.VfRemoved(host_id="h1", generation=1, seq=4, pci_address=a.pci_address)
+    b1 = m.VfChanged(host_id="h1", generation=1, seq=5, vf=msgspec.structs.replace(b, mac="b1"))
+    b2 = m.VfChanged(host_id="h1", generation=1, seq=6, vf=msgspec.structs.replace(b, mac="b2"))
+    # ...delivered backwards.
+    for ev in (b2, rm_a, b1, ev_a):
+        subject = s.host_vf("h1", "removed" if isinstance(ev, m.VfRemoved) else "changed")
+        await bus.js_publish(subject, ev, event_id=hostd.event_id(ev))
+    async with t.replica(nats_url, database_url, t.Tuning(batch=1)) as rep:
+        await t.eventually(lambda: t.drained(bus, rep.pool), what="drained")
+        listed = {d.pci_address: d for d in (await t.list_devices(bus, host_id="h1")).devices}
+        assert a.pci_address not in listed
+        assert listed[b.pci_address].mac == "b2"
+        assert rep.ingested[("host.vf.changed.v1", "stale")] == 2
+        states, _ = await t.state_values(bus)
+        assert states[m.device_id("h1", a.pci_address)].removed
+
+
+async def test_malformed_events_are_dead_lettered_and_nothing_stored_is_lost(
+    bus: Bus, nats_url: str, database_url: str
+) -> None:
+    hostd = t.Hostd(bus, "h1")
+    pfs, vfs = t.fleet_host(1, vfs=4)
+    await hostd.snapshot(pfs, vfs)
+    subject = s.host_snapshot("h1")
+
+    async def raw(payload: bytes, eid: str) -> None:
+        hb = m.Heartbeat(host_id="h1", generation=1, seq=0, interval_s=1)
+        await bus.js_publish_raw(subject.subject, payload, event_headers(hb, "test", eid))
+
+    await raw(b"{not json", "garbage")
+    await raw(b'{"type": "host.snapshot.v1", "host_id": "h1", "seq": 9}', "no-generation")
+    await raw(b'{"type": "host.teleported.v7", "host_id": "h1"}', "from-the-future")
+    liar = m.HostSnapshot(host_id="h2", generation=1, seq=50, vfs=[])
+    await bus.js_publish(subject, liar, event_id="liar")
+    dup = hostd.snapshot_event(pfs, [vfs[0], vfs[0]])
+    await hostd.send(subject, dup)
+    await hostd.heartbeat()
+    async with t.replica(nats_url, database_url) as rep:
+        await t.eventually(lambda: t.drained(bus, rep.pool), what="drained")
+        stats = rep.stats["inventory-host-events"]
+        assert (stats.dead_lettered, stats.unknown) == (4, 1)
+        reasons = []
+        dl = await bus.js.pull_subscribe(s.dead_letter("inventory-host-events").subject)
+        for msg in await dl.fetch(4, timeout=5):
+            reasons.append(msg.headers["Sriov-Dead-Letter-Reason"])  # type: ignore[index]
+        text = "\n".join(reasons)
+        assert "not valid JSON" in text
+        assert "generation" in text
+        assert "claims host_id 'h2'" in text
+        assert "lists 0000:3b:00.2 twice in vfs" in text
+        assert (await t.list_devices(bus, host_id="h1")).total == 4
+        assert (await t.list_devices(bus, host_id="h2")).total == 0
+        assert rep.ingested[("host.heartbeat.v1", "applied")] == 1
+
+
+async def test_vf_events_pf_link_and_host_queries(
+    bus: Bus, nats_url: str, database_url: str
+) -> None:
+    async with t.replica(nats_url, database_url) as rep:
+        hostd = t.Hostd(bus, "h7", hostname="compute-7")
+        pfs, vfs = t.fleet_host(7, vfs=6)
+        await hostd.snapshot(pfs, vfs[:4])
+        await hostd.vf("discovered", vfs[4])
+        await hostd.vf("discovered", vfs[5])
+        await hostd.vf_removed(vfs[0])
+        await hostd.link(pfs[1], up=False)
+        await t.eventually(
+            lambda: t.drained(bus, rep.pool), what="drained"
+        )  # all applied and announced
+        await t.eventually(
+            lambda: _count(rep, "host.link.v1", "applied", 1), what="link event applied"
+        )
+        listed = (await t.list_devices(bus, host_id="h7")).devices
+        assert sorted(d.pci_address for d in listed) == sorted(v.pci_address for v in vfs[1:])
+        down = {d.pci_address for d in listed if d.link_state == "down"}
+        assert down == {v.pci_address for v in vfs[1:] if v.pf_pci_address == pfs[1].pci_address}
+        host = await t.get_host(bus, "h7")
+        assert (host.hostname, host.status, host.vf_count, host.vf_free, host.pf_count) == (
+            "compute-7",
+            "online",
+            5,
+            5,
+            2,
+        )
+        assert host.last_seen is not None
+        states, hosts = await t.state_values(bus)
+        for d in listed:
+            assert states[d.id].device == d
+        assert hosts["h7"].host.vf_count == 5
+
+
+async def _count(rep: Replica, kind: str, outcome: str, n: int) -> bool:
+    return rep.ingested[(kind, outcome)] >= n
