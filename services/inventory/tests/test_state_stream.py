@@ -1,0 +1,113 @@
+"""SRIOV_STATE: a newcomer rebuilds current state; the outbox relay survives a crash."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from sriov.common import schemas as m
+from sriov.common import subjects as s
+from sriov.common.bus import Bus, Delivery
+from sriov.inventory import testing as t
+from sriov.inventory.db import outbox
+from sriov.inventory.db.pool import open_pool
+from sriov.inventory.ingest import HostEvents
+from sriov.inventory.relay import Relay
+
+
+async def test_newcomer_rebuilds_current_state_from_the_last_value_stream(
+    bus: Bus, nats_url: str, database_url: str
+) -> None:
+    async with t.replica(nats_url, database_url) as rep:
+        hosts = [t.Hostd(bus, f"h{i}") for i in range(3)]
+        fleets = [t.fleet_host(i, vfs=6) for i in range(3)]
+        for hostd, (pfs, vfs) in zip(hosts, fleets, strict=True):
+            await hostd.snapshot(pfs, vfs)
+        # history the newcomer must not replay: removals, link flaps, a changed VF
+        pfs0, vfs0 = fleets[0]
+        await hosts[0].vf_removed(vfs0[0])
+        await hosts[0].link(pfs0[0], up=False)
+        await hosts[0].link(pfs0[0], up=True)
+        await hosts[0].link(pfs0[1], up=False)
+        await hosts[1].vf("changed", msgspec.structs.replace(fleets[1][1][2], mac="x"))
+        await t.eventually(lambda: t.drained(bus, rep.pool), what="drained")
+
+        devices, host_states = await t.state_values(bus)
+        listed = (await t.list_devices(bus, limit=1000)).devices
+        live = {d.id: d for d in listed}
+        assert {k for k, v in devices.items() if not v.removed} == set(live)
+        for dev_id, dev in live.items():
+            assert devices[dev_id].device == dev
+        assert devices[m.device_id("h0", vfs0[0].pci_address)].removed
+        assert live[m.device_id("h1", fleets[1][1][2].pci_address)].mac == "x"
+        down = {d.pci_address for d in listed if d.host_id == "h0" and d.link_state == "down"}
+        assert down == {v.pci_address for v in vfs0 if v.pf_pci_address == pfs0[1].pci_address}
+        assert set(host_states) == {"h0", "h1", "h2"}
+        assert host_states["h0"].host.vf_count == 5
+        # one message per subject: the stream holds state, not history
+        info = await bus.js.stream_info(s.STREAM_STATE)
+        assert info.state.messages == len(devices) + len(host_states)
+
+
+async def test_relay_crash_after_publishing_duplicates_nothing(bus: Bus, database_url: str) -> None:
+    pool = await open_pool(database_url)
+    try:
+        ingest = HostEvents(pool, "sriov/inventory/test")
+        hostd = t.Hostd(bus, "h1")
+        pfs, vfs = t.fleet_host(1, vfs=8)
+        snap = hostd.snapshot_event(pfs, vfs)
+        delivery = _delivery(s.host_snapshot("h1").subject)
+        await ingest.apply([(snap, delivery)])
+        relay = Relay(pool, bus)
+
+        # First attempt: rows claimed and published, then the replica dies before commit.
+        async with pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            rows = await outbox.claim(conn, 500)
+            await relay.publish(rows)
+            await tx.rollback()
+        assert len(rows) == 9  # 8 devices + the host
+        info = await bus.js.stream_info(s.STREAM_STATE)
+        assert info.state.last_seq == 9
+
+        # Second attempt (another replica, after the crash): same rows, same event ids.
+        assert await relay.relay_once() == 9
+        info = await bus.js.stream_info(s.STREAM_STATE)
+        assert info.state.last_seq == 9  # JetStream dropped every copy
+        async with pool.acquire() as conn:
+            assert await outbox.pending(conn) == 0
+    finally:
+        await pool.close()
+
+
+async def test_relays_of_several_replicas_never_publish_a_state_twice(
+    bus: Bus, database_url: str
+) -> None:
+    pools = [await open_pool(database_url) for _ in range(3)]
+    try:
+        ingest = HostEvents(pools[0], "sriov/inventory/test")
+        for i in range(20):
+            hostd = t.Hostd(bus, f"h{i}")
+            snap = hostd.snapshot_event(*t.fleet_host(i, vfs=10))
+            await ingest.apply([(snap, _delivery(s.host_snapshot(f"h{i}").subject))])
+        relays = [Relay(p, bus, batch=7) for p in pools]
+
+        async def drain(r: Relay) -> int:
+            total = 0
+            while n := await r.relay_once():
+                total += n
+            return total
+
+        counts = await asyncio.gather(*(drain(r) for r in relays))
+        assert sum(counts) == 20 * 11
+        info = await bus.js.stream_info(s.STREAM_STATE)
+        assert info.state.last_seq == 20 * 11 and info.state.messages == 20 * 11
+    finally:
+        for p in pools:
+            await p.close()
+
+
+def _delivery(subject: str) -> Delivery:
+    return Delivery(subject, {}, 1, 1)
