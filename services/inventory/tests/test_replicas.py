@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import random
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -105,30 +101,6 @@ async def test_two_replicas_consume_at_once(bus: Bus, nats_url: str, database_ur
         assert all(w > 0 for w in work), f"one replica did nothing: {work}"
 
 
-@contextlib.contextmanager
-def inventory_process(
-    nats_url: str, database_url: str, log: Path, *extra: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """The real ``sriov-inventory`` command, as the launcher runs it."""
-    exe = Path(sys.executable).parent / "sriov-inventory"
-    env = {**os.environ, "SRIOV_DATABASE_URL": database_url, "SRIOV_LOG_LEVEL": "WARNING"}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [str(exe), "--nats-url", nats_url, "--ack-wait", "2", *extra],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-
-
 @pytest.mark.slow
 async def test_replica_killed_mid_batch_loses_and_duplicates_nothing(
     bus: Bus, nats_url: str, database_url: str, tmp_path: Path
@@ -149,7 +121,9 @@ async def test_replica_killed_mid_batch_loses_and_duplicates_nothing(
     pool = None
     try:
         log = tmp_path / "inventory.log"
-        with inventory_process(nats_url, database_url, log, "--batch", "10") as first:
+        with t.inventory_process(
+            nats_url, database_url, log, "--batch", "10", "--ack-wait", "2"
+        ) as first:
 
             async def started() -> bool:
                 assert first.poll() is None, log.read_text()
@@ -164,7 +138,9 @@ async def test_replica_killed_mid_batch_loses_and_duplicates_nothing(
         assert killed_at < hosts * per_host, "the first replica finished before it was killed"
 
         pool = await open_pool(database_url)
-        with inventory_process(nats_url, database_url, log, "--batch", "50") as second:
+        with t.inventory_process(
+            nats_url, database_url, log, "--batch", "50", "--ack-wait", "2"
+        ) as second:
 
             async def done() -> bool:
                 assert second.poll() is None, log.read_text()

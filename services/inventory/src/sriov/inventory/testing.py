@@ -10,9 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 
@@ -219,6 +224,30 @@ class Hostd:
             role="pf",
         )
         return await self.send(subjects.host_link(self.host_id, up), ev)
+
+
+@contextlib.contextmanager
+def inventory_process(
+    nats_url: str, database_url: str, log: Path, *extra: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The real ``sriov-inventory`` command, as the launcher runs it; stopped on exit."""
+    exe = Path(sys.executable).parent / "sriov-inventory"
+    env = {**os.environ, "SRIOV_DATABASE_URL": database_url, "SRIOV_LOG_LEVEL": "WARNING"}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(exe), "--nats-url", nats_url, *extra],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
 
 
 @contextlib.asynccontextmanager
