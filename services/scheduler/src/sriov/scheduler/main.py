@@ -1,4 +1,8 @@
-"""Entry point of sriov-scheduler (skeleton: connects and registers its micro service)."""
+"""Entry point of sriov-scheduler: ``sriov-scheduler --database-url DSN [--nats-url ...]``.
+
+Any number of replicas may run against the same database and NATS; they share one queue
+group for requests and one durable consumer for state and for asynchronous requests.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,28 @@ import argparse
 from collections.abc import Sequence
 
 from sriov.common import runtime
+from sriov.scheduler import server
+from sriov.scheduler.settings import SchedulerSettings, add_args
 
 NAME = "sriov-scheduler"
-DESCRIPTION = "VF placement"
+DESCRIPTION = "VF placement: reservations that never double-book"
 
 
 async def body(ctx: runtime.ServiceContext) -> None:
-    """Register endpoints and start loops; returns at once, the runtime waits for stop."""
+    await server.start(ctx)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=NAME, description=DESCRIPTION)
     runtime.add_bus_args(parser)
+    add_args(parser)
     args = parser.parse_args(argv)
-    settings = runtime.settings_from_args(runtime.BusSettings, args)
-    runtime.run(lambda: runtime.serve(NAME, DESCRIPTION, settings, body), NAME)
+
+    async def go() -> None:
+        settings = runtime.settings_from_args(SchedulerSettings, args).check()
+        await runtime.serve(NAME, DESCRIPTION, settings, body)
+
+    runtime.run(go, NAME)
 
 
 if __name__ == "__main__":

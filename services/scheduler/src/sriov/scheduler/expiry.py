@@ -1,0 +1,72 @@
+"""Sweep unconfirmed reservations past their TTL, and forget old idempotency keys.
+
+Every replica sweeps; ``FOR UPDATE SKIP LOCKED`` in ``scheduler.expire`` splits the work, and
+each expiry commits with its Expired event in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from sriov.common import telemetry
+from sriov.scheduler.metrics import Metrics
+from sriov.scheduler.store import Store
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+PURGE_EVERY_S = 60.0
+
+
+class Sweeper:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        source: str,
+        interval_s: float,
+        retention_s: float,
+        metrics: Metrics | None = None,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.source = source
+        self.interval_s = interval_s
+        self.retention_s = retention_s
+        self.metrics = metrics or Metrics()
+        self.on_commit = on_commit
+        self._last_purge = 0.0
+
+    async def sweep_once(self) -> int:
+        """Expire everything due now; returns how many reservations ended."""
+        total = 0
+        with telemetry.tracer().start_as_current_span("scheduler.expire"):
+            ctx = msgspec.json.encode({"source": self.source, "trace": telemetry.inject({})})
+            while True:
+                n = await self.store.expire(BATCH, None, ctx)
+                total += n
+                if n < BATCH:
+                    break
+        if total:
+            self.metrics.expired.add(total)
+            log.info("expired %d unconfirmed reservation(s)", total)
+            self.on_commit()
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.sweep_once()
+                if time.monotonic() - self._last_purge > PURGE_EVERY_S:
+                    self._last_purge = time.monotonic()
+                    await self.store.purge_requests(self.retention_s)
+            except Exception as exc:  # the database is away: try again next round
+                log.warning("expiry sweep failed: %s: %s", type(exc).__name__, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval_s)

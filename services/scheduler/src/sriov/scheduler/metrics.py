@@ -1,0 +1,39 @@
+"""The scheduler's OpenTelemetry instruments (scraped by Prometheus when configured)."""
+
+from __future__ import annotations
+
+from sriov.common import telemetry
+
+
+class Metrics:
+    """Request latency and outcomes, events relayed, reservations expired or lost."""
+
+    def __init__(self) -> None:
+        meter = telemetry.meter()
+        self.duration = meter.create_histogram(
+            "sriov.scheduler.request.duration",
+            unit="s",
+            description="Time to answer a placement request (place/attach/release/confirm/get)",
+        )
+        self.requests = meter.create_counter(
+            "sriov.scheduler.requests",
+            description="Placement requests by operation and outcome (ok or the error code)",
+        )
+        self.events = meter.create_counter(
+            "sriov.scheduler.events.published", description="Outbox events relayed to JetStream"
+        )
+        self.expired = meter.create_counter(
+            "sriov.scheduler.reservations.expired", description="Reservations past their TTL"
+        )
+        self.lost = meter.create_counter(
+            "sriov.scheduler.reservations.lost",
+            description="Reservations whose VF disappeared",
+        )
+        self.state = meter.create_counter(
+            "sriov.scheduler.state.applied", description="Device/host state messages applied"
+        )
+
+    def observe(self, op: str, outcome: str, seconds: float, via: str) -> None:
+        attrs = {"op": op, "outcome": outcome, "via": via}
+        self.duration.record(seconds, attrs)
+        self.requests.add(1, attrs)

@@ -1,0 +1,167 @@
+"""The scheduler's projection of schedulable VFs, built from inventory's state stream.
+
+One durable consumer on ``SRIOV_STATE`` shared by every replica (they share the database):
+a batch of messages becomes one transaction of idempotent upserts guarded by revision. The
+durable is named after the database's epoch, so a fresh database replays the current state
+of every device and host (the stream keeps the last value per subject), and a replica that
+was down catches up from the durable's cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import msgspec
+
+from sriov.common import schemas as m
+from sriov.common import subjects, telemetry
+from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery
+from sriov.scheduler.metrics import Metrics
+from sriov.scheduler.store import StateResult, Store
+
+log = logging.getLogger(__name__)
+
+StateMsg = m.DeviceState | m.HostState
+
+
+class DeviceRow(msgspec.Struct, kw_only=True):
+    """What the projection keeps of a Device (``scheduler.apply_state``'s columns)."""
+
+    id: str
+    host_id: str
+    pci_address: str
+    addr: str
+    model: str
+    vendor_device_id: str
+    pf_pci_address: str
+    pf_ifname: str | None
+    numa_node: int
+    wire: str | None
+    network: str | None
+    link_up: bool
+    present: bool
+    removed: bool
+    revision: int
+
+
+class HostRow(msgspec.Struct, kw_only=True):
+    host_id: str
+    status: str
+    revision: int
+
+
+def device_row(st: m.DeviceState) -> DeviceRow:
+    d = st.device
+    return DeviceRow(
+        id=d.id,
+        host_id=d.host_id,
+        pci_address=d.pci_address,
+        addr=d.addr,
+        model=d.model,
+        vendor_device_id=d.vendor_device_id,
+        pf_pci_address=d.pf_pci_address,
+        pf_ifname=d.pf_ifname,
+        numa_node=d.numa_node,
+        wire=d.wire,
+        network=d.network,
+        link_up=d.link_state == "up",
+        present=d.present and not st.removed,
+        removed=st.removed,
+        revision=st.revision,
+    )
+
+
+def rows(batch: list[StateMsg]) -> tuple[list[DeviceRow], list[HostRow]]:
+    """The newest row per device and per host of a batch, sorted (a stable lock order).
+
+    A host seen only through its devices gets their ``host_status`` at revision -1, which
+    counts until the host's own state (revision >= 0) arrives.
+    """
+    devices: dict[str, DeviceRow] = {}
+    hosts: dict[str, HostRow] = {}
+    derived: dict[str, HostRow] = {}
+    for msg in batch:
+        if isinstance(msg, m.DeviceState):
+            row = device_row(msg)
+            old = devices.get(row.id)
+            if old is None or old.revision < row.revision:
+                devices[row.id] = row
+            derived[row.host_id] = HostRow(
+                host_id=row.host_id, status=msg.device.host_status, revision=-1
+            )
+        else:
+            h = HostRow(host_id=msg.host.host_id, status=msg.host.status, revision=msg.revision)
+            old_h = hosts.get(h.host_id)
+            if old_h is None or old_h.revision < h.revision:
+                hosts[h.host_id] = h
+    for host, row_h in derived.items():
+        hosts.setdefault(host, row_h)
+    return (
+        [devices[k] for k in sorted(devices)],
+        [hosts[k] for k in sorted(hosts)],
+    )
+
+
+class Projection:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        *,
+        source: str,
+        metrics: Metrics | None = None,
+        on_commit: Callable[[], None] | None = None,
+        batch: int = 500,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.source = source
+        self.metrics = metrics or Metrics()
+        self.on_commit = on_commit
+        self.stats = ConsumerStats()
+        self.spec = ConsumerSpec(
+            stream=subjects.STREAM_STATE,
+            durable=f"scheduler-state-{store.epoch}",
+            filter_subjects=[subjects.DEVICE_STATE_ALL, subjects.HOST_STATE_ALL],
+            batch=batch,
+            max_ack_pending=batch * 8,
+            concurrency=4,
+            ack_wait_s=60,
+            max_deliver=10,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.bus.consume(
+            self.spec,
+            m.STATE_EVENTS,
+            self._one,
+            stop=stop,
+            stats=self.stats,
+            batch_handler=self._batch,
+        )
+
+    async def apply(self, batch: list[StateMsg]) -> StateResult:
+        devices, hosts = rows(batch)
+        ctx = msgspec.json.encode({"source": self.source, "trace": telemetry.inject({})})
+        result = await self.store.apply_state(
+            msgspec.json.encode(devices), msgspec.json.encode(hosts), ctx
+        )
+        self.metrics.state.add(len(batch))
+        if result.lost:
+            self.metrics.lost.add(result.lost)
+        if result.lost or result.hosts_down:
+            log.warning(
+                "state change ended %d reservation(s); hosts gone offline: %s",
+                result.lost, ", ".join(result.hosts_down) or "none",
+            )  # fmt: skip
+            if self.on_commit is not None:
+                self.on_commit()
+        return result
+
+    async def _batch(self, items: list[tuple[StateMsg, Delivery]]) -> None:
+        await self.apply([msg for msg, _ in items])
+
+    async def _one(self, msg: StateMsg, delivery: Delivery) -> None:
+        await self.apply([msg])

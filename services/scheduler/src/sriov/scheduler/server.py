@@ -1,0 +1,94 @@
+"""Wire one scheduler replica: database, endpoints, projection, inbox, relay, sweeper."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+from sriov.common import schemas as m
+from sriov.common import subjects
+from sriov.common.runtime import ServiceContext
+from sriov.scheduler.expiry import Sweeper
+from sriov.scheduler.inbox import Inbox
+from sriov.scheduler.metrics import Metrics
+from sriov.scheduler.outbox import Relay
+from sriov.scheduler.projection import Projection
+from sriov.scheduler.service import Scheduler
+from sriov.scheduler.settings import SchedulerSettings
+from sriov.scheduler.store import Store
+
+log = logging.getLogger(__name__)
+
+QUEUE_GROUP = "sriov-scheduler"
+"""Every replica's endpoints share it, so each request reaches exactly one replica."""
+
+
+@dataclass
+class Replica:
+    """The parts of a running replica (tests look inside)."""
+
+    store: Store
+    app: Scheduler
+    relay: Relay
+    projection: Projection
+    inbox: Inbox
+    sweeper: Sweeper
+
+
+def instrument_database() -> None:
+    """Database calls become spans of the request's trace (once per process)."""
+    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+
+
+async def start(ctx: ServiceContext) -> Replica:
+    """Register the endpoints and start the loops; the runtime keeps them until stop."""
+    settings: SchedulerSettings = ctx.settings
+    instrument_database()
+    source = f"sriov/{ctx.name}/{settings.instance_id}"
+    store = await Store.open(
+        settings.database_url,
+        max_size=settings.db_pool_size,
+        min_size=min(2, settings.db_pool_size),
+        application_name=f"{ctx.name}/{settings.instance_id}"[:63],
+    )
+    ctx.stack.push_async_callback(store.close)
+    # Stop answering before the pool closes (the exit stack unwinds in reverse).
+    ctx.stack.push_async_callback(ctx.service.stop)
+
+    metrics = Metrics()
+    relay = Relay(store, ctx.bus, batch=settings.relay_batch, metrics=metrics)
+    app = Scheduler(
+        store, source=source, default_ttl_s=settings.reservation_ttl_s, metrics=metrics,
+        on_commit=relay.wake,
+    )  # fmt: skip
+    projection = Projection(store, ctx.bus, source=source, metrics=metrics, on_commit=relay.wake)
+    inbox = Inbox(app, store, ctx.bus, source=source, concurrency=settings.requests_concurrency)
+    sweeper = Sweeper(
+        store, source=source, interval_s=settings.expiry_interval_s,
+        retention_s=settings.request_retention_s, metrics=metrics, on_commit=relay.wake,
+    )  # fmt: skip
+
+    group = subjects.SCHEDULER_GROUP
+    endpoints = (
+        ("place", m.PlaceRequest, app.place),
+        ("attach", m.AttachRequest, app.attach),
+        ("release", m.ReleaseRequest, app.release),
+        ("confirm", m.ConfirmRequest, app.confirm),
+        ("get", m.GetRequest, app.get),
+    )
+    for name, request, handler in endpoints:
+        await ctx.service.add_endpoint(group, name, request, handler, queue_group=QUEUE_GROUP)
+
+    ctx.spawn(projection.run(ctx.stop), "scheduler-projection")
+    ctx.spawn(relay.run(ctx.stop), "scheduler-outbox-relay")
+    ctx.spawn(sweeper.run(ctx.stop), "scheduler-expiry")
+    ctx.spawn(inbox.run(ctx.stop), "scheduler-inbox")
+    log.info(
+        "scheduler ready: database epoch %s, state consumer %s, reservation TTL %.0fs",
+        store.epoch, projection.spec.durable, settings.reservation_ttl_s,
+    )  # fmt: skip
+    return Replica(store, app, relay, projection, inbox, sweeper)

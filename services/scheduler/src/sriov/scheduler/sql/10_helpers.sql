@@ -1,0 +1,89 @@
+-- Helpers shared by the operations. Anything on the placement path is PL/pgSQL (its plans are
+-- cached per connection) or a one-expression SQL function (inlined into the caller's query).
+-- Markers like @RESERVED@ are message type tags, filled in from the schemas by sriov.scheduler.store.
+
+-- Raise one of our errors: SQLSTATE SRV01, the message a JSON {code, message, details} that
+-- sriov.scheduler.store turns back into the matching SriovError.
+CREATE OR REPLACE FUNCTION scheduler.fail(p_code text, p_message text, p_details jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'SRV01', MESSAGE = jsonb_build_object(
+        'code', p_code, 'message', p_message, 'details', p_details)::text;
+END $$;
+
+-- One Assignment (the wire schema's field names) from a VF and its reservation.
+CREATE OR REPLACE FUNCTION scheduler.assignment(v scheduler.vfs, r scheduler.reservations)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object(
+        'device_id', v.device_id, 'host_id', v.host_id, 'pci_address', v.pci_address,
+        'addr', v.addr, 'model', v.model, 'vendor_device_id', v.vendor_device_id,
+        'pf_pci_address', v.pf_pci_address, 'pf_ifname', v.pf_ifname,
+        'numa_node', v.numa_node, 'wire', v.wire, 'net', r.net, 'state', r.state,
+        'expires_at', r.expires_at)
+$$;
+
+-- Does VF v satisfy net n = {kind: model|id, value, selector: wire or network or null}?
+CREATE OR REPLACE FUNCTION scheduler.matches(v scheduler.vfs, n jsonb)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT (CASE WHEN n->>'kind' = 'id' THEN v.device_id = n->>'value'
+                 ELSE v.model = n->>'value' END)
+       AND (n->>'selector' IS NULL OR v.wire = n->>'selector' OR v.network = n->>'selector')
+$$;
+
+-- Queue one event in the outbox (same transaction as the change it announces).
+CREATE OR REPLACE FUNCTION scheduler.emit(
+    p_guest text, p_verb text, p_type text, p_payload jsonb, a jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO scheduler.outbox (event_id, guest_id, verb, type, payload, trace, source)
+    VALUES (gen_random_uuid(), p_guest, p_verb, p_type,
+            (jsonb_build_object('type', p_type, 'guest_id', p_guest, 'ts', now()) || p_payload)::text,
+            coalesce(a->'trace', '{}'), coalesce(a->>'source', 'sriov/scheduler'));
+END $$;
+
+-- Serialise the operations on one guest across replicas, then claim the idempotency key.
+-- Returns NULL when the key is new, else the stored reply of the first attempt.
+CREATE OR REPLACE FUNCTION scheduler.begin_request(a jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    prev scheduler.requests;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('sriov.scheduler.guest'), hashtext(a->>'guest_id'));
+    INSERT INTO scheduler.requests (request_id, op, guest_id, fingerprint)
+    VALUES (a->>'request_id', a->>'op', a->>'guest_id', a->>'fingerprint')
+    ON CONFLICT (request_id) DO NOTHING;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO prev FROM scheduler.requests WHERE request_id = a->>'request_id';
+    IF prev.fingerprint <> a->>'fingerprint' THEN
+        PERFORM scheduler.fail('invalid_request', format(
+            'request_id %s was already used for a different request (%s for guest %s): '
+            'use a new request_id for a new request', prev.request_id, prev.op, prev.guest_id),
+            jsonb_build_object('field', 'request_id'));
+    END IF;
+    RETURN prev.reply;
+END $$;
+
+CREATE OR REPLACE FUNCTION scheduler.finish_request(a jsonb, p_reply jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE scheduler.requests SET reply = p_reply WHERE request_id = a->>'request_id';
+    RETURN p_reply;
+END $$;
+
+-- A guest's active reservations as a reply: {host_id, assignments, released: []}.
+CREATE OR REPLACE FUNCTION scheduler.guest_assignments(p_guest text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    out jsonb;
+BEGIN
+    SELECT jsonb_build_object(
+        'host_id', min(r.host_id),
+        'assignments', coalesce(jsonb_agg(scheduler.assignment(v, r) ORDER BY r.id), '[]'),
+        'released', '[]'::jsonb)
+      INTO out
+    FROM scheduler.reservations r JOIN scheduler.vfs v USING (device_id)
+    WHERE r.guest_id = p_guest AND r.ended_at IS NULL;
+    RETURN out;
+END $$;

@@ -1,0 +1,348 @@
+-- place and attach: one VF per net for a guest, all on one host, in one transaction, or none.
+-- "Free" everywhere means: held_by IS NULL AND present AND link_up AND NOT removed (spelled out
+-- in each query so the planner can use the partial indexes on exactly that predicate).
+
+-- Pick one VF per net on host p_host, all or nothing (NULL when a net cannot be satisfied).
+-- Free VFs are locked FOR UPDATE SKIP LOCKED: concurrent placements never wait for each other
+-- and never pick the same VF. Order: NUMA preference, then the packing policy across PFs
+-- (spread: PFs this guest does not use yet, most free first; pack: PFs it uses, fullest first).
+CREATE OR REPLACE FUNCTION scheduler.pick_on_host(
+    p_host text, p_nets jsonb, p_numa_req integer, p_numa_pref integer, p_packing text,
+    p_used_pfs text[])
+RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    n       jsonb;
+    chosen  text[] := '{}';
+    used    text[] := coalesce(p_used_pfs, '{}');
+    got     text;
+    got_pf  text;
+    pack    boolean := p_packing = 'pack';
+BEGIN
+    FOR n IN SELECT * FROM jsonb_array_elements(p_nets) LOOP
+        got := NULL;
+        SELECT v.device_id, v.pf_pci_address INTO got, got_pf
+        FROM scheduler.vfs v
+        JOIN (SELECT f.pf_pci_address, count(*) AS free
+                FROM scheduler.vfs f
+               WHERE f.host_id = p_host AND f.held_by IS NULL AND f.present AND f.link_up
+                 AND NOT f.removed
+               GROUP BY f.pf_pci_address) p ON p.pf_pci_address = v.pf_pci_address
+        WHERE v.host_id = p_host AND v.held_by IS NULL AND v.present AND v.link_up
+          AND NOT v.removed AND scheduler.matches(v, n)
+          AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
+          AND NOT (v.device_id = ANY (chosen))
+        ORDER BY
+            (p_numa_pref IS NOT NULL AND v.numa_node IS DISTINCT FROM p_numa_pref),
+            (v.pf_pci_address = ANY (used)) <> pack,
+            CASE WHEN pack THEN p.free ELSE -p.free END,
+            v.pf_pci_address, v.pci_address
+        LIMIT 1
+        FOR UPDATE OF v SKIP LOCKED;
+        IF got IS NULL THEN
+            RETURN NULL;
+        END IF;
+        chosen := chosen || got;
+        used := used || got_pf;
+    END LOOP;
+    RETURN chosen;
+END $$;
+
+-- Walk the online hosts with a free VF for net n (the first of the request) in host_key
+-- order from p_start (random for spread, lowest for pack), wrapping around once, and return
+-- the first host where every net can be satisfied, with the VFs picked there.
+CREATE OR REPLACE FUNCTION scheduler.pick_host(
+    n jsonb, p_nets jsonb, p_numa_req integer, p_numa_pref integer, p_packing text,
+    p_start integer, OUT host_id text, OUT ids text[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_model text := n->>'value';
+    v_sel   text := n->>'selector';
+    v_key   integer := p_start;
+    v_cand  text := '';
+    v_stop  integer := 2147483647;
+BEGIN
+    FOR lap IN 1 .. 2 LOOP
+        LOOP
+            SELECT v.host_id, v.host_key INTO v_cand, v_key
+            FROM scheduler.vfs v
+            JOIN scheduler.hosts h ON h.host_id = v.host_id AND h.status = 'online'
+            WHERE v.model = v_model AND v.held_by IS NULL AND v.present AND v.link_up
+              AND NOT v.removed
+              AND (v_sel IS NULL OR v.wire = v_sel OR v.network = v_sel)
+              AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
+              AND (v.host_key, v.host_id) > (v_key, v_cand)
+              AND v.host_key <= v_stop
+            ORDER BY v.host_key, v.host_id
+            LIMIT 1;
+            EXIT WHEN NOT FOUND;
+            ids := scheduler.pick_on_host(v_cand, p_nets, p_numa_req, p_numa_pref, p_packing,
+                                          NULL);
+            IF ids IS NOT NULL THEN
+                host_id := v_cand;
+                RETURN;
+            END IF;
+        END LOOP;
+        EXIT WHEN p_start = -2147483648;
+        -- second lap: the hosts before the start key
+        v_stop := p_start;
+        v_key := -2147483648;
+        v_cand := '';
+    END LOOP;
+END $$;
+
+-- Why a placement cannot be satisfied: what was short, where the nearest capacity is, and
+-- why the matching VFs of the fleet are not free. Always raises.
+CREATE OR REPLACE FUNCTION scheduler.no_capacity(a jsonb, p_host text, p_numa_req integer)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    grp      record;
+    best     record;
+    here     numeric;
+    fleet    record;
+    wanted   text := '';
+    sep      text := '';
+    numa     text := '';
+    why      text;
+    nearest  text;
+BEGIN
+    -- An unknown model is a typo, not a capacity problem.
+    FOR grp IN
+        SELECT DISTINCT n->>'value' AS model FROM jsonb_array_elements(a->'nets') n
+        WHERE n->>'kind' = 'model'
+          AND NOT EXISTS (SELECT 1 FROM scheduler.vfs v WHERE v.model = n->>'value' AND NOT v.removed)
+    LOOP
+        PERFORM scheduler.fail('unknown_model', format(
+            'no VF of model %s is known to the scheduler; known models: %s',
+            quote_literal(grp.model),
+            coalesce((SELECT string_agg(quote_literal(model), ', ' ORDER BY model)
+                      FROM (SELECT DISTINCT model FROM scheduler.vfs WHERE NOT removed) k),
+                     'none (no device state received yet)')),
+            jsonb_build_object('model', grp.model));
+    END LOOP;
+
+    FOR grp IN SELECT n->>'desc' AS descr, count(*) AS need
+                 FROM jsonb_array_elements(a->'nets') n GROUP BY 1 ORDER BY 1 LOOP
+        wanted := wanted || sep || grp.need || ' x ' || quote_literal(grp.descr);
+        sep := ' + ';
+    END LOOP;
+    IF p_numa_req IS NOT NULL THEN
+        numa := format(' on NUMA node %s', p_numa_req);
+    END IF;
+
+    -- Per online host: how many of the wanted VFs it could give (capped by each net's need).
+    CREATE TEMP TABLE IF NOT EXISTS capacity_now (host_id text, score numeric, free numeric)
+        ON COMMIT DROP;
+    DELETE FROM capacity_now;
+    INSERT INTO capacity_now
+    SELECT per.host_id, sum(least(per.free, per.need)), sum(per.free)
+    FROM (
+        SELECT v.host_id, g.descr, g.need, count(*) AS free
+        FROM (SELECT n->>'desc' AS descr, (array_agg(n))[1] AS net, count(*) AS need
+                FROM jsonb_array_elements(a->'nets') n GROUP BY 1) g
+        JOIN scheduler.vfs v ON scheduler.matches(v, g.net)
+        JOIN scheduler.hosts h ON h.host_id = v.host_id AND h.status = 'online'
+        WHERE v.held_by IS NULL AND v.present AND v.link_up AND NOT v.removed
+          AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
+        GROUP BY v.host_id, g.descr, g.need) per
+    GROUP BY per.host_id;
+    SELECT * INTO best FROM capacity_now c
+     WHERE p_host IS NULL OR c.host_id <> p_host
+     ORDER BY c.score DESC, c.free DESC, c.host_id LIMIT 1;
+    SELECT coalesce(max(score), 0) INTO here FROM capacity_now WHERE host_id = p_host;
+
+    -- Why the fleet's matching VFs are not free.
+    SELECT count(*) AS total,
+           count(*) FILTER (WHERE v.held_by IS NOT NULL) AS reserved,
+           count(*) FILTER (WHERE h.status IS DISTINCT FROM 'online') AS offline,
+           count(*) FILTER (WHERE NOT v.link_up) AS link_down,
+           count(*) FILTER (WHERE NOT v.present) AS absent
+      INTO fleet
+    FROM scheduler.vfs v LEFT JOIN scheduler.hosts h ON h.host_id = v.host_id
+    WHERE NOT v.removed AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
+      AND EXISTS (SELECT 1 FROM jsonb_array_elements(a->'nets') n WHERE scheduler.matches(v, n));
+    why := format('the fleet has %s matching VF(s)%s: %s reserved, %s on hosts not online, '
+                  '%s with PF link down, %s absent', fleet.total, numa, fleet.reserved,
+                  fleet.offline, fleet.link_down, fleet.absent);
+    nearest := CASE WHEN best.host_id IS NULL THEN 'nearest capacity: none'
+                    ELSE format('nearest capacity: host %s has %s of the %s VF(s)', best.host_id,
+                                best.score, jsonb_array_length(a->'nets')) END;
+
+    IF p_host IS NOT NULL THEN
+        PERFORM scheduler.fail('no_capacity', format(
+            'no capacity on host %s: need %s%s, it has %s of them free; %s elsewhere (%s)',
+            p_host, wanted, numa, here, nearest, why),
+            jsonb_build_object('wanted', wanted, 'host_id', p_host, 'host_has', here,
+                               'nearest_host', best.host_id, 'nearest_host_has', best.score,
+                               'matching', fleet.total, 'reserved', fleet.reserved));
+    END IF;
+    PERFORM scheduler.fail('no_capacity', format(
+        'no capacity: need %s%s on one online host, but no host has them free; %s (%s)',
+        wanted, numa, nearest, why),
+        jsonb_build_object('wanted', wanted, 'nearest_host', best.host_id,
+                           'nearest_host_has', best.score, 'matching', fleet.total,
+                           'reserved', fleet.reserved));
+END $$;
+
+-- A net naming one VF (sriov-nic-id=...): lock it and say why it cannot be had, or return its
+-- host.
+CREATE OR REPLACE FUNCTION scheduler.check_id_net(n jsonb, p_guest text)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v      scheduler.vfs;
+    status text;
+BEGIN
+    SELECT * INTO v FROM scheduler.vfs WHERE device_id = n->>'value' FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM scheduler.fail('not_found', format(
+            'no VF with id %s is known to the scheduler (list them with sriovctl '
+            'isolated-device-list)', n->>'value'), jsonb_build_object('device_id', n->>'value'));
+    END IF;
+    IF v.removed OR NOT v.present THEN
+        PERFORM scheduler.fail('not_found', format(
+            'VF %s (%s on host %s) no longer exists: it was removed from the host',
+            v.device_id, v.addr, v.host_id), jsonb_build_object('device_id', v.device_id));
+    END IF;
+    IF v.held_by IS NOT NULL THEN
+        PERFORM scheduler.fail('device_busy', format(
+            'VF %s (%s on host %s) is already reserved by guest %s%s',
+            v.device_id, v.addr, v.host_id, v.held_by,
+            CASE WHEN v.held_by = p_guest THEN ' (this guest)'
+                 ELSE format(': pick another VF, or ask for any free one with '
+                             'sriov-nic-model=%s', v.model) END),
+            jsonb_build_object('device_id', v.device_id, 'guest_id', v.held_by));
+    END IF;
+    SELECT h.status INTO status FROM scheduler.hosts h WHERE h.host_id = v.host_id;
+    IF status IS DISTINCT FROM 'online' THEN
+        PERFORM scheduler.fail('host_offline', format(
+            'VF %s is on host %s, which is %s: it cannot be reserved until the host is online',
+            v.device_id, v.host_id, coalesce(status, 'unknown')),
+            jsonb_build_object('host_id', v.host_id, 'device_id', v.device_id));
+    END IF;
+    IF NOT v.link_up THEN
+        PERFORM scheduler.fail('no_capacity', format(
+            'VF %s (%s on host %s) cannot be reserved: the link of its PF %s is down',
+            v.device_id, v.addr, v.host_id, coalesce(v.pf_ifname, v.pf_pci_address)),
+            jsonb_build_object('device_id', v.device_id, 'reason', 'link_down'));
+    END IF;
+    IF n->>'selector' IS NOT NULL AND v.wire IS DISTINCT FROM n->>'selector'
+       AND v.network IS DISTINCT FROM n->>'selector' THEN
+        PERFORM scheduler.fail('no_capacity', format(
+            'VF %s is on wire %s (network %s), not on %s', v.device_id,
+            coalesce(v.wire, 'none'), coalesce(v.network, 'none'), n->>'selector'),
+            jsonb_build_object('device_id', v.device_id, 'reason', 'wire_mismatch'));
+    END IF;
+    RETURN v.host_id;
+END $$;
+
+-- a: {op: place|attach, request_id, guest_id, fingerprint,
+--     nets: [{desc, kind: model|id, value, selector}], host_id, numa_policy, numa_node,
+--     packing, ttl_s, start_key, trace, source}
+-- Returns {host_id, assignments, released: []}; raises SRV01 with the reason otherwise.
+CREATE OR REPLACE FUNCTION scheduler.place(a jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_guest     text := a->>'guest_id';
+    v_host      text := a->>'host_id';
+    v_numa_req  integer := CASE WHEN a->>'numa_policy' = 'required' THEN (a->>'numa_node')::integer END;
+    v_numa_pref integer := CASE WHEN a->>'numa_policy' = 'preferred' THEN (a->>'numa_node')::integer END;
+    v_nets      jsonb := a->'nets';
+    v_reply     jsonb;
+    v_held      text[];
+    v_used_pfs  text[];
+    v_id_host   text;
+    v_status    text;
+    v_ids       text[];
+    v_assign    jsonb;
+    n           jsonb;
+BEGIN
+    v_reply := scheduler.begin_request(a);
+    IF v_reply IS NOT NULL THEN
+        RETURN v_reply;
+    END IF;
+
+    IF a->>'op' = 'attach' OR EXISTS (
+            SELECT 1 FROM scheduler.reservations WHERE guest_id = v_guest AND ended_at IS NULL) THEN
+        SELECT array_agg(DISTINCT r.host_id), array_agg(DISTINCT v.pf_pci_address)
+          INTO v_held, v_used_pfs
+        FROM scheduler.reservations r JOIN scheduler.vfs v USING (device_id)
+        WHERE r.guest_id = v_guest AND r.ended_at IS NULL;
+    END IF;
+    IF a->>'op' = 'place' AND v_held IS NOT NULL THEN
+        PERFORM scheduler.fail('invalid_request', format(
+            'guest %s already holds VFs on host %s: attach another one with server-attach-network, '
+            'or release them first', v_guest, array_to_string(v_held, ', ')),
+            jsonb_build_object('field', 'guest_id'));
+    END IF;
+    IF a->>'op' = 'attach' THEN
+        IF v_held IS NULL AND v_host IS NULL THEN
+            PERFORM scheduler.fail('invalid_request', format(
+                'guest %s holds no VF, so its host is unknown: give host_id', v_guest),
+                jsonb_build_object('field', 'host_id'));
+        END IF;
+        IF v_held IS NOT NULL THEN
+            IF v_host IS NOT NULL AND v_host <> v_held[1] THEN
+                PERFORM scheduler.fail('invalid_request', format(
+                    'guest %s runs on host %s, not on %s', v_guest, v_held[1], v_host),
+                    jsonb_build_object('field', 'host_id'));
+            END IF;
+            v_host := v_held[1];
+        END IF;
+    END IF;
+
+    -- Nets naming a VF fix the host (locked in device id order: no deadlock between requests).
+    FOR n IN SELECT x FROM jsonb_array_elements(v_nets) x
+             WHERE x->>'kind' = 'id' ORDER BY x->>'value' LOOP
+        v_id_host := scheduler.check_id_net(n, v_guest);
+        IF v_host IS NOT NULL AND v_host <> v_id_host THEN
+            PERFORM scheduler.fail('invalid_request', format(
+                'VF %s is on host %s, but this request is for host %s: all VFs of one request '
+                'must be on one host', n->>'value', v_id_host, v_host),
+                jsonb_build_object('field', 'nets'));
+        END IF;
+        v_host := v_id_host;
+    END LOOP;
+
+    IF v_host IS NOT NULL THEN
+        SELECT status INTO v_status FROM scheduler.hosts WHERE host_id = v_host;
+        IF v_status IS NULL THEN
+            PERFORM scheduler.fail('not_found', format(
+                'host %s is not known to the scheduler: no VF of it was ever reported', v_host),
+                jsonb_build_object('host_id', v_host));
+        ELSIF v_status <> 'online' THEN
+            PERFORM scheduler.fail('host_offline', format(
+                'host %s is %s: no VF can be reserved on it until it is online again',
+                v_host, v_status), jsonb_build_object('host_id', v_host));
+        END IF;
+        v_ids := scheduler.pick_on_host(v_host, v_nets, v_numa_req, v_numa_pref,
+                                        a->>'packing', v_used_pfs);
+    ELSE
+        -- "preferred": first only hosts with a free VF on the guest's NUMA node, then any.
+        SELECT p.host_id, p.ids INTO v_host, v_ids
+        FROM scheduler.pick_host(v_nets->0, v_nets, coalesce(v_numa_req, v_numa_pref),
+                                 v_numa_pref, a->>'packing', (a->>'start_key')::integer) p;
+        IF v_ids IS NULL AND v_numa_pref IS NOT NULL THEN
+            SELECT p.host_id, p.ids INTO v_host, v_ids
+            FROM scheduler.pick_host(v_nets->0, v_nets, NULL, v_numa_pref, a->>'packing',
+                                     (a->>'start_key')::integer) p;
+        END IF;
+    END IF;
+    IF v_ids IS NULL THEN
+        PERFORM scheduler.no_capacity(a, v_host, v_numa_req);
+    END IF;
+
+    UPDATE scheduler.vfs SET held_by = v_guest WHERE device_id = ANY (v_ids);
+    INSERT INTO scheduler.reservations (device_id, guest_id, host_id, request_id, net, expires_at)
+    SELECT d.id, v_guest, v_host, a->>'request_id', v_nets->(d.ord::integer - 1)->>'desc',
+           now() + make_interval(secs => (a->>'ttl_s')::float8)
+    FROM unnest(v_ids) WITH ORDINALITY AS d(id, ord);
+
+    SELECT jsonb_agg(scheduler.assignment(v, r) ORDER BY r.id) INTO v_assign
+    FROM scheduler.reservations r JOIN scheduler.vfs v USING (device_id)
+    WHERE r.device_id = ANY (v_ids) AND r.ended_at IS NULL;
+
+    PERFORM scheduler.emit(v_guest, 'reserved', '@RESERVED@',
+        jsonb_build_object('request_id', a->>'request_id', 'host_id', v_host,
+                           'assignments', v_assign), a);
+    RETURN scheduler.finish_request(a, jsonb_build_object(
+        'host_id', v_host, 'assignments', v_assign, 'released', '[]'::jsonb));
+END $$;

@@ -1,0 +1,103 @@
+-- release, confirm and expiry: the ways a reservation changes after it was made.
+-- Lock order everywhere: reservations rows, then vfs rows (no deadlock between them).
+
+-- a: {op: release, request_id, guest_id, fingerprint, device_id (or null: all), trace, source}
+CREATE OR REPLACE FUNCTION scheduler.release(a jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_guest  text := a->>'guest_id';
+    v_device text := a->>'device_id';
+    v_reply  jsonb;
+    v_holder text;
+    v_ids    text[];
+    v_hosts  text[];
+BEGIN
+    v_reply := scheduler.begin_request(a);
+    IF v_reply IS NOT NULL THEN
+        RETURN v_reply;
+    END IF;
+    IF v_device IS NOT NULL THEN
+        SELECT held_by INTO v_holder FROM scheduler.vfs WHERE device_id = v_device;
+        IF v_holder IS NOT NULL AND v_holder <> v_guest THEN
+            PERFORM scheduler.fail('invalid_request', format(
+                'VF %s is reserved by guest %s, not by %s: nothing to release for this guest',
+                v_device, v_holder, v_guest), jsonb_build_object('field', 'device_id'));
+        END IF;
+    END IF;
+    WITH ended AS (
+        UPDATE scheduler.reservations SET ended_at = now(), end_reason = 'released'
+         WHERE guest_id = v_guest AND ended_at IS NULL
+           AND (v_device IS NULL OR device_id = v_device)
+        RETURNING device_id, host_id)
+    SELECT coalesce(array_agg(device_id ORDER BY device_id), '{}'), array_agg(DISTINCT host_id)
+      INTO v_ids, v_hosts FROM ended;
+    IF cardinality(v_ids) > 0 THEN
+        UPDATE scheduler.vfs SET held_by = NULL WHERE device_id = ANY (v_ids) AND held_by = v_guest;
+        PERFORM scheduler.emit(v_guest, 'released', '@RELEASED@',
+            jsonb_build_object('request_id', a->>'request_id', 'device_ids', to_jsonb(v_ids)), a);
+    END IF;
+    RETURN scheduler.finish_request(a, jsonb_build_object(
+        'host_id', v_hosts[1], 'assignments', '[]'::jsonb, 'released', to_jsonb(v_ids)));
+END $$;
+
+-- a: {op: confirm, request_id, guest_id, fingerprint, trace, source}
+-- The guest really started: its reservations no longer expire.
+CREATE OR REPLACE FUNCTION scheduler.confirm(a jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_guest text := a->>'guest_id';
+    v_reply jsonb;
+    v_ids   text[];
+BEGIN
+    v_reply := scheduler.begin_request(a);
+    IF v_reply IS NOT NULL THEN
+        RETURN v_reply;
+    END IF;
+    WITH done AS (
+        UPDATE scheduler.reservations SET state = 'confirmed', expires_at = NULL
+         WHERE guest_id = v_guest AND ended_at IS NULL AND state = 'reserved'
+        RETURNING device_id)
+    SELECT coalesce(array_agg(device_id ORDER BY device_id), '{}') INTO v_ids FROM done;
+    v_reply := scheduler.guest_assignments(v_guest);
+    IF jsonb_array_length(v_reply->'assignments') = 0 THEN
+        PERFORM scheduler.fail('not_found', format(
+            'guest %s holds no reservation to confirm: it expired, was released or never '
+            'existed (place it again)', v_guest), jsonb_build_object('guest_id', v_guest));
+    END IF;
+    IF cardinality(v_ids) > 0 THEN
+        PERFORM scheduler.emit(v_guest, 'confirmed', '@CONFIRMED@',
+            jsonb_build_object('request_id', a->>'request_id', 'device_ids', to_jsonb(v_ids)), a);
+    END IF;
+    RETURN scheduler.finish_request(a, v_reply);
+END $$;
+
+-- End unconfirmed reservations whose TTL passed at p_now: one Expired event per guest and
+-- request. Several replicas may sweep at once: SKIP LOCKED splits the work.
+CREATE OR REPLACE FUNCTION scheduler.expire(p_limit integer, p_now timestamptz, a jsonb)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_n integer;
+BEGIN
+    WITH due AS (
+        SELECT id FROM scheduler.reservations
+         WHERE ended_at IS NULL AND state = 'reserved' AND expires_at <= p_now
+         ORDER BY expires_at LIMIT p_limit
+         FOR UPDATE SKIP LOCKED),
+    ended AS (
+        UPDATE scheduler.reservations r SET ended_at = now(), end_reason = 'expired'
+          FROM due WHERE r.id = due.id
+        RETURNING r.device_id, r.guest_id, r.request_id),
+    freed AS (
+        UPDATE scheduler.vfs v SET held_by = NULL
+          FROM ended e WHERE v.device_id = e.device_id AND v.held_by = e.guest_id),
+    events AS (
+        INSERT INTO scheduler.outbox (event_id, guest_id, verb, type, payload, trace, source)
+        SELECT gen_random_uuid(), e.guest_id, 'expired', '@EXPIRED@',
+               jsonb_build_object('type', '@EXPIRED@', 'guest_id', e.guest_id, 'ts', now(),
+                                  'request_id', e.request_id,
+                                  'device_ids', jsonb_agg(e.device_id ORDER BY e.device_id))::text,
+               coalesce(a->'trace', '{}'), coalesce(a->>'source', 'sriov/scheduler')
+        FROM ended e GROUP BY e.guest_id, e.request_id)
+    SELECT count(*) INTO v_n FROM ended;
+    RETURN v_n;
+END $$;

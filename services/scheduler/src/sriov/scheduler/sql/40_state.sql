@@ -1,0 +1,107 @@
+-- The projection of inventory's device and host state, and what its changes do to
+-- reservations (a reserved VF that disappears, a host that goes offline: Lost events).
+
+-- p_hosts: [{host_id, status, revision}] (revision -1: derived from device states, until the
+-- host's own state arrives); p_devices: one row per device with its highest revision of the
+-- batch. Lower or equal revisions are ignored, so replays and redeliveries are harmless.
+-- Returns {"devices": rows changed, "lost": reservations ended, "hosts_down": [host ids]}.
+CREATE OR REPLACE FUNCTION scheduler.apply_state(p_devices jsonb, p_hosts jsonb, a jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_host_ids text[];
+    v_old      jsonb;
+    v_down     text[];
+    v_ids      text[];
+    v_changed  integer := 0;
+    v_lost     integer := 0;
+BEGIN
+    IF jsonb_array_length(p_hosts) > 0 THEN
+        SELECT array_agg(x->>'host_id' ORDER BY x->>'host_id') INTO v_host_ids
+        FROM jsonb_array_elements(p_hosts) x;
+        PERFORM 1 FROM scheduler.hosts WHERE host_id = ANY (v_host_ids)
+         ORDER BY host_id FOR UPDATE;
+        SELECT coalesce(jsonb_object_agg(host_id, status), '{}') INTO v_old
+        FROM scheduler.hosts WHERE host_id = ANY (v_host_ids);
+        WITH up AS (
+            INSERT INTO scheduler.hosts AS h (host_id, status, revision)
+            SELECT x.host_id, x.status, x.revision
+            FROM jsonb_to_recordset(p_hosts) AS x(host_id text, status text, revision bigint)
+            ORDER BY x.host_id
+            ON CONFLICT (host_id) DO UPDATE
+               SET status = EXCLUDED.status, revision = EXCLUDED.revision, updated_at = now()
+             WHERE h.revision < EXCLUDED.revision OR (h.revision < 0 AND EXCLUDED.revision < 0)
+            RETURNING h.host_id, h.status)
+        SELECT array_agg(host_id) INTO v_down FROM up
+        WHERE status <> 'online' AND v_old->>host_id = 'online';
+
+        -- A host that went offline: its guests are told. Their VFs stay reserved (the guest
+        -- may still run there), so nobody else gets them until they are released.
+        INSERT INTO scheduler.outbox (event_id, guest_id, verb, type, payload, trace, source)
+        SELECT gen_random_uuid(), r.guest_id, 'lost', '@LOST@',
+               jsonb_build_object('type', '@LOST@', 'guest_id', r.guest_id, 'ts', now(),
+                                  'request_id', r.request_id,
+                                  'device_ids', jsonb_agg(r.device_id ORDER BY r.device_id),
+                                  'reason', 'host_offline', 'host_id', r.host_id,
+                                  'still_reserved', true)::text,
+               coalesce(a->'trace', '{}'), coalesce(a->>'source', 'sriov/scheduler')
+        FROM scheduler.reservations r
+        WHERE r.host_id = ANY (coalesce(v_down, '{}')) AND r.ended_at IS NULL
+        GROUP BY r.guest_id, r.request_id, r.host_id;
+    END IF;
+
+    IF jsonb_array_length(p_devices) > 0 THEN
+        SELECT array_agg(x->>'id' ORDER BY x->>'id') INTO v_ids
+        FROM jsonb_array_elements(p_devices) x;
+        -- Lock order reservations -> vfs, as release and expire do.
+        PERFORM 1 FROM scheduler.reservations
+         WHERE device_id = ANY (v_ids) AND ended_at IS NULL ORDER BY id FOR UPDATE;
+
+        INSERT INTO scheduler.vfs AS v (
+            device_id, host_id, host_key, pci_address, addr, model, vendor_device_id,
+            pf_pci_address, pf_ifname, numa_node, wire, network, link_up, present, removed,
+            revision)
+        SELECT d.id, d.host_id, hashtext(d.host_id), d.pci_address, d.addr, d.model,
+               d.vendor_device_id, d.pf_pci_address, d.pf_ifname, d.numa_node, d.wire,
+               d.network, d.link_up, d.present, d.removed, d.revision
+        FROM jsonb_to_recordset(p_devices) AS d(
+            id text, host_id text, pci_address text, addr text, model text,
+            vendor_device_id text, pf_pci_address text, pf_ifname text, numa_node integer,
+            wire text, network text, link_up boolean, present boolean, removed boolean,
+            revision bigint)
+        ORDER BY d.id
+        ON CONFLICT (device_id) DO UPDATE SET
+            host_id = EXCLUDED.host_id, host_key = EXCLUDED.host_key,
+            pci_address = EXCLUDED.pci_address, addr = EXCLUDED.addr, model = EXCLUDED.model,
+            vendor_device_id = EXCLUDED.vendor_device_id,
+            pf_pci_address = EXCLUDED.pf_pci_address, pf_ifname = EXCLUDED.pf_ifname,
+            numa_node = EXCLUDED.numa_node, wire = EXCLUDED.wire, network = EXCLUDED.network,
+            link_up = EXCLUDED.link_up, present = EXCLUDED.present, removed = EXCLUDED.removed,
+            revision = EXCLUDED.revision, updated_at = now()
+        WHERE v.revision < EXCLUDED.revision;
+        GET DIAGNOSTICS v_changed = ROW_COUNT;
+
+        -- A reserved VF that disappeared: the reservation ends and the guest is told.
+        WITH gone AS (
+            UPDATE scheduler.reservations r SET ended_at = now(), end_reason = 'lost'
+              FROM scheduler.vfs v
+             WHERE v.device_id = r.device_id AND r.device_id = ANY (v_ids)
+               AND r.ended_at IS NULL AND (v.removed OR NOT v.present)
+            RETURNING r.device_id, r.guest_id, r.request_id, r.host_id),
+        freed AS (
+            UPDATE scheduler.vfs v SET held_by = NULL
+              FROM gone g WHERE v.device_id = g.device_id AND v.held_by = g.guest_id),
+        events AS (
+            INSERT INTO scheduler.outbox (event_id, guest_id, verb, type, payload, trace, source)
+            SELECT gen_random_uuid(), g.guest_id, 'lost', '@LOST@',
+                   jsonb_build_object('type', '@LOST@', 'guest_id', g.guest_id, 'ts', now(),
+                                      'request_id', g.request_id,
+                                      'device_ids', jsonb_agg(g.device_id ORDER BY g.device_id),
+                                      'reason', 'vf_removed', 'host_id', g.host_id,
+                                      'still_reserved', false)::text,
+                   coalesce(a->'trace', '{}'), coalesce(a->>'source', 'sriov/scheduler')
+            FROM gone g GROUP BY g.guest_id, g.request_id, g.host_id)
+        SELECT count(*) INTO v_lost FROM gone;
+    END IF;
+    RETURN jsonb_build_object('devices', v_changed, 'lost', v_lost,
+                              'hosts_down', to_jsonb(coalesce(v_down, '{}')));
+END $$;

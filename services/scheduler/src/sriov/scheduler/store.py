@@ -1,0 +1,271 @@
+"""The scheduler's only module that talks SQL: schema, pool, one call per operation.
+
+Each operation is one SQL function (``sql/*.sql``) called with one JSON argument over a
+prepared statement, so a placement is one database round trip. The functions raise SQLSTATE
+``SRV01`` with ``{code, message, details}`` for a refusal, which becomes the matching
+:class:`SriovError`. A unique-index violation (the last guard against double booking),
+a deadlock or a serialization failure is retried; a lost connection becomes ``unavailable``
+with advice to retry with the same request id (which is safe: requests are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.resources
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from sriov.common import schemas as m
+from sriov.common.errors import SriovError, Unavailable, error_from_code
+
+log = logging.getLogger(__name__)
+
+ERROR_STATE = "SRV01"
+RETRY_STATES = frozenset({"23505", "40001", "40P01"})
+"""unique violation (the reservation guard), serialization failure, deadlock."""
+ATTEMPTS = 5
+MIGRATE_LOCK = 0x5C4ED01
+RELAY_LOCK = 0x5C4ED02
+TYPE_MARKERS: dict[str, type[m.Message]] = {
+    "@RESERVED@": m.Reserved,
+    "@CONFIRMED@": m.Confirmed,
+    "@RELEASED@": m.Released,
+    "@EXPIRED@": m.Expired,
+    "@LOST@": m.Lost,
+}
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """What place/attach/release/confirm/get return (the reply minus the request's ids)."""
+
+    host_id: str | None = None
+    assignments: list[m.Assignment] = msgspec.field(default_factory=list)
+    released: list[str] = msgspec.field(default_factory=list)
+
+
+class StateResult(msgspec.Struct, kw_only=True):
+    devices: int
+    lost: int
+    hosts_down: list[str]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    guest_id: str
+    verb: str
+    type: str
+    payload: bytes
+    trace: dict[str, str]
+    source: str
+    created_at: dt.datetime
+
+
+_outcome = msgspec.json.Decoder(Outcome)
+_state_result = msgspec.json.Decoder(StateResult)
+_trace = msgspec.json.Decoder(dict[str, str])
+
+
+def schema_script() -> str:
+    """Every SQL file of the package in name order, with the message type tags filled in."""
+    files = sorted(
+        (f for f in importlib.resources.files("sriov.scheduler").joinpath("sql").iterdir()
+         if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )  # fmt: skip
+    text = "\n".join(f.read_text(encoding="utf-8") for f in files)
+    for marker, cls in TYPE_MARKERS.items():
+        text = text.replace(marker, m.type_of(cls))
+    left = set(re.findall(r"@[A-Z_]+@", text))
+    if left:
+        raise RuntimeError(f"schema SQL has unknown markers {sorted(left)}")
+    return text
+
+
+def _outbox_row(r: asyncpg.Record) -> OutboxRow:
+    return OutboxRow(
+        id=r[0], event_id=r[1], guest_id=r[2], verb=r[3], type=r[4], payload=r[5].encode(),
+        trace=_trace.decode(r[6]), source=r[7], created_at=r[8],
+    )  # fmt: skip
+
+
+def redact(dsn: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
+
+
+def _refusal(exc: asyncpg.PostgresError) -> SriovError:
+    body = msgspec.json.decode(getattr(exc, "message", None) or str(exc))
+    details = body.get("details") or {}
+    return error_from_code(body["code"], body["message"], **details)
+
+
+class Store:
+    """A connection pool on the scheduler's schema."""
+
+    def __init__(self, pool: asyncpg.Pool, epoch: str, dsn: str, timeout: float) -> None:
+        self.pool = pool
+        self.epoch = epoch
+        self.dsn = dsn
+        self.timeout = timeout
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        application_name: str = "sriov-scheduler",
+        timeout: float = 10,
+    ) -> Store:
+        """Connect, create or upgrade the schema (once, whatever the number of replicas)."""
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=timeout,
+                command_timeout=timeout,
+                server_settings={"application_name": application_name, "TimeZone": "UTC"},
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise Unavailable(
+                f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}. Check that the server "
+                "runs and the URL (--database-url or SRIOV_DATABASE_URL) is right."
+            ) from exc
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK)
+                try:
+                    await conn.execute(schema_script())
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
+                epoch = await conn.fetchval("SELECT value FROM scheduler.meta WHERE key='epoch'")
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, str(epoch), dsn, timeout)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), self.timeout)
+
+    # --- one round trip per operation -------------------------------------------------------
+    async def _call(self, what: str, sql: str, *args: Any) -> Any:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return await self.pool.fetchval(sql, *args, timeout=self.timeout)
+            except asyncpg.PostgresError as exc:
+                state = getattr(exc, "sqlstate", "")
+                if state == ERROR_STATE:
+                    raise _refusal(exc) from None
+                if state in RETRY_STATES and attempt < ATTEMPTS:
+                    log.info("%s: %s (%s), retrying (%d)", what, type(exc).__name__, state, attempt)
+                    await asyncio.sleep(0.005 * attempt)
+                    continue
+                raise Unavailable(
+                    f"database error during {what}: {exc} (SQLSTATE {state}); nothing was "
+                    "changed or the change committed: retry with the same request_id"
+                ) from exc
+            except (OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+                raise Unavailable(
+                    f"database unreachable during {what} ({type(exc).__name__}: {exc}): retry "
+                    "with the same request_id; it is safe, requests are idempotent"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    async def _operation(self, op: str, args: bytes) -> Outcome:
+        raw = await self._call(op, f"SELECT scheduler.{op}($1::jsonb)::text", args.decode())
+        return _outcome.decode(raw)
+
+    async def place(self, args: bytes) -> Outcome:
+        """Place or attach (``args`` is :class:`~sriov.scheduler.validation.PlaceArgs`)."""
+        return await self._operation("place", args)
+
+    async def release(self, args: bytes) -> Outcome:
+        return await self._operation("release", args)
+
+    async def confirm(self, args: bytes) -> Outcome:
+        return await self._operation("confirm", args)
+
+    async def guest(self, guest_id: str) -> Outcome:
+        raw = await self._call("get", "SELECT scheduler.guest_assignments($1)::text", guest_id)
+        return _outcome.decode(raw)
+
+    async def apply_state(self, devices: bytes, hosts: bytes, ctx: bytes) -> StateResult:
+        raw = await self._call(
+            "apply state",
+            "SELECT scheduler.apply_state($1::jsonb, $2::jsonb, $3::jsonb)::text",
+            devices.decode(), hosts.decode(), ctx.decode(),
+        )  # fmt: skip
+        return _state_result.decode(raw)
+
+    async def expire(self, limit: int, now: dt.datetime | None, ctx: bytes) -> int:
+        """End unconfirmed reservations whose TTL passed (at ``now``, default the database's)."""
+        n = await self._call(
+            "expire",
+            "SELECT scheduler.expire($1, coalesce($2, now()), $3::jsonb)",
+            limit, now, ctx.decode(),
+        )  # fmt: skip
+        return int(n)
+
+    async def purge_requests(self, older_than_s: float, limit: int = 5000) -> int:
+        """Forget idempotency keys older than the retention (their replies stay in events)."""
+        n = await self._call(
+            "purge",
+            "WITH old AS (SELECT request_id FROM scheduler.requests "
+            "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2), "
+            "d AS (DELETE FROM scheduler.requests r USING old "
+            "WHERE r.request_id = old.request_id RETURNING 1) SELECT count(*) FROM d",
+            older_than_s, limit,
+        )  # fmt: skip
+        return int(n)
+
+    async def add_event(
+        self, *, event_id: str, guest_id: str, verb: str, msg: m.Message, ctx: bytes
+    ) -> None:
+        """Queue an event computed in Python (a failed asynchronous request) in the outbox."""
+        await self._call(
+            "record event",
+            "WITH c AS (SELECT $6::jsonb AS a) "
+            "INSERT INTO scheduler.outbox (event_id, guest_id, verb, type, payload, trace, source) "
+            "SELECT $1::uuid, $2, $3, $4, $5, coalesce(c.a->'trace', '{}'), "
+            "coalesce(c.a->>'source', 'sriov/scheduler') FROM c RETURNING id",
+            event_id, guest_id, verb, m.type_of(type(msg)), m.encode(msg).decode(), ctx.decode(),
+        )  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def outbox_batch(self, limit: int) -> AsyncIterator[list[OutboxRow]]:
+        """The oldest outbox rows, deleted when the block succeeds (kept when it raises).
+
+        One relay at a time (a transaction-scoped advisory lock), so events leave in the
+        order they were committed; other replicas get an empty batch and try again later.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK):
+                yield []
+                return
+            records = await conn.fetch(
+                "SELECT id, event_id::text, guest_id, verb, type, payload, trace::text, "
+                "source, created_at FROM scheduler.outbox ORDER BY id LIMIT $1",
+                limit,
+            )
+            rows = [_outbox_row(r) for r in records]
+            yield rows
+            if rows:
+                await conn.execute(
+                    "DELETE FROM scheduler.outbox WHERE id = ANY($1::bigint[])",
+                    [r.id for r in rows],
+                )
+
+    async def outbox_size(self) -> int:
+        return int(await self._call("outbox size", "SELECT count(*) FROM scheduler.outbox"))

@@ -1,0 +1,232 @@
+"""Test and benchmark support: publish fleet state as inventory does, run replicas in-process.
+
+:class:`FleetState` publishes ``DeviceState``/``HostState`` to the real ``SRIOV_STATE``
+stream on inventory's subjects, with increasing revisions, exactly as inventory does; the
+scheduler cannot tell the difference. :func:`run_replica` runs one scheduler replica inside
+the current event loop (its own NATS connection and pool), :func:`settle` waits until the
+state consumer has applied everything published so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from sriov.common import runtime, subjects
+from sriov.common import schemas as m
+from sriov.common.bus import Bus, ServiceHost, event_headers
+from sriov.scheduler import server
+from sriov.scheduler.settings import SchedulerSettings
+
+I350 = "I350 Ethernet Controller Virtual Function"
+CX5 = "ConnectX-5 Virtual Function"
+VENDOR_DEVICE = {I350: "8086:1520", CX5: "15b3:1018"}
+_instances = itertools.count(1)
+
+
+@dataclass
+class PfSpec:
+    """A PF and its VFs: ``count`` VFs of ``model`` (at most 256, on a bus of their own)."""
+
+    pci: str
+    model: str = CX5
+    count: int = 4
+    numa_node: int = 0
+    wire: str | None = "bcast0"
+    network: str | None = None
+    ifname: str | None = None
+    link_up: bool = True
+
+
+@dataclass
+class FleetState:
+    """The fleet as inventory would describe it; ``publish*`` sends what changed."""
+
+    bus: Bus
+    devices: dict[str, m.Device] = field(default_factory=dict)
+    hosts: dict[str, m.HostInfo] = field(default_factory=dict)
+    revisions: dict[str, int] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+    _dirty: set[str] = field(default_factory=set)
+
+    # --- building --------------------------------------------------------------------------
+    def add_host(self, host_id: str, pfs: Iterable[PfSpec], status: str = "online") -> list[str]:
+        """Add a host with its PFs and VFs; returns the new VF ids (in PCI order)."""
+        self.hosts[host_id] = m.HostInfo(host_id=host_id, hostname=host_id, status=status)  # type: ignore[arg-type]
+        self._dirty.add("host:" + host_id)
+        ids: list[str] = []
+        pf_count = len({d.pf_pci_address for d in self.devices.values() if d.host_id == host_id})
+        for k, pf in enumerate(pfs, start=pf_count):
+            dom = pf.pci.split(":")[0]
+            for i in range(pf.count):
+                # each PF's VFs on a bus of their own (0x80 + k), 8 functions per device
+                pci = f"{dom}:{0x80 + k:02x}:{i // 8:02x}.{i % 8}"
+                dev = m.Device(
+                    id=m.device_id(host_id, pci),
+                    host_id=host_id,
+                    pci_address=pci,
+                    addr=m.short_addr(pci),
+                    model=pf.model,
+                    vendor_device_id=VENDOR_DEVICE.get(pf.model, "ffff:0001"),
+                    pf_pci_address=pf.pci,
+                    pf_ifname=pf.ifname,
+                    vf_index=i,
+                    numa_node=pf.numa_node,
+                    wire=pf.wire,
+                    network=pf.network,
+                    link_state="up" if pf.link_up else "down",
+                    host_status=status,  # type: ignore[arg-type]
+                )
+                self.devices[dev.id] = dev
+                self._dirty.add(dev.id)
+                ids.append(dev.id)
+        return ids
+
+    def vfs_of(self, host_id: str, pf: str | None = None) -> list[str]:
+        return sorted(
+            (d.id for d in self.devices.values()
+             if d.host_id == host_id and (pf is None or d.pf_pci_address == pf)
+             and d.id not in self.removed),
+            key=lambda i: self.devices[i].pci_address,
+        )  # fmt: skip
+
+    # --- changes ----------------------------------------------------------------------------
+    def set_host_status(self, host_id: str, status: str) -> None:
+        self.hosts[host_id] = msgspec.structs.replace(self.hosts[host_id], status=status)
+        self._dirty.add("host:" + host_id)
+
+    def set_link(self, host_id: str, pf: str, up: bool) -> None:
+        for dev in list(self.devices.values()):
+            if dev.host_id == host_id and dev.pf_pci_address == pf:
+                self._change(dev.id, link_state="up" if up else "down")
+
+    def set_present(self, device_id: str, present: bool) -> None:
+        self._change(device_id, present=present)
+
+    def remove(self, device_id: str) -> None:
+        """Tombstone: the VF is gone for good."""
+        self.removed.add(device_id)
+        self._change(device_id, present=False)
+
+    def _change(self, device_id: str, **changes: Any) -> None:
+        self.devices[device_id] = msgspec.structs.replace(self.devices[device_id], **changes)
+        self._dirty.add(device_id)
+
+    # --- publishing -------------------------------------------------------------------------
+    def _next(self, key: str) -> int:
+        self.revisions[key] = self.revisions.get(key, 0) + 1
+        return self.revisions[key]
+
+    def messages(self) -> list[tuple[subjects.Subject, m.Message]]:
+        """What changed since the last call, as (subject, message) like inventory sends."""
+        out: list[tuple[subjects.Subject, m.Message]] = []
+        for key in sorted(self._dirty):
+            if key.startswith("host:"):
+                host = self.hosts[key[5:]]
+                out.append(
+                    (subjects.host_state(host.host_id),
+                     m.HostState(host=host, revision=self._next(key)))
+                )  # fmt: skip
+                continue
+            dev = self.devices[key]
+            status = self.hosts[dev.host_id].status if dev.host_id in self.hosts else "unknown"
+            dev = msgspec.structs.replace(dev, host_status=status)
+            out.append(
+                (subjects.device_state(dev.host_id, dev.pci_address),
+                 m.DeviceState(device=dev, revision=self._next(key), removed=key in self.removed))
+            )  # fmt: skip
+        self._dirty.clear()
+        return out
+
+    async def publish(self, concurrency: int = 256) -> int:
+        """Publish every change to JetStream (acknowledged); returns how many messages."""
+        msgs = self.messages()
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(subject: subjects.Subject, msg: m.Message) -> None:
+            async with sem:
+                headers = event_headers(msg, "sriov/inventory-sim")
+                await self.bus.js_publish_raw(subject.subject, m.encode(msg), headers)
+
+        await asyncio.gather(*(one(s, msg) for s, msg in msgs))
+        return len(msgs)
+
+
+# --- replicas ---------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def run_replica(
+    nats_url: str, database_url: str, **overrides: Any
+) -> AsyncIterator[server.Replica]:
+    """One scheduler replica in this event loop, stopped (and its tasks ended) on exit."""
+    opts: dict[str, Any] = {
+        "nats_url": nats_url,
+        "database_url": database_url,
+        "instance_id": f"test-{next(_instances)}",
+        "expiry_interval_s": 0.2,
+        "db_pool_size": 6,
+        **overrides,
+    }
+    settings = msgspec.convert(opts, SchedulerSettings).check()
+    stop = asyncio.Event()
+    async with contextlib.AsyncExitStack() as stack:
+        bus = await runtime.connect_bus(settings, "sriov-scheduler")
+        stack.push_async_callback(bus.close)
+        svc = await ServiceHost.start(
+            bus, "sriov-scheduler", runtime.VERSION, "test replica",
+            {"instance": settings.instance_id},
+        )  # fmt: skip
+        stack.push_async_callback(svc.stop)
+        ctx = runtime.ServiceContext("sriov-scheduler", bus, svc, stop, stack, settings)
+        try:
+            yield await server.start(ctx)
+        finally:
+            stop.set()
+            if ctx.tasks:
+                _done, pending = await asyncio.wait(ctx.tasks, timeout=3)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*ctx.tasks, return_exceptions=True)
+
+
+async def settle(bus: Bus, durable: str, timeout: float = 30) -> None:
+    """Wait until the state consumer ``durable`` has applied and acked every message."""
+    async with asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(Exception):
+                info = await bus.js.consumer_info(subjects.STREAM_STATE, durable)
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    return
+            await asyncio.sleep(0.02)
+
+
+async def read_events(bus: Bus, guest_id: str | None = None) -> list[m.PlacementEventT]:
+    """Every placement event in the stream (oldest first), optionally of one guest."""
+    info = await bus.js.stream_info(subjects.STREAM_PLACEMENT)
+    out: list[m.PlacementEventT] = []
+    if not info.state.messages:
+        return out
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        with contextlib.suppress(Exception):
+            raw = await bus.js.get_msg(subjects.STREAM_PLACEMENT, seq)
+            ev = m.PLACEMENT_EVENTS.decode(raw.data or b"")
+            if guest_id is None or ev.guest_id == guest_id:
+                out.append(ev)
+    return out
+
+
+async def wait_events(
+    bus: Bus, count: int, guest_id: str | None = None, timeout: float = 15
+) -> list[m.PlacementEventT]:
+    """Wait until at least ``count`` events (of ``guest_id``) are in the stream."""
+    async with asyncio.timeout(timeout):
+        while True:
+            events = await read_events(bus, guest_id)
+            if len(events) >= count:
+                return events
+            await asyncio.sleep(0.05)
