@@ -122,6 +122,13 @@ def _provision_streams() -> list[str]:
     return out
 
 
+def _stream_subjects(streams: Iterable[str]) -> list[str]:
+    """Live (core) subscriptions to everything the given streams capture: a reader may tail
+    ``sriov.v1.host.>`` or one host's ``sriov.v1.host.<id>.>``, never commands or replies."""
+    wanted = set(streams)
+    return [x for spec in STREAMS if spec.name in wanted for x in spec.subjects]
+
+
 def _own_inbox(prefix: str) -> str:
     return f"{prefix}.>"
 
@@ -178,8 +185,7 @@ def operator_identity() -> Identity:
     publish += [*subj.micro_discovery_requests(), *_js_lookup()]
     for spec in STREAMS:
         publish += _consume_stream(spec.name)
-    subscribe = [subj.wildcard(c.template) for c in cat.CHANNELS]
-    subscribe += [subj.DEAD_LETTER_ALL, _own_inbox(inbox)]
+    subscribe = [*_stream_subjects(spec.name for spec in STREAMS), _own_inbox(inbox)]
     return Identity(
         user="sriov-operator",
         role=OPERATOR,
@@ -207,11 +213,11 @@ def client_identity(name: str) -> Identity:
     inbox = subj.inbox_prefix("client", cid)
     publish = [subj.wildcard(c.template) for c in _channels([cat.EXTERNAL], "publishers")]
     publish += [subj.wildcard(e.template) for e in cat.ENDPOINTS if cat.EXTERNAL in e.callers]
-    for stream in sorted({c.stream for c in _channels([cat.EXTERNAL], "subscribers") if c.stream}):
+    streams = sorted({c.stream for c in _channels([cat.EXTERNAL], "subscribers") if c.stream})
+    for stream in streams:
         publish += _consume_stream(stream)
     publish += _js_lookup()
-    subscribe = [subj.wildcard(c.template) for c in _channels([cat.EXTERNAL], "subscribers")]
-    subscribe.append(_own_inbox(inbox))
+    subscribe = [*_stream_subjects(streams), _own_inbox(inbox)]
     return Identity(
         user=f"client-{cid}",
         role=CLIENT,

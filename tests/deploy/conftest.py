@@ -1,0 +1,65 @@
+"""A real nats-server configured with the fleet's generated accounts, users and permissions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sriov.common import nats_auth as na
+from sriov.common.bus import Bus
+from sriov.common.embedded import NatsServer
+
+HOSTS = ("node-a", "node-b")
+CLIENT = "cloud"
+
+
+@dataclass
+class SecuredNats:
+    server: NatsServer
+    bundle: na.Bundle
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def log(self) -> Path:
+        return self.server.store_dir / "nats.log"
+
+    def env(self, user: str) -> dict[str, str]:
+        ident = next(i for i in self.bundle.identities if i.user == user)
+        return na.read_env(self.bundle.files[ident.env_name])
+
+    def password(self, user: str) -> str:
+        return self.env(user)["SRIOV_NATS_PASSWORD"]
+
+    async def connect(self, user: str) -> Bus:
+        """Connect exactly as a daemon with that identity's environment file would."""
+        env = self.env(user)
+        return await Bus.connect(
+            self.url,
+            name=f"test/{user}",
+            user=env["SRIOV_NATS_USER"],
+            password=env["SRIOV_NATS_PASSWORD"],
+            inbox_prefix=env.get("SRIOV_NATS_INBOX_PREFIX"),
+            first_connect_attempts=1,
+        )
+
+
+def host_user(host_id: str) -> str:
+    return na.host_identity(host_id).user
+
+
+@pytest.fixture
+def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
+    """nats-server + JetStream whose only users are those ``build_bundle`` generated."""
+    bundle = na.build_bundle(HOSTS, clients=[CLIENT], cost=4)
+    server = NatsServer(store_dir=tmp_path / "nats", config_text=bundle.files[na.SERVER_FILE])
+    server.start()
+    try:
+        yield SecuredNats(server, bundle)
+    finally:
+        server.stop()
