@@ -161,10 +161,12 @@ def _parse_network(
     parts = item.split("/")
     if len(parts) != 3 or not all(p.strip() for p in parts):
         raise _err(
-            source, lines, path,
+            source,
+            lines,
+            path,
             f"{item!r} is not 'ifname/bridge/ip-or-wire' (e.g. eth1/br0/192.168.100.111 "
             "or eth2/br1/bcast1)",
-        )  # fmt: skip
+        )
     ifname, bridge, third = (p.strip() for p in parts)
     try:
         return {"ifname": ifname, "bridge": bridge, "ip": str(ipaddress.ip_address(third))}
@@ -271,6 +273,14 @@ def configured_pfs(conf: HostConf, sysfs_root: str | Path | None = None) -> list
 
 def bus_overrides(conf: HostConf) -> dict[str, Any]:
     """NATS settings from host.conf, in ``runtime.BusSettings`` field names."""
-    keys = ("nats_url", "nats_user", "nats_password", "nats_creds", "nats_tls_ca",
-            "nats_tls_cert", "nats_tls_key", "nats_inbox_prefix")  # fmt: skip
+    keys = (
+        "nats_url",
+        "nats_user",
+        "nats_password",
+        "nats_creds",
+        "nats_tls_ca",
+        "nats_tls_cert",
+        "nats_tls_key",
+        "nats_inbox_prefix",
+    )
     return {k: getattr(conf, k) for k in keys if getattr(conf, k) is not None}

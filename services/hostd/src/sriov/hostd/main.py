@@ -1,26 +1,216 @@
-"""Entry point of sriov-hostd (skeleton: connects and registers its micro service)."""
+"""``sriov-hostd``: run the host daemon, simulate a host, or diagnose one.
+
+* ``run --config host.conf`` discovers, watches and publishes (see :mod:`sriov.hostd.agent`);
+  SIGHUP or an edit of host.conf reloads it without a restart.
+* ``simulate --spec guide --root DIR [--netns NS] [--write-config PATH]`` writes a sysfs tree
+  (and real veth netdevs) for a host without SR-IOV hardware; ``--remove`` tears it down.
+* ``doctor --config host.conf [--json]`` runs every check locally and prints the findings.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sriov.common import runtime
+from sriov.common.config import from_env
+from sriov.common.errors import ConfigError, SriovError
 
 NAME = "sriov-hostd"
 DESCRIPTION = "host discovery and link events"
 
 
-async def body(ctx: runtime.ServiceContext) -> None:
-    """Register endpoints and start loops; returns at once, the runtime waits for stop."""
+def _add_host_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="host.conf (YAML)")
+    p.add_argument("--sysfs-root", help="sysfs to read (default: host.conf's, else /sys)")
+    p.add_argument("--netns", help="network namespace holding the PF/VF netdevs")
+    p.add_argument("--cmdline-file", help="kernel cmdline (default /proc/cmdline)")
+    p.add_argument("--kmsg-file", help="kernel log as text (default: /dev/kmsg)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=NAME, description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the host daemon")
+    _add_host_args(run)
+    runtime.add_bus_args(run)
+    sim = sub.add_parser("simulate", help="write a simulated host (sysfs tree, veth netdevs)")
+    sim.add_argument("--spec", default="guide", help="guide, models, bench or a YAML spec file")
+    sim.add_argument("--root", required=True, help="directory to write the sysfs tree into")
+    sim.add_argument("--netns", help="create the PF/VF netdevs as veths in this namespace")
+    sim.add_argument("--write-config", help="write a matching host.conf here")
+    sim.add_argument("--nats-url", help="NATS URL to put into the written host.conf")
+    sim.add_argument("--remove", action="store_true", help="delete the tree and the namespace")
+    sim.add_argument(
+        "--link",
+        action="append",
+        default=[],
+        metavar="IFNAME=up|down",
+        help="raise or drop the carrier of a simulated netdev (needs --netns)",
+    )
+    doc = sub.add_parser("doctor", help="check the host against the guide's set-up steps")
+    _add_host_args(doc)
+    doc.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=NAME, description=DESCRIPTION)
-    runtime.add_bus_args(parser)
-    args = parser.parse_args(argv)
-    settings = runtime.settings_from_args(runtime.BusSettings, args)
-    runtime.run(lambda: runtime.serve(NAME, DESCRIPTION, settings, body), NAME)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            _run(args)
+        elif args.command == "simulate":
+            sys.exit(_simulate(args))
+        else:
+            sys.exit(_doctor(args))
+    except SriovError as exc:
+        print(f"{NAME}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _options(args: argparse.Namespace) -> tuple[object, object]:
+    from sriov.hostd.agent import Options
+    from sriov.hostd.hostconf import load_host_conf
+
+    conf = load_host_conf(args.config)
+    opts = Options(
+        config_path=Path(args.config),
+        sysfs_root=args.sysfs_root,
+        netns=args.netns,
+        cmdline_file=args.cmdline_file,
+        kmsg_file=args.kmsg_file,
+    )
+    return conf, opts
+
+
+def _run(args: argparse.Namespace) -> None:
+    from sriov.hostd.agent import HostAgent, Options
+    from sriov.hostd.hostconf import HostConf, bus_overrides
+
+    conf, opts = _options(args)
+    assert isinstance(conf, HostConf) and isinstance(opts, Options)
+    cli = {k: v for k, v in vars(args).items() if k in runtime.BusSettings.__struct_fields__}
+    merged = {**bus_overrides(conf), **{k: v for k, v in cli.items() if v is not None}}
+    # BusSettings' instance_id default is a dataclasses.field on a msgspec Struct (it comes
+    # out as a Field object): always pass one.
+    merged.setdefault("instance_id", f"{conf.hostname or socket.gethostname()}-{os.getpid()}")
+    settings = from_env(runtime.BusSettings, **merged)
+
+    async def body(ctx: runtime.ServiceContext) -> None:
+        agent = HostAgent(ctx.bus, conf, opts)
+        ctx.stack.callback(agent.close)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)
+        await agent.start(ctx.spawn)
+        await agent.register(ctx.service)
+
+    runtime.run(
+        lambda: runtime.serve(
+            NAME, DESCRIPTION, settings, body, metadata={"host_id": conf.host_id}
+        ),
+        NAME,
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from sriov.hostd.simulator import netdevs
+    from sriov.hostd.simulator.spec import host_conf_text, load_spec
+    from sriov.hostd.simulator.tree import is_simulated, load_state, remove_tree, write_tree
+
+    root = Path(args.root)
+    if args.remove:
+        ns = args.netns
+        if ns is None and is_simulated(root):
+            ns = load_state(root).netns
+        removed = netdevs.remove_netns(ns) if ns else False
+        remove_tree(root)
+        print(f"removed {root}" + (f" and namespace {ns}" if removed else ""))
+        return 0
+    if args.link:
+        if not args.netns:
+            raise ConfigError("--link needs --netns (the namespace holding the veths)")
+        for item in args.link:
+            name, _, state = item.partition("=")
+            if state not in ("up", "down"):
+                raise ConfigError(f"--link {item!r}: expected IFNAME=up or IFNAME=down")
+            netdevs.set_link(args.netns, name, state == "up")
+        return 0
+    spec = load_spec(args.spec)
+    state = write_tree(spec, root, args.netns)
+    print(
+        f"wrote {root}: {len(state.pfs)} PFs, "
+        f"{sum(1 for d in state.netdevs if d.role == 'vf')} VF netdevs"
+    )
+    cmdline = root.parent / "cmdline"
+    kmsg = root.parent / "kmsg.log"
+    cmdline.write_text((spec.cmdline or spec.default_cmdline()) + "\n")
+    kmsg.write_text("\n".join(spec.kernel_log or spec.default_kernel_log()) + "\n")
+    if args.netns:
+        count = netdevs.create(state.netdevs, args.netns)
+        print(f"created {count} veth netdevs in namespace {args.netns}")
+    if args.write_config:
+        extra: dict[str, object] = {
+            "sysfs_root": str(root.resolve()),
+            "cmdline_file": str(cmdline.resolve()),
+            "kmsg_file": str(kmsg.resolve()),
+        }
+        if args.netns:
+            extra["netns"] = args.netns
+        if args.nats_url:
+            extra["nats_url"] = args.nats_url
+        out = Path(args.write_config)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(host_conf_text(spec, extra))
+        print(f"wrote {out}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from sriov.hostd import doctor
+    from sriov.hostd.agent import Options, doctor_inputs
+    from sriov.hostd.discovery import discover
+    from sriov.hostd.hostconf import HostConf
+    from sriov.hostd.netview import NetView
+    from sriov.hostd.pciids import PciIds
+    from sriov.hostd.sysfs import Sysfs
+
+    conf, opts = _options(args)
+    assert isinstance(conf, HostConf) and isinstance(opts, Options)
+    netns = opts.netns if opts.netns is not None else conf.netns
+    sysfs = Sysfs(opts.sysfs_root or conf.sysfs_root)
+    net = asyncio.run(_net_view(netns))
+    found = discover(conf, sysfs, PciIds(conf.pci_ids), net if isinstance(net, NetView) else None)
+    findings = doctor.run(doctor_inputs(conf, sysfs, found, opts, netns))
+    if args.json:
+        print(msgspec.json.format(msgspec.json.encode(findings), indent=2).decode())
+    else:
+        print(doctor.render(findings))
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+async def _net_view(netns: str | None) -> object:
+    """Links, routes and addresses for the management check; None if netlink is unusable."""
+    from pyroute2 import AsyncIPRoute
+
+    from sriov.hostd.netview import dump
+
+    try:
+        ipr = AsyncIPRoute(netns=netns) if netns else AsyncIPRoute()
+        try:
+            return await dump(ipr)
+        finally:
+            ipr.close()
+    except Exception:
+        return None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,287 @@
+"""Discover the configured PFs and their VFs from sysfs (plus netlink's view of links).
+
+One broken device never hides the others: whatever cannot be read (a missing file, a
+dangling link, a config space that reads short) becomes a :class:`DeviceError` naming the
+device and the path, and discovery carries on. A VF is reported only when its identity
+and model are known; a VF without a netdev (bound to vfio-pci, or unbound) is normal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from sriov.common import schemas as m
+from sriov.common.errors import SysfsError
+from sriov.hostd import configspace
+from sriov.hostd.hostconf import HostConf, configured_pfs
+from sriov.hostd.netview import NetView
+from sriov.hostd.pciids import PciIds
+from sriov.hostd.sysfs import ARPHRD_ETHER, ARPHRD_INFINIBAND, Sysfs, link_state
+
+_VIRTFN = re.compile(r"^virtfn(\d+)$")
+
+
+@dataclass
+class Discovery:
+    pfs: list[m.PF] = field(default_factory=list)
+    vfs: list[m.VF] = field(default_factory=list)
+    errors: list[m.DeviceError] = field(default_factory=list)
+    management: dict[str, str] = field(default_factory=dict)
+    """PF PCI address -> why it is never reconfigured."""
+
+    def pf(self, key: str) -> m.PF | None:
+        """A PF by ifname or PCI address."""
+        for pf in self.pfs:
+            if key in (pf.ifname, pf.pci_address):
+                return pf
+        return None
+
+
+class _Ctx:
+    def __init__(self, sysfs: Sysfs, ids: PciIds, net: NetView | None, out: Discovery) -> None:
+        self.sysfs, self.ids, self.net, self.out = sysfs, ids, net, out
+
+    def error(
+        self, address: str, exc: SysfsError | str, path: str = "", ifname: str | None = None
+    ) -> None:
+        message = exc.message if isinstance(exc, SysfsError) else exc
+        where = str(exc.details.get("path", path)) if isinstance(exc, SysfsError) else path
+        self.out.errors.append(
+            m.DeviceError(pci_address=address, path=where, message=message, ifname=ifname)
+        )
+
+    def netdev_state(self, ifname: str, net_dir: str) -> tuple[str, str | None]:
+        """(link state, MAC) from netlink when it knows the netdev, else from sysfs."""
+        s = self.sysfs
+        mac = s.read_opt(os.path.join(net_dir, "address"))
+        if self.net is not None and ifname in self.net.links:
+            link = self.net.links[ifname]
+            return link.state, mac if mac and len(mac) > 17 else (link.mac or mac)
+        state = link_state(
+            s.read_opt(os.path.join(net_dir, "operstate")),
+            s.read_opt(os.path.join(net_dir, "carrier")) if os.path.exists(net_dir) else None,
+        )
+        return state, mac
+
+
+def discover(conf: HostConf, sysfs: Sysfs, ids: PciIds, net: NetView | None = None) -> Discovery:
+    """Every configured PF (bonds expanded) and its VFs, with per-device errors."""
+    out = Discovery()
+    ctx = _Ctx(sysfs, ids, net, out)
+    try:
+        wanted = configured_pfs(conf, sysfs.root)
+    except Exception as exc:  # an unreadable bond: report, then treat it as a plain NIC
+        ctx.error("", str(exc), sysfs.path("class", "net"))
+        wanted = []
+    for cfg in wanted:
+        _discover_pf(ctx, conf, cfg.ifname, cfg.sriov, cfg.offload, cfg.bond)
+    return out
+
+
+def _discover_pf(
+    ctx: _Ctx, conf: HostConf, ifname: str, sriov: bool, offload: bool, bond: str | None
+) -> None:
+    s = ctx.sysfs
+    link = s.net(ifname)
+    if not os.path.lexists(link):
+        ctx.error("", f"configured NIC {ifname} has no netdev ({link} is missing)", link, ifname)
+        return
+    net_dir = os.path.realpath(link)  # links below are relative to the real directory
+    if not os.path.isdir(net_dir):
+        ctx.error("", f"{link} points to {net_dir}, which does not exist", link, ifname)
+        return
+    try:
+        dev = s.link_target(os.path.join(net_dir, "device"))
+    except SysfsError as exc:
+        ctx.error("", exc, ifname=ifname)
+        return
+    if dev is None:
+        ctx.error("", f"{ifname} is not a PCI device (no {net_dir}/device link)", net_dir, ifname)
+        return
+    addr = os.path.basename(dev)
+    try:
+        vendor = s.read_hex_id(os.path.join(dev, "vendor"))
+        device = s.read_hex_id(os.path.join(dev, "device"))
+    except SysfsError as exc:
+        ctx.error(addr, exc, ifname=ifname)
+        return
+    pf = m.PF(
+        pci_address=addr,
+        ifname=ifname,
+        vendor_id=vendor,
+        device_id=device,
+        model=ctx.ids.model(vendor, device),
+        sriov=sriov,
+        offload=offload,
+    )
+    pf.driver = _optional(ctx, addr, lambda: s.link_name(os.path.join(dev, "driver")), None)
+    pf.numa_node = _optional(ctx, addr, lambda: _numa(s, dev), -1)
+    pf.link_type = _optional(ctx, addr, lambda: _link_type(s, net_dir, dev), "unknown")
+    total = _optional(ctx, addr, lambda: _sriov_int(s, dev, "sriov_totalvfs"), None)
+    pf.total_vfs = total or 0
+    pf.num_vfs = _optional(ctx, addr, lambda: _sriov_int(s, dev, "sriov_numvfs"), None) or 0
+    if total is None and not any(e.pci_address == addr for e in ctx.out.errors):
+        ctx.error(
+            addr,
+            f"{ifname} ({addr}) has no sriov_totalvfs: the device or its driver "
+            "does not support SR-IOV, or SR-IOV is off in BIOS/firmware",
+            os.path.join(dev, "sriov_totalvfs"),
+            ifname,
+        )
+    _check_config(ctx, addr, dev)
+    master = _optional(ctx, addr, lambda: s.link_name(os.path.join(net_dir, "master")), None)
+    if master is not None and os.path.isdir(s.path("class", "net", master, "bonding")):
+        pf.bond = master
+        mode = _optional(
+            ctx, addr, lambda: s.read(s.path("class", "net", master, "bonding", "mode")), ""
+        )
+        pf.bond_mode = mode.split()[0] if mode else None
+    pf.bond = pf.bond or bond
+    network, inherited = conf.network_of(ifname, pf.bond)
+    if network is not None:
+        pf.network = network.target
+        pf.wire = network.wire
+        pf.bridge = None if inherited else network.bridge
+    pf.link_state, pf.mac = ctx.netdev_state(ifname, net_dir)  # type: ignore[assignment]
+    if ctx.net is not None:
+        reason = ctx.net.management_reason(ifname, conf.management_ip)
+        if reason:
+            pf.management = True
+            ctx.out.management[addr] = reason
+    ctx.out.pfs.append(pf)
+    _discover_vfs(ctx, pf, dev)
+
+
+def _discover_vfs(ctx: _Ctx, pf: m.PF, dev: str) -> None:
+    s = ctx.sysfs
+    links = []
+    for name in s.listdir(dev):
+        mt = _VIRTFN.match(name)
+        if mt:
+            links.append((int(mt.group(1)), name))
+    links.sort()
+    if pf.total_vfs and len(links) != pf.num_vfs:
+        ctx.error(
+            pf.pci_address,
+            f"sriov_numvfs of {pf.ifname} is {pf.num_vfs} but "
+            f"{len(links)} virtfn links exist (VFs being created or removed?)",
+            os.path.join(dev, "sriov_numvfs"),
+            pf.ifname,
+        )
+    for index, name in links:
+        link = os.path.join(dev, name)
+        try:
+            raw = os.readlink(link)
+        except OSError as exc:
+            ctx.error(pf.pci_address, f"cannot read {link}: {exc.strerror}", link)
+            continue
+        addr = os.path.basename(raw)
+        vf_dir = os.path.normpath(os.path.join(dev, raw))
+        if not os.path.isdir(vf_dir):
+            ctx.error(addr, f"{link} points to {raw}, which does not exist", link)
+            continue
+        vf = _discover_vf(ctx, pf, index, addr, vf_dir)
+        if vf is not None:
+            ctx.out.vfs.append(vf)
+
+
+def _discover_vf(ctx: _Ctx, pf: m.PF, index: int, addr: str, vf_dir: str) -> m.VF | None:
+    s = ctx.sysfs
+    try:
+        vendor = s.read_hex_id(os.path.join(vf_dir, "vendor"))
+        device = s.read_hex_id(os.path.join(vf_dir, "device"))
+    except SysfsError as exc:
+        ctx.error(addr, exc)
+        return None
+    vf = m.VF(
+        pci_address=addr,
+        pf_pci_address=pf.pci_address,
+        vf_index=index,
+        vendor_id=vendor,
+        device_id=device,
+        model=ctx.ids.model(vendor, device, vf=True),
+    )
+    vf.driver = _optional(ctx, addr, lambda: s.link_name(os.path.join(vf_dir, "driver")), None)
+    vf.numa_node = _optional(ctx, addr, lambda: _numa(s, vf_dir), -1)
+    vf.iommu_group = _optional(ctx, addr, lambda: _iommu_group(s, vf_dir), None)
+    nets = _optional(ctx, addr, lambda: s.listdir(os.path.join(vf_dir, "net")), [])
+    if nets:
+        vf.ifname = nets[0]
+        vf.link_state, vf.mac = ctx.netdev_state(  # type: ignore[assignment]
+            nets[0], os.path.join(vf_dir, "net", nets[0])
+        )
+    return vf
+
+
+def _optional(ctx: _Ctx, addr: str, read, default):  # type: ignore[no-untyped-def]
+    """Read an attribute; a sysfs surprise is recorded and the default used."""
+    try:
+        return read()
+    except SysfsError as exc:
+        ctx.error(addr, exc)
+        return default
+
+
+def _numa(s: Sysfs, dev: str) -> int:
+    text = s.read_opt(os.path.join(dev, "numa_node"))
+    if text is None:
+        return -1
+    try:
+        return int(text)
+    except ValueError:
+        raise SysfsError(
+            f"{dev}/numa_node holds {text!r}, not a number", path=os.path.join(dev, "numa_node")
+        ) from None
+
+
+def _iommu_group(s: Sysfs, dev: str) -> int | None:
+    name = s.link_name(os.path.join(dev, "iommu_group"))
+    if name is None:
+        return None
+    try:
+        return int(name)
+    except ValueError:
+        raise SysfsError(
+            f"{dev}/iommu_group points to {name!r}, not a group number",
+            path=os.path.join(dev, "iommu_group"),
+        ) from None
+
+
+def _link_type(s: Sysfs, net_dir: str, dev: str) -> str:
+    text = s.read_opt(os.path.join(net_dir, "type"))
+    if text is not None:
+        if text == str(ARPHRD_INFINIBAND):
+            return "infiniband"
+        if text == str(ARPHRD_ETHER):
+            return "ethernet"
+    if os.path.isdir(os.path.join(dev, "infiniband")):
+        return "infiniband"
+    return "unknown" if text is None else "ethernet"
+
+
+def _sriov_int(s: Sysfs, dev: str, name: str) -> int | None:
+    path = os.path.join(dev, name)
+    if not os.path.exists(path):
+        return None
+    return s.read_int(path)
+
+
+def _check_config(ctx: _Ctx, addr: str, dev: str) -> None:
+    """Report a config space that cannot be read or parsed (the doctor needs it)."""
+    path = os.path.join(dev, "config")
+    try:
+        data = ctx.sysfs.read_bytes(path)
+        space = configspace.parse(data)
+        if not space.extended_readable:
+            ctx.error(
+                addr,
+                f"config space of {addr} reads only {len(data)} bytes: extended "
+                "capabilities (SR-IOV, ARI, ACS) are hidden; run hostd as root",
+                path,
+            )
+    except SysfsError as exc:
+        ctx.error(addr, f"config space unreadable: {exc.message}", path)
+    except configspace.ConfigSpaceError as exc:
+        ctx.error(addr, f"config space of {addr} is unusable: {exc}", path)

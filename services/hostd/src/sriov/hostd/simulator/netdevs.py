@@ -1,0 +1,93 @@
+"""Real netdevs for a simulated host: one veth pair per PF/VF netdev in a namespace.
+
+The end named like the PF or VF (``eth1``, ``eth1v0``) is what hostd watches; its peer
+(``eth1-p``) stands for the wire: taking the peer down drops the carrier, so hostd sees a
+real kernel netlink event, exactly as when a cable is pulled or a VF's link goes down.
+Synchronous pyroute2 (run it off the event loop): this is set-up code, not the daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from sriov.common.errors import ConfigError
+from sriov.hostd.simulator.tree import Netdev
+
+IFNAMSIZ = 15
+
+
+def peer_name(ifname: str) -> str:
+    name = f"{ifname}-p"
+    if len(name) <= IFNAMSIZ:
+        return name
+    return "p" + hashlib.sha1(ifname.encode()).hexdigest()[:12]
+
+
+def ensure_netns(name: str) -> None:
+    if name not in netns.listnetns():
+        try:
+            netns.create(name)
+        except OSError as exc:
+            raise ConfigError(f"cannot create network namespace {name}: {exc}") from exc
+
+
+def remove_netns(name: str) -> bool:
+    if name in netns.listnetns():
+        netns.remove(name)
+        return True
+    return False
+
+
+def create(netdevs: Iterable[Netdev], ns: str) -> int:
+    """Create (or recreate) a veth pair per netdev in namespace ``ns``; returns the count."""
+    ensure_netns(ns)
+    count = 0
+    with IPRoute(netns=ns) as ipr:
+        existing = {link.get("ifname"): link["index"] for link in ipr.link("dump")}
+        for dev in netdevs:
+            peer = peer_name(dev.ifname)
+            for name in (dev.ifname, peer):
+                if name in existing:
+                    try:
+                        ipr.link("del", index=existing.pop(name))
+                    except NetlinkError:
+                        pass  # deleting one end of a veth already deleted the other
+            try:
+                ipr.link("add", ifname=dev.ifname, kind="veth", peer=peer)
+            except NetlinkError as exc:
+                raise ConfigError(f"cannot create veth {dev.ifname} in {ns}: {exc}") from exc
+            idx = ipr.link_lookup(ifname=dev.ifname)[0]
+            pidx = ipr.link_lookup(ifname=peer)[0]
+            if dev.ethernet:
+                ipr.link("set", index=idx, address=dev.mac)
+            ipr.link("set", index=idx, state="up")
+            if dev.link_up:
+                ipr.link("set", index=pidx, state="up")
+            count += 1
+    return count
+
+
+def delete(ifnames: Iterable[str], ns: str) -> None:
+    if ns not in netns.listnetns():
+        return
+    with IPRoute(netns=ns) as ipr:
+        for name in ifnames:
+            found = ipr.link_lookup(ifname=name)
+            if found:
+                try:
+                    ipr.link("del", index=found[0])
+                except NetlinkError:
+                    pass
+
+
+def set_link(ns: str, ifname: str, up: bool) -> None:
+    """Raise or drop the carrier of ``ifname`` by moving its peer (the "cable")."""
+    with IPRoute(netns=ns) as ipr:
+        found = ipr.link_lookup(ifname=peer_name(ifname))
+        if not found:
+            raise ConfigError(f"{ifname} has no simulated peer in namespace {ns}")
+        ipr.link("set", index=found[0], state="up" if up else "down")
