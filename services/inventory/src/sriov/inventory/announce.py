@@ -21,6 +21,7 @@ from sriov.inventory.model import DeviceRec, HostView
 
 _DEVICE_TYPE = m.type_of(m.DeviceState)
 _HOST_TYPE = m.type_of(m.HostState)
+_TEMPLATE = m.HostState(host=m.HostInfo(host_id="-"), revision=0)
 _encode_headers = msgspec.json.Encoder().encode
 
 
@@ -42,7 +43,7 @@ def outbox_rows(
     devices: Iterable[DeviceRec], hosts: Iterable[HostView], source: str
 ) -> list[OutboxRow]:
     """One row per announced device and host (their revisions already assigned)."""
-    base = event_headers(m.HostState(host=m.HostInfo(host_id="-"), revision=0), source, "-")
+    base = event_headers(_TEMPLATE, source, "-")
     base["ce-time"] = dt.datetime.now(dt.UTC).isoformat()
     rows: dict[str, OutboxRow] = {}
     for rec in devices:

@@ -12,7 +12,6 @@ from sriov.inventory.db.store import DEVICE_FIELDS
 
 _DEVICE_SELECT = f"SELECT {', '.join(DEVICE_FIELDS)} FROM inventory.devices"
 #: The guide's order: model, then address descending (host and id break ties).
-DEVICE_ORDER = "ORDER BY model, pci_address DESC, host_id, id"
 _HOST_COLUMNS = (
     "host_id, hostname, status, last_seen, greatest(generation, 0) AS generation, "
     "pf_count, vf_count, vf_free, errors, problems"
@@ -28,43 +27,72 @@ class DeviceFilter:
     guest_id: str | None = None
     state: str = "any"
 
-    def where(self) -> tuple[str, list[object]]:
-        clauses = ["NOT removed"]
+    def where(self, counts: bool = False) -> tuple[str, list[object]]:
+        """SQL conditions on ``devices`` (or, ``counts``, on ``device_counts``)."""
+        clauses = [] if counts else ["NOT removed"]
         args: list[object] = []
         for column in ("host_id", "model", "dev_type", "vendor_device_id", "guest_id"):
             value = getattr(self, column)
             if value is not None:
                 args.append(value)
                 clauses.append(f"{column} = ${len(args)}")
-        if self.state == "free":
-            clauses.append("guest_id IS NULL")
-        elif self.state == "attached":
-            clauses.append("guest_id IS NOT NULL")
-        return " AND ".join(clauses), args
+        if self.state != "any":
+            attached = self.state == "attached"
+            if counts:
+                clauses.append("attached" if attached else "NOT attached")
+            else:
+                clauses.append("guest_id IS NOT NULL" if attached else "guest_id IS NULL")
+        return " AND ".join(clauses) or "true", args
 
 
 def device(r: asyncpg.Record) -> m.Device:
     return m.Device(**{f: r[f] for f in DEVICE_FIELDS})
 
 
+_ORDER = ("model", "pci_address DESC", "host_id", "id")
+_REVERSED = ("model DESC", "pci_address", "host_id DESC", "id DESC")
+
+
 async def list_devices(
     conn: Conn, flt: DeviceFilter, limit: int, offset: int
 ) -> tuple[list[m.Device], int]:
+    """One page in the guide's order, and the total, from one consistent snapshot.
+
+    The page's ids come from an index-only scan; a page past the middle is read from the
+    other end of the index (so no page skips more than half the matching rows).
+    """
     where, args = flt.where()
     n = len(args)
-    rows = await conn.fetch(
-        f"{_DEVICE_SELECT} WHERE {where} {DEVICE_ORDER} LIMIT ${n + 1} OFFSET ${n + 2}",
-        *args,
-        limit,
-        offset,
-    )
-    if offset == 0 and len(rows) < limit:
-        total = len(rows)
-    else:
-        total = int(
-            await conn.fetchval(f"SELECT count(*) FROM inventory.devices WHERE {where}", *args)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        total = await count_devices(conn, flt)
+        reverse = offset + limit > total - offset
+        order = _REVERSED if reverse else _ORDER
+        lim, off = limit, offset
+        if reverse:
+            off = total - offset - limit
+            lim, off = (lim + off, 0) if off < 0 else (lim, off)
+        if lim <= 0 or offset >= total:
+            return [], total
+        rows = await conn.fetch(
+            f"SELECT {', '.join('d.' + f for f in DEVICE_FIELDS)} FROM inventory.devices d "
+            f"JOIN (SELECT id FROM inventory.devices WHERE {where} "
+            f"ORDER BY {', '.join(order)} LIMIT ${n + 1} OFFSET ${n + 2}) p USING (id) "
+            f"ORDER BY {', '.join('d.' + o for o in _ORDER)}",
+            *args,
+            lim,
+            off,
         )
     return [device(r) for r in rows], total
+
+
+async def count_devices(conn: Conn, flt: DeviceFilter) -> int:
+    if flt.guest_id is not None:  # few rows, indexed: count them
+        where, args = flt.where()
+        sql = f"SELECT count(*) FROM inventory.devices WHERE {where}"
+    else:
+        where, args = flt.where(counts=True)
+        sql = f"SELECT coalesce(sum(n), 0) FROM inventory.device_counts WHERE {where}"
+    return int(await conn.fetchval(sql, *args))
 
 
 async def get_device(

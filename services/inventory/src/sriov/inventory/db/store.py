@@ -8,6 +8,7 @@ order (no deadlock). Bulk writes use ``unnest`` over arrays: one statement per t
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -156,6 +157,7 @@ async def save(conn: Conn, views: Iterable[HostView], now: dt.datetime, source: 
     if purge:
         await conn.execute("DELETE FROM inventory.devices WHERE id = ANY($1::text[])", purge)
     await _save_pfs(conn, changes)
+    await _save_counts(conn, [v for v, ch in changes if ch.devices or ch.purge])
     host_rows = [v.host for v, ch in changes if ch.host_row or ch.announce_host]
     if host_rows:
         await conn.executemany(_UPDATE_HOST, [_host_args(h) for h in host_rows])
@@ -203,6 +205,34 @@ async def _save_pfs(conn: Conn, changes: list[tuple[HostView, Changes]]) -> None
             "WHERE p.host_id = d.h AND p.pci_address = d.a",
             [h for h, _ in drops],
             [a for _, a in drops],
+        )
+
+
+async def _save_counts(conn: Conn, views: Sequence[HostView]) -> None:
+    """Per-host device counts by the listing filters (what ``devices.list`` totals sum)."""
+    if not views:
+        return
+    counts: Counter[tuple[str, str, str, str, bool]] = Counter()
+    for view in views:
+        for rec in view.devices.values():
+            if not rec.removed:
+                d = rec.device
+                counts[
+                    (d.host_id, d.model, d.dev_type, d.vendor_device_id, d.guest_id is not None)
+                ] += 1
+    await conn.execute(
+        "DELETE FROM inventory.device_counts WHERE host_id = ANY($1::text[])",
+        [v.host.host_id for v in views],
+    )
+    if counts:
+        keys = list(counts)
+        await conn.execute(
+            "INSERT INTO inventory.device_counts "
+            "(host_id, model, dev_type, vendor_device_id, attached, n) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], "
+            "$6::int[])",
+            *([k[i] for k in keys] for i in range(5)),
+            [counts[k] for k in keys],
         )
 
 
