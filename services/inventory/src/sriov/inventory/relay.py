@@ -42,7 +42,11 @@ class Relay:
         """A local transaction committed outbox rows: relay now rather than at the next poll."""
         self.wake.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, workers: int = 1) -> None:
+        """Relay until ``stop``; ``workers`` loops overlap database and NATS round trips."""
+        await asyncio.gather(*(self._worker(stop) for _ in range(workers)))
+
+    async def _worker(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
             try:
