@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from sriov.common import telemetry
 from sriov.common.bus import ConsumerStats
@@ -25,8 +25,8 @@ class FleetSnapshot:
 
 
 class Metrics:
-    def __init__(self, consumers: dict[str, ConsumerStats]) -> None:
-        meter = telemetry.meter()
+    def __init__(self, consumers: dict[str, ConsumerStats], meter: Meter | None = None) -> None:
+        meter = meter or telemetry.meter()
         self.fleet = FleetSnapshot()
         self.consumers = consumers
         self.events = meter.create_counter(

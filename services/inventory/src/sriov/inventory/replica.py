@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.metrics import Meter
+
 from sriov.common import schemas as m
 from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery, ServiceHost
 from sriov.common.schemas import Codec
@@ -39,12 +41,14 @@ class Tuning:
 
 
 class Replica:
-    def __init__(self, pool: Pool, bus: Bus, tuning: Tuning | None = None) -> None:
+    def __init__(
+        self, pool: Pool, bus: Bus, tuning: Tuning | None = None, meter: Meter | None = None
+    ) -> None:
         self.pool = pool
         self.bus = bus
         self.tuning = t = tuning or Tuning()
         self.stats = {ingest.DURABLE: ConsumerStats(), placement.DURABLE: ConsumerStats()}
-        self.metrics = Metrics(self.stats)
+        self.metrics = Metrics(self.stats, meter)
         self.relay = Relay(pool, bus, batch=t.relay_batch, published=self._published)
         self.rescanner = Rescanner(bus, min_interval_s=t.rescan_interval_s)
         self.host_events = ingest.HostEvents(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+from opentelemetry.metrics import Meter
 
 from sriov.common import schemas as m
 from sriov.common import subjects
@@ -252,14 +253,18 @@ def inventory_process(
 
 @contextlib.asynccontextmanager
 async def replica(
-    nats_url: str, database_url: str, tuning: Tuning | None = None, name: str = "r1"
+    nats_url: str,
+    database_url: str,
+    tuning: Tuning | None = None,
+    name: str = "r1",
+    meter: Meter | None = None,
 ) -> AsyncIterator[Replica]:
     """An in-process inventory replica with its own NATS connection and pool."""
     bus = await Bus.connect(nats_url, name=f"inventory-{name}", source=f"sriov/inventory/{name}")
     await bus.ensure_streams()
     pool = await open_pool(database_url, min_size=2, max_size=8)
     svc = await ServiceHost.start(bus, "sriov-inventory", "0.1.0", "test replica", {})
-    rep = Replica(pool, bus, tuning)
+    rep = Replica(pool, bus, tuning, meter)
     await rep.register(svc)
     stop = asyncio.Event()
     task = asyncio.create_task(rep.run(stop))
