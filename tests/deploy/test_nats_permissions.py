@@ -143,6 +143,7 @@ async def test_host_serves_only_its_own_commands(sn: Any, caplog: pytest.LogCapt
 
     try:
         await svc.add_endpoint(s.hostcmd_group(A), "rescan", m.RescanRequest, rescan)
+        await settle(host_a)  # the server has the endpoint's subscription
         ack = await ops.request(
             s.endpoint(s.hostcmd_group(A), "rescan"), m.RescanRequest(), m.CommandAck
         )

@@ -78,7 +78,8 @@ class Identity:
         folder = {HOST: "hosts", CLIENT: "clients"}.get(self.role, "services")
         if self.role in (OPERATOR, STREAM_ADMIN, SYSTEM):
             folder = "admin"
-        return f"{folder}/{self.host_id or self.user}.env"
+        stem = self.host_id or (self.user.removeprefix("client-") if self.role == CLIENT else "")
+        return f"{folder}/{stem or self.user}.env"
 
 
 # ---------------------------------------------------------------------------------------------
