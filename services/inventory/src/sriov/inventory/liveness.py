@@ -12,6 +12,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+from sriov.common import telemetry
 from sriov.inventory.db import store
 from sriov.inventory.db.conn import Pool
 
@@ -48,14 +51,20 @@ class Liveness:
 
     async def sweep_once(self, limit: int = 200) -> int:
         """Mark up to ``limit`` overdue hosts offline; return how many."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            overdue = await store.overdue_hosts(conn, self.timeout_s, limit)
-            if not overdue:
-                return 0
-            loaded = await store.load(conn, overdue, full=overdue)
-            for view in loaded.views.values():
-                view.mark_offline()
-            await store.save(conn, loaded.views.values(), loaded.now, self.source)
+        with suppress_instrumentation():  # the routine check is not worth a trace each time
+            async with self.pool.acquire() as conn:
+                if not await store.any_overdue(conn, self.timeout_s):
+                    return 0
+        with telemetry.tracer().start_as_current_span("inventory.hosts.offline") as span:
+            async with self.pool.acquire() as conn, conn.transaction():
+                overdue = await store.overdue_hosts(conn, self.timeout_s, limit)
+                if not overdue:
+                    return 0
+                loaded = await store.load(conn, overdue, full=overdue)
+                for view in loaded.views.values():
+                    view.mark_offline()
+                await store.save(conn, loaded.views.values(), loaded.now, self.source)
+            span.set_attribute("sriov.hosts", overdue)
         for host_id in overdue:
             log.warning("host %s missed its heartbeats: offline", host_id)
         self.committed()

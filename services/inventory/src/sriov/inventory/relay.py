@@ -13,6 +13,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+from sriov.common import telemetry
 from sriov.common.bus import Bus
 from sriov.inventory.announce import OutboxRow, decode_headers
 from sriov.inventory.db import outbox
@@ -64,10 +67,16 @@ class Relay:
 
     async def relay_once(self) -> int:
         """Publish one batch; return how many rows were relayed."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await outbox.claim(conn, self.batch)
-            if rows:
-                await self.publish(rows)
+        with suppress_instrumentation():  # idle polls are not worth a trace each
+            async with self.pool.acquire() as conn:
+                if not await outbox.any_pending(conn):
+                    return 0
+        with telemetry.tracer().start_as_current_span("inventory.outbox.relay") as span:
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await outbox.claim(conn, self.batch)
+                if rows:
+                    await self.publish(rows)
+            span.set_attribute("messaging.batch.message_count", len(rows))
         if rows:
             self.published(len(rows))
         return len(rows)

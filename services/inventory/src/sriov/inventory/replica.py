@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import Meter
 
 from sriov.common import schemas as m
@@ -130,9 +131,10 @@ class Replica:
     async def _gauges(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                async with self.pool.acquire() as conn:
-                    vfs, hosts = await reads.fleet_counts(conn)
-                    pending = await outbox.pending(conn)
+                with suppress_instrumentation():  # periodic bookkeeping, not worth traces
+                    async with self.pool.acquire() as conn:
+                        vfs, hosts = await reads.fleet_counts(conn)
+                        pending = await outbox.pending(conn)
                 fleet = self.metrics.fleet
                 fleet.vfs, fleet.hosts, fleet.outbox = vfs, hosts, pending
             except Exception as exc:  # gauges are best effort

@@ -24,6 +24,10 @@ async def claim(conn: Conn, limit: int) -> list[OutboxRow]:
     return [OutboxRow(r["subject"], r["payload"], r["headers"]) for r in rows]
 
 
+async def any_pending(conn: Conn) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM inventory.outbox)"))
+
+
 async def pending(conn: Conn) -> int:
     value = await conn.fetchval("SELECT count(*) FROM inventory.outbox")
     return int(value or 0)

@@ -254,13 +254,21 @@ def _host_args(h: HostRow) -> tuple[object, ...]:
 
 
 # --- liveness -----------------------------------------------------------------------------
+_OVERDUE = (
+    "FROM inventory.hosts WHERE status <> 'offline' "
+    "AND (last_seen IS NULL OR last_seen < now() - make_interval("
+    "secs => greatest($1::float8, 2 * heartbeat_interval_s)))"
+)
+
+
+async def any_overdue(conn: Conn, timeout_s: float) -> bool:
+    return bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 {_OVERDUE})", timeout_s))
+
+
 async def overdue_hosts(conn: Conn, timeout_s: float, limit: int = 200) -> list[str]:
     """Hosts not heard from in time (at least twice their heartbeat interval), locked."""
     rows = await conn.fetch(
-        "SELECT host_id FROM inventory.hosts WHERE status <> 'offline' "
-        "AND (last_seen IS NULL OR last_seen < now() - make_interval("
-        "secs => greatest($1::float8, 2 * heartbeat_interval_s))) "
-        "ORDER BY host_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        f"SELECT host_id {_OVERDUE} ORDER BY host_id LIMIT $2 FOR UPDATE SKIP LOCKED",
         timeout_s,
         limit,
     )
