@@ -84,12 +84,12 @@ async def publish_history(bus: Bus, hosts: int, rng: random.Random) -> dict[str,
 
 
 async def test_two_replicas_consume_at_once(bus: Bus, nats_url: str, database_url: str) -> None:
-    expected = await publish_history(bus, 40, random.Random(7))
     tuning = t.Tuning(batch=10)
     async with (
         t.replica(nats_url, database_url, tuning, "r1") as r1,
         t.replica(nats_url, database_url, tuning, "r2") as r2,
     ):
+        expected = await publish_history(bus, 40, random.Random(7))
         await t.eventually(lambda: t.drained(bus, r1.pool), 60, "both replicas drained")
         listed = (await t.list_devices(bus, limit=1000)).devices
         assert {d.id: comparable(d) for d in listed} == expected

@@ -146,9 +146,10 @@ async def save(conn: Conn, views: Iterable[HostView], now: dt.datetime, source: 
     announce_devices = [rec for _v, ch in changes for rec in ch.announce]
     announce_hosts = [v for v, ch in changes if ch.announce_host]
     revisions = await next_revisions(conn, len(announce_devices) + len(announce_hosts))
-    for rec, rev in zip(announce_devices, revisions, strict=False):
+    split = len(announce_devices)
+    for rec, rev in zip(announce_devices, revisions[:split], strict=True):
         rec.revision = rev
-    for view, rev in zip(announce_hosts, revisions[len(announce_devices) :], strict=True):
+    for view, rev in zip(announce_hosts, revisions[split:], strict=True):
         view.host.revision = rev
     written = [rec for _v, ch in changes for rec in ch.devices]
     if written:
