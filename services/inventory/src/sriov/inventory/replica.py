@@ -127,6 +127,11 @@ class Replica:
                 )
             except TimeoutError:
                 log.debug("%s: fetch timed out outside the bus's handling; resuming", spec.durable)
+                continue
+            if not stop.is_set():  # the connection closed under it: wait, then bind again
+                log.warning("%s: consumer stopped; resuming in 1s", spec.durable)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
 
     async def _gauges(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
