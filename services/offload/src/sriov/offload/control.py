@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from sriov.common.errors import InvalidRequest, SriovError, Unavailable
 from sriov.common.schemas import Finding, OffloadSetRequest, OffloadStatus
 from sriov.offload.ovsdb import HW_OFFLOAD, MAX_IDLE, TC_POLICY, OvsConfig, Ovsdb
-from sriov.offload.vswitchd import FlowApiState, Vswitchd
+from sriov.offload.vswitchd import FlowApiState, Incarnation, Vswitchd
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Restarter:
 class _Pending:
     """Restart reasons the agent knows of for one daemon incarnation."""
 
-    incarnation: tuple[str, int, int] | None = None
+    incarnation: Incarnation | None = None
     reasons: list[str] = field(default_factory=list)
 
 

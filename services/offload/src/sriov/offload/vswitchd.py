@@ -19,6 +19,7 @@ from sriov.offload import unixctl
 from sriov.offload.unixctl import UnixctlError
 
 WHO = "ovs-vswitchd"
+Incarnation = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,15 @@ class Vswitchd:
             ) from exc
         return str(pidfile.with_name(f"ovs-vswitchd.{pid}.ctl"))
 
-    def incarnation(self) -> tuple[str, int, int] | None:
-        """Identity of the running daemon: its socket's path and inode change on restart."""
+    def incarnation(self) -> Incarnation | None:
+        """Identity of the running daemon: a restart creates its socket anew (the inode
+        number alone may be reused at once, so the creation time is part of it)."""
         try:
             path = self.socket_path()
             st = os.stat(path)
         except (OSError, Unavailable):
             return None
-        return path, st.st_dev, st.st_ino
+        return path, st.st_ino, st.st_ctime_ns
 
     async def call(self, command: str, *args: str, timeout: float | None = None) -> str:
         return await unixctl.call(
@@ -96,9 +98,7 @@ class Vswitchd:
         why = "; ".join(seen) if seen else "no datapath exists yet"
         return FlowApiState(None, f"cannot tell whether the flow API is on ({why})")
 
-    async def wait_restarted(
-        self, before: tuple[str, int, int] | None, timeout: float
-    ) -> tuple[str, int, int]:
+    async def wait_restarted(self, before: Incarnation | None, timeout: float) -> Incarnation:
         """Wait until a new daemon (another socket inode) answers ``version``."""
         deadline = time.monotonic() + timeout
         last = "it never came back"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
@@ -27,16 +28,43 @@ for _ in range(count - 1):
 """
 
 
+def off_loop(fn: Callable[[], T]) -> T:
+    """Run ``fn`` here, or in a worker thread when this thread runs an event loop: pyroute2's
+    synchronous API drives an event loop of its own, which cannot nest in a running one."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, name="pyroute2 call")
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]  # type: ignore[no-any-return]
+
+
 def exists(name: str) -> bool:
     return name in _netns.listnetns()
 
 
 def create(name: str) -> None:
     """Create namespace ``name`` (no-op if it exists) with its loopback up."""
-    if not exists(name):
-        _netns.create(name)
-    with IPRoute(netns=name) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+    def run() -> None:
+        if not exists(name):
+            _netns.create(name)
+        with IPRoute(netns=name) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+    off_loop(run)
 
 
 def delete(name: str) -> None:
@@ -48,6 +76,10 @@ def delete(name: str) -> None:
 
 def add_veth(ns: str, ifname: str, peer_ns: str, peer: str, peer_ip: str) -> None:
     """A veth pair created straight inside ``ns`` with its peer in ``peer_ns`` (both up)."""
+    off_loop(lambda: _add_veth(ns, ifname, peer_ns, peer, peer_ip))
+
+
+def _add_veth(ns: str, ifname: str, peer_ns: str, peer: str, peer_ip: str) -> None:
     with IPRoute(netns=ns) as ipr:
         ipr.link("add", ifname=ifname, kind="veth", peer={"ifname": peer, "net_ns_fd": peer_ns})
         ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
