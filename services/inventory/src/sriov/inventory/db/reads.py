@@ -49,40 +49,73 @@ def device(r: asyncpg.Record) -> m.Device:
     return m.Device(**{f: r[f] for f in DEVICE_FIELDS})
 
 
-_ORDER = ("model", "pci_address DESC", "host_id", "id")
-_REVERSED = ("model DESC", "pci_address", "host_id DESC", "id DESC")
+#: The listing order: model, host, then address descending (the guide's order for a host).
+ORDER = "model, host_id, pci_address DESC, id"
+_D_ORDER = "d.model, d.host_id, d.pci_address DESC, d.id"
+_COLUMNS = ", ".join("d." + f for f in DEVICE_FIELDS)
 
 
 async def list_devices(
     conn: Conn, flt: DeviceFilter, limit: int, offset: int
 ) -> tuple[list[m.Device], int]:
-    """One page in the guide's order, and the total, from one consistent snapshot.
+    """One page in listing order, and the total, from one consistent snapshot.
 
-    The page's ids come from an index-only scan; a page past the middle is read from the
-    other end of the index (so no page skips more than half the matching rows).
+    The per-host counts say which (model, host) groups the page covers, so the page scan
+    reads those groups only and skips at most one host's devices, however deep the page.
     """
-    where, args = flt.where()
-    n = len(args)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        total = await count_devices(conn, flt)
-        reverse = offset + limit > total - offset
-        order = _REVERSED if reverse else _ORDER
-        lim, off = limit, offset
-        if reverse:
-            off = total - offset - limit
-            lim, off = (lim + off, 0) if off < 0 else (lim, off)
-        if lim <= 0 or offset >= total:
-            return [], total
-        rows = await conn.fetch(
-            f"SELECT {', '.join('d.' + f for f in DEVICE_FIELDS)} FROM inventory.devices d "
-            f"JOIN (SELECT id FROM inventory.devices WHERE {where} "
-            f"ORDER BY {', '.join(order)} LIMIT ${n + 1} OFFSET ${n + 2}) p USING (id) "
-            f"ORDER BY {', '.join('d.' + o for o in _ORDER)}",
+        if flt.guest_id is not None:  # a guest holds few devices: count and page directly
+            total = await count_devices(conn, flt)
+            return await _page(conn, flt, limit, offset, None), total
+        where, args = flt.where(counts=True)
+        n = len(args)
+        groups = await conn.fetch(
+            "WITH g AS (SELECT model, host_id, sum(n) AS n FROM inventory.device_counts "
+            f"WHERE {where} GROUP BY model, host_id), "
+            "c AS (SELECT model, host_id, n, sum(n) OVER (ORDER BY model, host_id) - n AS before,"
+            " sum(n) OVER () AS total FROM g) "
+            f"SELECT * FROM c WHERE (before < ${n + 1}::bigint + ${n + 2}::bigint "
+            f"AND before + n > ${n + 1}::bigint) "
+            "OR before = 0 ORDER BY model, host_id",
             *args,
-            lim,
-            off,
+            offset,
+            limit,
         )
-    return [device(r) for r in rows], total
+        total = int(groups[0]["total"]) if groups else 0
+        window = [
+            g for g in groups if g["before"] < offset + limit and g["before"] + g["n"] > offset
+        ]
+        if not window:
+            return [], total
+        skip = offset - int(window[0]["before"])
+        pairs = ([g["model"] for g in window], [g["host_id"] for g in window])
+        return await _page(conn, flt, limit, skip, pairs), total
+
+
+async def _page(
+    conn: Conn,
+    flt: DeviceFilter,
+    limit: int,
+    offset: int,
+    groups: tuple[list[str], list[str]] | None,
+) -> list[m.Device]:
+    where, args = flt.where()
+    if groups is not None:
+        args += list(groups)
+        where += (
+            f" AND (model, host_id) IN (SELECT * FROM unnest(${len(args) - 1}::text[], "
+            f"${len(args)}::text[]))"
+        )
+    n = len(args)
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM inventory.devices d "
+        f"JOIN (SELECT id FROM inventory.devices WHERE {where} "
+        f"ORDER BY {ORDER} LIMIT ${n + 1} OFFSET ${n + 2}) p USING (id) ORDER BY {_D_ORDER}",
+        *args,
+        limit,
+        offset,
+    )
+    return [device(r) for r in rows]
 
 
 async def count_devices(conn: Conn, flt: DeviceFilter) -> int:
