@@ -57,3 +57,5 @@ class Rescanner:
                 log.info("asked host %s for a fresh snapshot", host_id)
             except SriovError as exc:
                 log.info("host %s did not take a rescan request: %s", host_id, exc)
+            except Exception as exc:  # a bus hiccup must not stop the replica
+                log.warning("rescan request to host %s failed: %r", host_id, exc)
