@@ -35,6 +35,11 @@ from sriov.common.errors import ConfigError
 ACCOUNT = "SRIOV"
 SYSTEM_ACCOUNT = "SYS"
 DEFAULT_BCRYPT_COST = 11
+MAX_RESPONSES = 32
+"""Replies allowed per request received. One would do for one responder, but a process may
+run several ``nats.micro`` instances on one connection (the scheduler's request lanes): each
+answers ``$SRV.PING``/``INFO``/``STATS``, and with ``allow_responses: true`` (max 1) the
+server then refuses every one of those answers."""
 
 # Roles (the catalogue's actors) and the nats.micro service name each one registers.
 HOST = "host"
@@ -314,7 +319,7 @@ def _user_entry(ident: Identity, password_hash: str) -> dict[str, Any]:
             "subscribe": {"allow": list(p.subscribe)},
         }
         if p.allow_responses:
-            perms["allow_responses"] = True
+            perms["allow_responses"] = {"max": MAX_RESPONSES}
         entry["permissions"] = perms
     return entry
 
