@@ -35,7 +35,9 @@ class Client:
         req = m.AttachRequest(guest_id=guest, net=m.NetRequest(desc=desc), **kw)
         return await self.call("attach", req)
 
-    async def release(self, guest: str, device_id: str | None = None, **kw: Any) -> m.PlacementReply:
+    async def release(
+        self, guest: str, device_id: str | None = None, **kw: Any
+    ) -> m.PlacementReply:
         kw.setdefault("request_id", str(uuid.uuid4()))
         req = m.ReleaseRequest(guest_id=guest, device_id=device_id, **kw)
         return await self.call("release", req)

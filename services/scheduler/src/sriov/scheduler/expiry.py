@@ -1,4 +1,4 @@
-"""Sweep unconfirmed reservations past their TTL, and forget old idempotency keys.
+"""Sweep unconfirmed reservations past their TTL; keep the scheduler's tables in shape.
 
 Every replica sweeps; ``FOR UPDATE SKIP LOCKED`` in ``scheduler.expire`` splits the work, and
 each expiry commits with its Expired event in the outbox.
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 PURGE_EVERY_S = 60.0
+ANALYZE_EVERY_S = 30.0
+VACUUM_OUTBOX_EVERY_S = 10.0
 
 
 class Sweeper:
@@ -41,7 +43,7 @@ class Sweeper:
         self.retention_s = retention_s
         self.metrics = metrics or Metrics()
         self.on_commit = on_commit
-        self._last_purge = 0.0
+        self._last = {"purge": 0.0, "analyze": time.monotonic(), "vacuum": time.monotonic()}
 
     async def sweep_once(self) -> int:
         """Expire everything due now; returns how many reservations ended."""
@@ -59,13 +61,26 @@ class Sweeper:
             self.on_commit()
         return total
 
+    def _due(self, what: str, every: float) -> bool:
+        if time.monotonic() - self._last[what] < every:
+            return False
+        self._last[what] = time.monotonic()
+        return True
+
+    async def housekeeping(self) -> None:
+        """Old keys out, statistics fresh (see Store.maintain), the outbox queue vacuumed."""
+        if self._due("purge", PURGE_EVERY_S):
+            await self.store.purge(self.retention_s)
+        if self._due("analyze", ANALYZE_EVERY_S):
+            await self.store.maintain("reservations", "requests", "vfs", "hosts")
+        if self._due("vacuum", VACUUM_OUTBOX_EVERY_S):
+            await self.store.maintain("outbox", vacuum=True)
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.sweep_once()
-                if time.monotonic() - self._last_purge > PURGE_EVERY_S:
-                    self._last_purge = time.monotonic()
-                    await self.store.purge_requests(self.retention_s)
+                await self.housekeeping()
             except Exception as exc:  # the database is away: try again next round
                 log.warning("expiry sweep failed: %s: %s", type(exc).__name__, exc)
             with contextlib.suppress(TimeoutError):

@@ -22,6 +22,7 @@ from sriov.common import schemas as m
 from sriov.common import subjects, telemetry
 from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery
 from sriov.common.errors import InvalidRequest, SriovError, Unavailable, UnknownMessageType
+from sriov.scheduler.consumer import consume
 from sriov.scheduler.service import Scheduler, op_of
 from sriov.scheduler.store import Store
 
@@ -89,7 +90,7 @@ class Inbox:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.bus.consume(self.spec, RawCodec(), self.handle, stop=stop, stats=self.stats)
+        await consume(self.bus, self.spec, RawCodec(), self.handle, stop=stop, stats=self.stats)
 
     async def handle(self, raw: bytes, delivery: Delivery) -> None:
         guest, op = subject_parts(delivery.subject)

@@ -11,10 +11,8 @@ from collections.abc import Sequence
 
 from sriov.common import runtime
 from sriov.scheduler import server
+from sriov.scheduler.server import DESCRIPTION, NAME
 from sriov.scheduler.settings import SchedulerSettings, add_args
-
-NAME = "sriov-scheduler"
-DESCRIPTION = "VF placement: reservations that never double-book"
 
 
 async def body(ctx: runtime.ServiceContext) -> None:

@@ -7,6 +7,7 @@ never contain a colon (none in pci.ids does), so the first colon after the value
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import msgspec
@@ -16,6 +17,7 @@ from sriov.common.errors import InvalidRequest
 MODEL_KEY = "sriov-nic-model"
 ID_KEY = "sriov-nic-id"
 MAX_LEN = 512
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 FORMS = f"'{MODEL_KEY}=<model>[:<network or wire>]' or '{ID_KEY}=<vf id>[:<network or wire>]'"
 
 
@@ -27,6 +29,10 @@ class NetSpec(msgspec.Struct, frozen=True, kw_only=True):
     value: str
     selector: str | None = None
     """Wire or network the VF must be on."""
+
+
+def has_control(text: str) -> bool:
+    return _CONTROL.search(text) is not None
 
 
 def parse(desc: str, field: str = "net.desc") -> NetSpec:
@@ -49,7 +55,7 @@ def parse(desc: str, field: str = "net.desc") -> NetSpec:
         raise InvalidRequest(
             f"{field}: {desc!r} ends with ':' but names no network or wire after it", field=field
         )
-    if any(ord(c) < 32 for c in text):
+    if _CONTROL.search(text):
         raise InvalidRequest(f"{field}: {desc!r} contains control characters", field=field)
     return NetSpec(
         desc=text,

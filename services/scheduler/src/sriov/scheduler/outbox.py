@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import logging
 
-from opentelemetry.trace import SpanKind
-
 from sriov.common import subjects, telemetry
 from sriov.common.bus import HDR_MSG_ID, Bus
 from sriov.scheduler.metrics import Metrics
@@ -31,12 +29,14 @@ class Relay:
         *,
         batch: int = 500,
         poll_s: float = 0.25,
+        linger_s: float = 0.02,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.batch = batch
         self.poll_s = poll_s
+        self.linger_s = linger_s
         self.metrics = metrics or Metrics()
         self._wake = asyncio.Event()
         self.published = 0
@@ -63,34 +63,38 @@ class Relay:
                 continue
             if n < self.batch:
                 await _wait(self._wake, self.poll_s)
+                # let a few more commits gather: one relay transaction carries them all
+                await _wait(stop, self.linger_s)
 
     async def relay_once(self) -> int:
         """Publish and delete one batch; returns how many events left the outbox."""
         async with self.store.outbox_batch(self.batch) as rows:
             if rows:
-                await asyncio.gather(*(self._publish(r) for r in rows))
+                with telemetry.tracer().start_as_current_span(
+                    "scheduler.outbox.relay",
+                    attributes={"messaging.batch.message_count": len(rows)},
+                ):
+                    await asyncio.gather(*(self._publish(r) for r in rows))
         if rows:
             self.published += len(rows)
             self.metrics.events.add(len(rows))
         return len(rows)
 
     async def _publish(self, row: OutboxRow) -> None:
+        # The trace context stored with the event is the request's: whoever consumes the
+        # event continues the request's trace.
         subject = subjects.placement_event(row.guest_id, row.verb)
-        with telemetry.messaging_span(
-            subject.template, subject.subject, SpanKind.PRODUCER, row.trace
-        ):
-            headers = telemetry.inject(
-                {
-                    "ce-specversion": "1.0",
-                    "ce-id": row.event_id,
-                    "ce-source": row.source,
-                    "ce-type": row.type,
-                    "ce-time": row.created_at.isoformat(),
-                    "content-type": "application/json",
-                    HDR_MSG_ID: row.event_id,
-                }
-            )
-            await self.bus.js_publish_raw(subject.subject, row.payload, headers)
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": row.event_id,
+            "ce-source": row.source,
+            "ce-type": row.type,
+            "ce-time": row.created_at.isoformat(),
+            "content-type": "application/json",
+            HDR_MSG_ID: row.event_id,
+            **row.trace,
+        }
+        await self.bus.js_publish_raw(subject.subject, row.payload, headers)
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:

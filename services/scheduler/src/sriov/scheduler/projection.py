@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import msgspec
@@ -18,12 +19,15 @@ import msgspec
 from sriov.common import schemas as m
 from sriov.common import subjects, telemetry
 from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery
+from sriov.scheduler.consumer import consume
 from sriov.scheduler.metrics import Metrics
 from sriov.scheduler.store import StateResult, Store
 
 log = logging.getLogger(__name__)
 
 StateMsg = m.DeviceState | m.HostState
+ANALYZE_MIN_ROWS = 200
+ANALYZE_MIN_INTERVAL_S = 2.0
 
 
 class DeviceRow(msgspec.Struct, kw_only=True):
@@ -37,6 +41,7 @@ class DeviceRow(msgspec.Struct, kw_only=True):
     vendor_device_id: str
     pf_pci_address: str
     pf_ifname: str | None
+    vf_index: int
     numa_node: int
     wire: str | None
     network: str | None
@@ -63,6 +68,7 @@ def device_row(st: m.DeviceState) -> DeviceRow:
         vendor_device_id=d.vendor_device_id,
         pf_pci_address=d.pf_pci_address,
         pf_ifname=d.pf_ifname,
+        vf_index=d.vf_index,
         numa_node=d.numa_node,
         wire=d.wire,
         network=d.network,
@@ -74,7 +80,7 @@ def device_row(st: m.DeviceState) -> DeviceRow:
 
 
 def rows(batch: list[StateMsg]) -> tuple[list[DeviceRow], list[HostRow]]:
-    """The newest row per device and per host of a batch, sorted (a stable lock order).
+    """The newest row per device and per host of a batch, in (host, PCI address) order.
 
     A host seen only through its devices gets their ``host_status`` at revision -1, which
     counts until the host's own state (revision >= 0) arrives.
@@ -99,7 +105,7 @@ def rows(batch: list[StateMsg]) -> tuple[list[DeviceRow], list[HostRow]]:
     for host, row_h in derived.items():
         hosts.setdefault(host, row_h)
     return (
-        [devices[k] for k in sorted(devices)],
+        sorted(devices.values(), key=lambda d: (d.host_id, d.pci_address)),
         [hosts[k] for k in sorted(hosts)],
     )
 
@@ -121,6 +127,9 @@ class Projection:
         self.metrics = metrics or Metrics()
         self.on_commit = on_commit
         self.stats = ConsumerStats()
+        self._changed_since_analyze = 0
+        self._analyzed_at = 0.0
+        self._rows_at_analyze = 0
         self.spec = ConsumerSpec(
             stream=subjects.STREAM_STATE,
             durable=f"scheduler-state-{store.epoch}",
@@ -133,14 +142,10 @@ class Projection:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.bus.consume(
-            self.spec,
-            m.STATE_EVENTS,
-            self._one,
-            stop=stop,
-            stats=self.stats,
+        await consume(
+            self.bus, self.spec, m.STATE_EVENTS, self._one, stop=stop, stats=self.stats,
             batch_handler=self._batch,
-        )
+        )  # fmt: skip
 
     async def apply(self, batch: list[StateMsg]) -> StateResult:
         devices, hosts = rows(batch)
@@ -149,6 +154,7 @@ class Projection:
             msgspec.json.encode(devices), msgspec.json.encode(hosts), ctx
         )
         self.metrics.state.add(len(batch))
+        await self._keep_statistics(result.devices + len(hosts))
         if result.lost:
             self.metrics.lost.add(result.lost)
         if result.lost or result.hosts_down:
@@ -159,6 +165,19 @@ class Projection:
             if self.on_commit is not None:
                 self.on_commit()
         return result
+
+    async def _keep_statistics(self, changed: int) -> None:
+        """ANALYZE once a tenth of the table changed (a first load, a host added): the
+        placement plans are then rebuilt for the new size (see Store.maintain)."""
+        self._changed_since_analyze += changed
+        if self._changed_since_analyze < max(ANALYZE_MIN_ROWS, self._rows_at_analyze // 10):
+            return
+        if time.monotonic() - self._analyzed_at < ANALYZE_MIN_INTERVAL_S:
+            return
+        self._rows_at_analyze += self._changed_since_analyze
+        self._changed_since_analyze = 0
+        self._analyzed_at = time.monotonic()
+        await self.store.maintain("vfs", "hosts")
 
     async def _batch(self, items: list[tuple[StateMsg, Delivery]]) -> None:
         await self.apply([msg for msg, _ in items])

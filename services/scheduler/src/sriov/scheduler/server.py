@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
+from sriov.common import runtime, subjects
 from sriov.common import schemas as m
-from sriov.common import subjects
+from sriov.common.bus import ServiceHost
 from sriov.common.runtime import ServiceContext
 from sriov.scheduler.expiry import Sweeper
 from sriov.scheduler.inbox import Inbox
@@ -21,6 +22,8 @@ from sriov.scheduler.store import Store
 
 log = logging.getLogger(__name__)
 
+NAME = "sriov-scheduler"
+DESCRIPTION = "VF placement: reservations that never double-book"
 QUEUE_GROUP = "sriov-scheduler"
 """Every replica's endpoints share it, so each request reaches exactly one replica."""
 
@@ -72,7 +75,17 @@ async def start(ctx: ServiceContext) -> Replica:
         retention_s=settings.request_retention_s, metrics=metrics, on_commit=relay.wake,
     )  # fmt: skip
 
-    group = subjects.SCHEDULER_GROUP
+    # nats-py runs one subscription's callbacks one at a time, so one micro service instance
+    # answers one request at a time. Each "lane" is another instance of the service on the
+    # same connection and queue group: a replica has that many requests in flight.
+    hosts = [ctx.service]
+    for lane in range(2, settings.request_lanes + 1):
+        extra = await ServiceHost.start(
+            ctx.bus, ctx.name, runtime.VERSION, DESCRIPTION,
+            {"instance": settings.instance_id, "lane": str(lane)},
+        )  # fmt: skip
+        ctx.stack.push_async_callback(extra.stop)
+        hosts.append(extra)
     endpoints = (
         ("place", m.PlaceRequest, app.place),
         ("attach", m.AttachRequest, app.attach),
@@ -80,8 +93,11 @@ async def start(ctx: ServiceContext) -> Replica:
         ("confirm", m.ConfirmRequest, app.confirm),
         ("get", m.GetRequest, app.get),
     )
-    for name, request, handler in endpoints:
-        await ctx.service.add_endpoint(group, name, request, handler, queue_group=QUEUE_GROUP)
+    for host in hosts:
+        for name, request, handler in endpoints:
+            await host.add_endpoint(
+                subjects.SCHEDULER_GROUP, name, request, handler, queue_group=QUEUE_GROUP
+            )
 
     ctx.spawn(projection.run(ctx.stop), "scheduler-projection")
     ctx.spawn(relay.run(ctx.stop), "scheduler-outbox-relay")

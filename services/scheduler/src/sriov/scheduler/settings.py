@@ -27,6 +27,8 @@ class SchedulerSettings(BusSettings, kw_only=True, forbid_unknown_fields=True):
     expiry_interval_s: float = 1.0
     request_retention_s: float = 86400.0
     """How long a request id is remembered (a retry within it gets the same answer)."""
+    request_lanes: int = 4
+    """Requests this replica answers at once (micro service instances sharing its queue)."""
     db_pool_size: int = 10
     relay_batch: int = 500
     requests_concurrency: int = 16
@@ -42,7 +44,7 @@ class SchedulerSettings(BusSettings, kw_only=True, forbid_unknown_fields=True):
         for name in ("reservation_ttl_s", "expiry_interval_s", "request_retention_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be more than 0", key=name)
-        for name in ("db_pool_size", "relay_batch", "requests_concurrency"):
+        for name in ("request_lanes", "db_pool_size", "relay_batch", "requests_concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"setting {name} must be at least 1", key=name)
         return self
@@ -63,6 +65,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--request-retention", dest="request_retention_s", type=float,
         help="seconds a request id is remembered for retries (default 86400)",
     )  # fmt: skip
+    g.add_argument(
+        "--request-lanes", type=int, help="requests answered at once by this replica (default 4)"
+    )
     g.add_argument("--db-pool-size", type=int, help="database connections (default 10)")
     g.add_argument("--relay-batch", type=int, help="events per outbox batch (default 500)")
     g.add_argument(

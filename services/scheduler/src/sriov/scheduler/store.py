@@ -32,6 +32,7 @@ ERROR_STATE = "SRV01"
 RETRY_STATES = frozenset({"23505", "40001", "40P01"})
 """unique violation (the reservation guard), serialization failure, deadlock."""
 ATTEMPTS = 5
+TABLES = tuple(f"scheduler.{t}" for t in ("vfs", "hosts", "reservations", "requests", "outbox"))
 MIGRATE_LOCK = 0x5C4ED01
 RELAY_LOCK = 0x5C4ED02
 TYPE_MARKERS: dict[str, type[m.Message]] = {
@@ -102,6 +103,12 @@ def redact(dsn: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection to the pool as it is (asyncpg still rolls back an open
+    transaction). Its default reset is a full round trip per call; our sessions keep no state
+    to reset: transaction-scoped advisory locks only, no LISTEN, cursors or SET."""
+
+
 def _refusal(exc: asyncpg.PostgresError) -> SriovError:
     body = msgspec.json.decode(getattr(exc, "message", None) or str(exc))
     details = body.get("details") or {}
@@ -135,7 +142,14 @@ class Store:
                 max_size=max_size,
                 timeout=timeout,
                 command_timeout=timeout,
-                server_settings={"application_name": application_name, "TimeZone": "UTC"},
+                server_settings={
+                    "application_name": application_name,
+                    "TimeZone": "UTC",
+                    # The functions' queries are single-table index walks that plan the same
+                    # whatever the values: plan each once per connection, not at every call.
+                    "plan_cache_mode": "force_generic_plan",
+                },
+                reset=_keep_session,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise Unavailable(
@@ -153,7 +167,9 @@ class Store:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, str(epoch), dsn, timeout)
+        store = cls(pool, str(epoch), dsn, timeout)
+        await store.maintain("vfs", "hosts", "reservations", "requests")
+        return store
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -218,17 +234,38 @@ class Store:
         )  # fmt: skip
         return int(n)
 
-    async def purge_requests(self, older_than_s: float, limit: int = 5000) -> int:
-        """Forget idempotency keys older than the retention (their replies stay in events)."""
+    async def purge(self, older_than_s: float, limit: int = 5000) -> int:
+        """Forget idempotency keys and ended reservations older than the retention (what
+        happened to them is in the placement events)."""
         n = await self._call(
             "purge",
             "WITH old AS (SELECT request_id FROM scheduler.requests "
             "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2), "
             "d AS (DELETE FROM scheduler.requests r USING old "
-            "WHERE r.request_id = old.request_id RETURNING 1) SELECT count(*) FROM d",
+            "WHERE r.request_id = old.request_id RETURNING 1), "
+            "e AS (DELETE FROM scheduler.reservations WHERE id IN (SELECT id FROM "
+            "scheduler.reservations WHERE ended_at < now() - make_interval(secs => $1) "
+            "LIMIT $2) RETURNING 1) "
+            "SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM e)",
             older_than_s, limit,
         )  # fmt: skip
         return int(n)
+
+    async def maintain(self, *tables: str, vacuum: bool = False) -> None:
+        """ANALYZE (or VACUUM) some of our tables, skipping empty ones.
+
+        The placement queries run as generic plans (planned once per connection), and fresh
+        statistics invalidate them, so they are rebuilt for the table as it is now. An empty
+        table is not analyzed: PostgreSQL then assumes a table of a few pages, which ranks
+        the indexes right, whereas statistics saying "empty" cost every path at nothing and
+        could leave a plan walking the wrong index once the table has grown.
+        """
+        async with self.pool.acquire() as conn:
+            for table in (t for t in TABLES if t.split(".")[1] in tables):
+                if vacuum:
+                    await conn.execute(f"VACUUM {table}")
+                elif await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
+                    await conn.execute(f"ANALYZE {table}")
 
     async def add_event(
         self, *, event_id: str, guest_id: str, verb: str, msg: m.Message, ctx: bytes

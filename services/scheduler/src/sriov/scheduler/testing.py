@@ -126,7 +126,14 @@ class FleetState:
     def messages(self) -> list[tuple[subjects.Subject, m.Message]]:
         """What changed since the last call, as (subject, message) like inventory sends."""
         out: list[tuple[subjects.Subject, m.Message]] = []
-        for key in sorted(self._dirty):
+
+        def order(key: str) -> tuple[str, str, str]:  # host by host, as inventory sends
+            if key.startswith("host:"):
+                return (key[5:], "", "")
+            dev = self.devices[key]
+            return (dev.host_id, "~", dev.pci_address)
+
+        for key in sorted(self._dirty, key=order):
             if key.startswith("host:"):
                 host = self.hosts[key[5:]]
                 out.append(

@@ -69,7 +69,7 @@ class ConfirmArgs(msgspec.Struct, kw_only=True):
 
 
 def request_id(value: str) -> str:
-    if not value or len(value) > MAX_ID_LEN or any(ord(c) < 32 for c in value):
+    if not value or len(value) > MAX_ID_LEN or netdesc.has_control(value):
         raise InvalidRequest(
             f"request_id: must be 1-{MAX_ID_LEN} printable characters (an idempotency key, "
             f"e.g. a UUID), got {value!r}",

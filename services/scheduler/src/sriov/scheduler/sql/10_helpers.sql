@@ -13,7 +13,7 @@ END $$;
 
 -- One Assignment (the wire schema's field names) from a VF and its reservation.
 CREATE OR REPLACE FUNCTION scheduler.assignment(v scheduler.vfs, r scheduler.reservations)
-RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'device_id', v.device_id, 'host_id', v.host_id, 'pci_address', v.pci_address,
         'addr', v.addr, 'model', v.model, 'vendor_device_id', v.vendor_device_id,

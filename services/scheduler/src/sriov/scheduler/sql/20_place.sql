@@ -2,10 +2,49 @@
 -- "Free" everywhere means: held_by IS NULL AND present AND link_up AND NOT removed (spelled out
 -- in each query so the planner can use the partial indexes on exactly that predicate).
 
--- Pick one VF per net on host p_host, all or nothing (NULL when a net cannot be satisfied).
--- Free VFs are locked FOR UPDATE SKIP LOCKED: concurrent placements never wait for each other
--- and never pick the same VF. Order: NUMA preference, then the packing policy across PFs
--- (spread: PFs this guest does not use yet, most free first; pack: PFs it uses, fullest first).
+-- One free VF of net n on host p_host, locked FOR UPDATE SKIP LOCKED (concurrent placements
+-- never wait for each other and never get the same VF), or NULL. Each query is a LIMIT 1 walk
+-- of a partial index of free VFs, so its cost does not grow with the host's size:
+--   spread: round-robin over PFs, the free VF with the lowest VF index (every PF gives its
+--           first VF before any gives its second), avoiding PFs in p_pfs (the guest's);
+--   pack:   first fit, the PF with the lowest address that has a free VF, preferring PFs in
+--           p_pfs (the guest's), so a PF is filled before the next is touched.
+CREATE OR REPLACE FUNCTION scheduler.pick_vf(
+    p_host text, n jsonb, p_numa integer, p_pack boolean, p_pfs text[], p_exclude text[],
+    OUT device_id text, OUT pf text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_model text := n->>'value';
+    v_sel   text := n->>'selector';
+BEGIN
+    IF p_pack THEN
+        SELECT v.device_id, v.pf_pci_address INTO device_id, pf
+        FROM scheduler.vfs v
+        WHERE v.host_id = p_host AND v.model = v_model
+          AND v.held_by IS NULL AND v.present AND v.link_up AND NOT v.removed
+          AND (v_sel IS NULL OR v.wire = v_sel OR v.network = v_sel)
+          AND (p_numa IS NULL OR v.numa_node = p_numa)
+          AND (p_pfs IS NULL OR v.pf_pci_address = ANY (p_pfs))
+          AND v.device_id <> ALL (p_exclude)
+        ORDER BY v.host_id, v.model, v.pf_pci_address, v.vf_index
+        LIMIT 1 FOR UPDATE SKIP LOCKED;
+    ELSE
+        SELECT v.device_id, v.pf_pci_address INTO device_id, pf
+        FROM scheduler.vfs v
+        WHERE v.host_id = p_host AND v.model = v_model
+          AND v.held_by IS NULL AND v.present AND v.link_up AND NOT v.removed
+          AND (v_sel IS NULL OR v.wire = v_sel OR v.network = v_sel)
+          AND (p_numa IS NULL OR v.numa_node = p_numa)
+          AND v.pf_pci_address <> ALL (coalesce(p_pfs, '{}'))
+          AND v.device_id <> ALL (p_exclude)
+        ORDER BY v.host_id, v.model, v.vf_index, v.pf_pci_address
+        LIMIT 1 FOR UPDATE SKIP LOCKED;
+    END IF;
+END $$;
+
+-- One VF per net on host p_host, all or nothing (NULL when a net cannot be satisfied). Nets
+-- naming a VF by id were checked and locked by check_id_net. Preferences are tried in
+-- order and dropped one by one: the guest's NUMA node ("preferred"), then the PF preference.
 CREATE OR REPLACE FUNCTION scheduler.pick_on_host(
     p_host text, p_nets jsonb, p_numa_req integer, p_numa_pref integer, p_packing text,
     p_used_pfs text[])
@@ -14,30 +53,31 @@ DECLARE
     n       jsonb;
     chosen  text[] := '{}';
     used    text[] := coalesce(p_used_pfs, '{}');
+    pack    boolean := p_packing = 'pack';
+    numas   integer[] := CASE WHEN p_numa_pref IS NOT NULL THEN ARRAY[p_numa_pref, NULL]
+                              ELSE ARRAY[p_numa_req] END;
+    numa    integer;
     got     text;
     got_pf  text;
-    pack    boolean := p_packing = 'pack';
 BEGIN
     FOR n IN SELECT * FROM jsonb_array_elements(p_nets) LOOP
         got := NULL;
-        SELECT v.device_id, v.pf_pci_address INTO got, got_pf
-        FROM scheduler.vfs v
-        JOIN (SELECT f.pf_pci_address, count(*) AS free
-                FROM scheduler.vfs f
-               WHERE f.host_id = p_host AND f.held_by IS NULL AND f.present AND f.link_up
-                 AND NOT f.removed
-               GROUP BY f.pf_pci_address) p ON p.pf_pci_address = v.pf_pci_address
-        WHERE v.host_id = p_host AND v.held_by IS NULL AND v.present AND v.link_up
-          AND NOT v.removed AND scheduler.matches(v, n)
-          AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
-          AND NOT (v.device_id = ANY (chosen))
-        ORDER BY
-            (p_numa_pref IS NOT NULL AND v.numa_node IS DISTINCT FROM p_numa_pref),
-            (v.pf_pci_address = ANY (used)) <> pack,
-            CASE WHEN pack THEN p.free ELSE -p.free END,
-            v.pf_pci_address, v.pci_address
-        LIMIT 1
-        FOR UPDATE OF v SKIP LOCKED;
+        IF n->>'kind' = 'id' THEN
+            got := n->>'value';
+            SELECT v.pf_pci_address INTO got_pf FROM scheduler.vfs v WHERE v.device_id = got;
+        ELSE
+            FOREACH numa IN ARRAY numas LOOP
+                IF cardinality(used) > 0 THEN  -- spread: avoid used PFs; pack: keep to them
+                    SELECT p.device_id, p.pf INTO got, got_pf
+                    FROM scheduler.pick_vf(p_host, n, numa, pack, used, chosen) p;
+                END IF;
+                IF got IS NULL THEN
+                    SELECT p.device_id, p.pf INTO got, got_pf
+                    FROM scheduler.pick_vf(p_host, n, numa, pack, NULL, chosen) p;
+                END IF;
+                EXIT WHEN got IS NOT NULL;
+            END LOOP;
+        END IF;
         IF got IS NULL THEN
             RETURN NULL;
         END IF;
@@ -63,9 +103,9 @@ DECLARE
 BEGIN
     FOR lap IN 1 .. 2 LOOP
         LOOP
+            -- an ordered walk of the free-VF index; the host's status is one probe after it
             SELECT v.host_id, v.host_key INTO v_cand, v_key
             FROM scheduler.vfs v
-            JOIN scheduler.hosts h ON h.host_id = v.host_id AND h.status = 'online'
             WHERE v.model = v_model AND v.held_by IS NULL AND v.present AND v.link_up
               AND NOT v.removed
               AND (v_sel IS NULL OR v.wire = v_sel OR v.network = v_sel)
@@ -75,6 +115,8 @@ BEGIN
             ORDER BY v.host_key, v.host_id
             LIMIT 1;
             EXIT WHEN NOT FOUND;
+            CONTINUE WHEN NOT EXISTS (
+                SELECT 1 FROM scheduler.hosts h WHERE h.host_id = v_cand AND h.status = 'online');
             ids := scheduler.pick_on_host(v_cand, p_nets, p_numa_req, p_numa_pref, p_packing,
                                           NULL);
             IF ids IS NOT NULL THEN
@@ -185,7 +227,7 @@ END $$;
 
 -- A net naming one VF (sriov-nic-id=...): lock it and say why it cannot be had, or return its
 -- host.
-CREATE OR REPLACE FUNCTION scheduler.check_id_net(n jsonb, p_guest text)
+CREATE OR REPLACE FUNCTION scheduler.check_id_net(n jsonb, p_guest text, p_numa_req integer)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     v      scheduler.vfs;
@@ -231,6 +273,12 @@ BEGIN
             coalesce(v.wire, 'none'), coalesce(v.network, 'none'), n->>'selector'),
             jsonb_build_object('device_id', v.device_id, 'reason', 'wire_mismatch'));
     END IF;
+    IF p_numa_req IS NOT NULL AND v.numa_node <> p_numa_req THEN
+        PERFORM scheduler.fail('no_capacity', format(
+            'VF %s is on NUMA node %s, but the guest requires NUMA node %s', v.device_id,
+            v.numa_node, p_numa_req),
+            jsonb_build_object('device_id', v.device_id, 'reason', 'numa_mismatch'));
+    END IF;
     RETURN v.host_id;
 END $$;
 
@@ -253,6 +301,7 @@ DECLARE
     v_status    text;
     v_ids       text[];
     v_assign    jsonb;
+    v_expires   timestamptz;
     n           jsonb;
 BEGIN
     v_reply := scheduler.begin_request(a);
@@ -292,7 +341,7 @@ BEGIN
     -- Nets naming a VF fix the host (locked in device id order: no deadlock between requests).
     FOR n IN SELECT x FROM jsonb_array_elements(v_nets) x
              WHERE x->>'kind' = 'id' ORDER BY x->>'value' LOOP
-        v_id_host := scheduler.check_id_net(n, v_guest);
+        v_id_host := scheduler.check_id_net(n, v_guest, v_numa_req);
         IF v_host IS NOT NULL AND v_host <> v_id_host THEN
             PERFORM scheduler.fail('invalid_request', format(
                 'VF %s is on host %s, but this request is for host %s: all VFs of one request '
@@ -330,15 +379,23 @@ BEGIN
         PERFORM scheduler.no_capacity(a, v_host, v_numa_req);
     END IF;
 
+    v_expires := now() + make_interval(secs => (a->>'ttl_s')::float8);
     UPDATE scheduler.vfs SET held_by = v_guest WHERE device_id = ANY (v_ids);
     INSERT INTO scheduler.reservations (device_id, guest_id, host_id, request_id, net, expires_at)
     SELECT d.id, v_guest, v_host, a->>'request_id', v_nets->(d.ord::integer - 1)->>'desc',
-           now() + make_interval(secs => (a->>'ttl_s')::float8)
+           v_expires
     FROM unnest(v_ids) WITH ORDINALITY AS d(id, ord);
 
-    SELECT jsonb_agg(scheduler.assignment(v, r) ORDER BY r.id) INTO v_assign
-    FROM scheduler.reservations r JOIN scheduler.vfs v USING (device_id)
-    WHERE r.device_id = ANY (v_ids) AND r.ended_at IS NULL;
+    SELECT jsonb_agg(jsonb_build_object(
+               'device_id', v.device_id, 'host_id', v.host_id, 'pci_address', v.pci_address,
+               'addr', v.addr, 'model', v.model, 'vendor_device_id', v.vendor_device_id,
+               'pf_pci_address', v.pf_pci_address, 'pf_ifname', v.pf_ifname,
+               'numa_node', v.numa_node, 'wire', v.wire,
+               'net', v_nets->(array_position(v_ids, v.device_id) - 1)->>'desc',
+               'state', 'reserved', 'expires_at', v_expires)
+           ORDER BY array_position(v_ids, v.device_id))
+      INTO v_assign
+    FROM scheduler.vfs v WHERE v.device_id = ANY (v_ids);
 
     PERFORM scheduler.emit(v_guest, 'reserved', '@RESERVED@',
         jsonb_build_object('request_id', a->>'request_id', 'host_id', v_host,

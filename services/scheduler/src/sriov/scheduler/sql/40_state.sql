@@ -44,36 +44,38 @@ BEGIN
                                   'reason', 'host_offline', 'host_id', r.host_id,
                                   'still_reserved', true)::text,
                coalesce(a->'trace', '{}'), coalesce(a->>'source', 'sriov/scheduler')
-        FROM scheduler.reservations r
-        WHERE r.host_id = ANY (coalesce(v_down, '{}')) AND r.ended_at IS NULL
+        FROM scheduler.vfs v
+        JOIN scheduler.reservations r ON r.device_id = v.device_id AND r.ended_at IS NULL
+        WHERE v.host_id = ANY (coalesce(v_down, '{}')) AND v.held_by IS NOT NULL
         GROUP BY r.guest_id, r.request_id, r.host_id;
     END IF;
 
     IF jsonb_array_length(p_devices) > 0 THEN
-        SELECT array_agg(x->>'id' ORDER BY x->>'id') INTO v_ids
-        FROM jsonb_array_elements(p_devices) x;
+        SELECT array_agg(x->>'id') INTO v_ids FROM jsonb_array_elements(p_devices) x;
         -- Lock order reservations -> vfs, as release and expire do.
         PERFORM 1 FROM scheduler.reservations
          WHERE device_id = ANY (v_ids) AND ended_at IS NULL ORDER BY id FOR UPDATE;
 
         INSERT INTO scheduler.vfs AS v (
             device_id, host_id, host_key, pci_address, addr, model, vendor_device_id,
-            pf_pci_address, pf_ifname, numa_node, wire, network, link_up, present, removed,
-            revision)
+            pf_pci_address, pf_ifname, vf_index, numa_node, wire, network, link_up, present,
+            removed, revision)
         SELECT d.id, d.host_id, hashtext(d.host_id), d.pci_address, d.addr, d.model,
-               d.vendor_device_id, d.pf_pci_address, d.pf_ifname, d.numa_node, d.wire,
-               d.network, d.link_up, d.present, d.removed, d.revision
+               d.vendor_device_id, d.pf_pci_address, d.pf_ifname, d.vf_index, d.numa_node,
+               d.wire, d.network, d.link_up, d.present, d.removed, d.revision
         FROM jsonb_to_recordset(p_devices) AS d(
             id text, host_id text, pci_address text, addr text, model text,
-            vendor_device_id text, pf_pci_address text, pf_ifname text, numa_node integer,
+            vendor_device_id text, pf_pci_address text, pf_ifname text, vf_index integer,
+            numa_node integer,
             wire text, network text, link_up boolean, present boolean, removed boolean,
             revision bigint)
-        ORDER BY d.id
+        ORDER BY d.host_id, d.pci_address  -- a host's VFs together on disk; one lock order
         ON CONFLICT (device_id) DO UPDATE SET
             host_id = EXCLUDED.host_id, host_key = EXCLUDED.host_key,
             pci_address = EXCLUDED.pci_address, addr = EXCLUDED.addr, model = EXCLUDED.model,
             vendor_device_id = EXCLUDED.vendor_device_id,
             pf_pci_address = EXCLUDED.pf_pci_address, pf_ifname = EXCLUDED.pf_ifname,
+            vf_index = EXCLUDED.vf_index,
             numa_node = EXCLUDED.numa_node, wire = EXCLUDED.wire, network = EXCLUDED.network,
             link_up = EXCLUDED.link_up, present = EXCLUDED.present, removed = EXCLUDED.removed,
             revision = EXCLUDED.revision, updated_at = now()

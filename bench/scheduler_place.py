@@ -1,0 +1,299 @@
+"""End-to-end placements over NATS: requesters -> scheduler replicas -> PostgreSQL -> events.
+
+Starts a real nats-server and PostgreSQL (durable: fsync on), publishes a synthetic fleet's
+device and host state exactly as inventory does (default 64,000 VFs on 250 hosts), starts
+scheduler replicas as separate processes (the ``sriov-scheduler`` program), then runs
+concurrent requesters that each send one ``place`` request at a time for the measured
+duration. Prints throughput, latency percentiles, CPU per component and the double-booking
+check (replies, database and the Reserved events in JetStream).
+
+    ./stack bench scheduler_place [--vfs=64000] [--requesters=8] [--replicas=2]
+                                  [--seconds=10] [--nondurable] [--pg-detail] [--profile=PATH]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+from sriov.common import schemas as m
+from sriov.common import subjects
+from sriov.common.bus import Bus
+from sriov.common.embedded import NatsServer, PostgresServer
+from sriov.common.errors import SriovError
+from sriov.scheduler.testing import CX5, I350, FleetState, PfSpec
+
+PFS = ((CX5, 0), (CX5, 0), (I350, 1), (I350, 1))
+VFS_PER_PF = 64
+
+
+def options(argv: list[str]) -> dict[str, str]:
+    out = {}
+    for a in argv:
+        key, _, value = a.lstrip("-").partition("=")
+        out[key] = value or "1"
+    return out
+
+
+def pct(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def postgres_procs(pg: PostgresServer) -> list[psutil.Process]:
+    assert pg.proc is not None
+    root = psutil.Process(pg.proc.pid)
+    return [root, *root.children(recursive=True)]
+
+
+async def publish_fleet(bus: Bus, vfs: int) -> tuple[int, float]:
+    fleet = FleetState(bus)
+    per_host = len(PFS) * VFS_PER_PF
+    hosts = max(1, vfs // per_host)
+    for h in range(hosts):
+        fleet.add_host(
+            f"host-{h:04d}",
+            [PfSpec(f"0000:{0x3B + i:02x}:00.0", model=model, count=VFS_PER_PF, numa_node=numa,
+                    wire="bcast0", ifname=f"eth{i}")
+             for i, (model, numa) in enumerate(PFS)],
+        )  # fmt: skip
+    started = time.perf_counter()
+    await fleet.publish(concurrency=512)
+    return len(fleet.devices), time.perf_counter() - started
+
+
+async def wait_projection(dsn: str, want: int, timeout: float = 300) -> float:
+    started = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        while time.perf_counter() - started < timeout:
+            try:
+                got = await conn.fetchval("SELECT count(*) FROM scheduler.vfs")
+            except asyncpg.UndefinedTableError:
+                got = 0
+            if got >= want:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+    raise RuntimeError(f"projection did not reach {want} VFs in {timeout}s")
+
+
+async def wait_service(bus: Bus, replicas: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        infos = [i for i in await bus.discover("INFO", 0.3) if i["name"] == "sriov-scheduler"]
+        if len(infos) >= replicas:
+            return
+    raise RuntimeError("scheduler replicas did not register")
+
+
+async def requester(
+    bus: Bus, wid: int, until: float, lat: list[float], errors: collections.Counter[str],
+    devices: list[str], models: list[str],
+) -> None:  # fmt: skip
+    subject = subjects.endpoint(subjects.SCHEDULER_GROUP, "place")
+    rng = random.Random(wid)
+    n = 0
+    while time.perf_counter() < until:
+        n += 1
+        req = m.PlaceRequest(
+            request_id=str(uuid.uuid4()),
+            guest_id=f"b{wid}-{n}",
+            nets=[m.NetRequest(desc=f"sriov-nic-model={rng.choice(models)}")],
+        )
+        t0 = time.perf_counter()
+        try:
+            reply = await bus.request(subject, req, m.PlacementReply, timeout=10)
+        except SriovError as exc:
+            errors[exc.code] += 1
+            continue
+        lat.append(time.perf_counter() - t0)
+        devices.extend(a.device_id for a in reply.assignments)
+
+
+async def verify(dsn: str, bus: Bus, devices: list[str]) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + 120
+        while await conn.fetchval("SELECT count(*) FROM scheduler.outbox") and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.2)
+        active = await conn.fetchval(
+            "SELECT count(*) FROM scheduler.reservations WHERE ended_at IS NULL"
+        )
+        dup_db = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT device_id FROM scheduler.reservations "
+            "WHERE ended_at IS NULL GROUP BY 1 HAVING count(*) > 1) d"
+        )
+        held = await conn.fetchval("SELECT count(*) FROM scheduler.vfs WHERE held_by IS NOT NULL")
+    finally:
+        await conn.close()
+    info = await bus.js.stream_info(subjects.STREAM_PLACEMENT)
+    reserved: collections.Counter[str] = collections.Counter()
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await bus.js.get_msg(subjects.STREAM_PLACEMENT, seq)
+        ev = m.PLACEMENT_EVENTS.decode(msg.data or b"")
+        if isinstance(ev, m.Reserved):
+            reserved.update(a.device_id for a in ev.assignments)
+    dup_replies = len(devices) - len(set(devices))
+    dup_events = sum(1 for c in reserved.values() if c > 1)
+    print(f"  reservations: {active} active in the database, {held} VFs held, "
+          f"{len(devices)} in replies, {sum(reserved.values())} in Reserved events")  # fmt: skip
+    print(f"  double bookings: replies {dup_replies}, database {dup_db}, events {dup_events}")
+
+
+def spawn_replica(
+    dsn: str, nats_url: str, i: int, env: dict[str, str], profile: str | None
+) -> subprocess.Popen[bytes]:
+    args = ["--database-url", dsn, "--nats-url", nats_url, "--instance-id", f"bench-{i}"]
+    if profile:  # CPU time (not wall time) per function, written when the replica stops
+        code = (
+            "import cProfile, sys, time; from sriov.scheduler.main import main; "
+            "p = cProfile.Profile(time.process_time); p.runcall(main, sys.argv[1:]); "
+            f"p.dump_stats({f'{profile}.{i}'!r})"
+        )
+        return subprocess.Popen([sys.executable, "-c", code, *args], env=env,
+                                start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "sriov.scheduler.main", *args], env=env, start_new_session=True
+    )
+
+
+async def run(opts: dict[str, str], tmp: Path) -> None:
+    vfs = int(opts.get("vfs", 64000))
+    nreq = int(opts.get("requesters", 8))
+    nrep = int(opts.get("replicas", 2))
+    seconds = float(opts.get("seconds", 10))
+    durable = "nondurable" not in opts
+    nats = NatsServer(store_dir=tmp / "nats").start()
+    pg_settings = {"track_functions": "all"} if "pg-detail" in opts else {}
+    pg = PostgresServer(data_dir=tmp / "pg", durable=durable, settings=pg_settings).start()
+    replicas: list[subprocess.Popen[bytes]] = []
+    try:
+        dsn = pg.create_database("sched_bench")
+        bus = await Bus.connect(nats.url, name="bench")
+        await bus.ensure_streams()
+        n, took = await publish_fleet(bus, vfs)
+        print(f"  fleet: {n} VFs on {n // (len(PFS) * VFS_PER_PF)} hosts published in {took:.1f}s "
+              f"(PostgreSQL {'durable, fsync on' if durable else 'fsync off'})")  # fmt: skip
+        env = {**os.environ, "SRIOV_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none"}
+        profile = opts.get("profile")  # --profile=PATH: cProfile each replica to PATH.<i>
+        replicas.extend(spawn_replica(dsn, nats.url, i, env, profile) for i in range(nrep))
+        took = await wait_projection(dsn, n)
+        print(f"  projection: {n} VFs applied in {took:.1f}s by {nrep} replica(s)")
+        await wait_service(bus, nrep)
+
+        models = [CX5, I350]
+        lat: list[float] = []
+        errors: collections.Counter[str] = collections.Counter()
+        devices: list[str] = []
+        warm_until = time.perf_counter() + 2
+        await asyncio.gather(*(requester(bus, 1000 + w, warm_until, [], errors, devices, models)
+                               for w in range(nreq)))  # fmt: skip
+        procs = {
+            "scheduler replicas": [psutil.Process(p.pid) for p in replicas],
+            "postgresql": postgres_procs(pg),
+            "nats-server": [psutil.Process(nats.proc.pid)] if nats.proc else [],
+            "requesters (this process)": [psutil.Process()],
+        }
+        before = {k: cpu_seconds(v) for k, v in procs.items()}
+        pg_before = {p.pid: (p, cpu_seconds([p])) for p in procs["postgresql"]}
+        started = time.perf_counter()
+        await asyncio.gather(*(requester(bus, w, started + seconds, lat, errors, devices, models)
+                               for w in range(nreq)))  # fmt: skip
+        elapsed = time.perf_counter() - started
+        used = {k: cpu_seconds(v) - before[k] for k, v in procs.items()}
+        if "pg-detail" in opts:
+            detail = collections.Counter()
+            for p, c0 in pg_before.values():
+                try:
+                    name = " ".join(p.cmdline())[:60]
+                except psutil.Error:
+                    continue
+                detail[name] += cpu_seconds([p]) - c0
+            for name, sec in detail.most_common(6):
+                print(f"    {sec:6.2f}s  {name}")
+            conn = await asyncpg.connect(dsn)
+            await asyncio.sleep(1.5)
+            for r in await conn.fetch(
+                "SELECT funcname, calls, round((total_time/calls)::numeric, 3) AS per_call, "
+                "round((self_time/calls)::numeric, 3) AS self FROM pg_stat_user_functions "
+                "WHERE calls > 0 ORDER BY total_time DESC LIMIT 12"
+            ):
+                print("    ", dict(r))
+            for r in await conn.fetch(
+                "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_dead_tup, n_live_tup, "
+                "autovacuum_count FROM pg_stat_user_tables"
+            ):
+                print("    ", dict(r))
+            for r in await conn.fetch(
+                "SELECT indexrelname, idx_scan, idx_tup_read, idx_tup_fetch "
+                "FROM pg_stat_user_indexes ORDER BY idx_tup_read DESC"
+            ):
+                print("    ", dict(r))
+            await conn.close()
+        lat.sort()
+        print(f"  {len(lat)} placements in {elapsed:.1f}s by {nreq} requesters, {nrep} replicas: "
+              f"{len(lat) / elapsed:.0f}/s")  # fmt: skip
+        print(f"  latency ms: p50 {pct(lat, 0.5) * 1e3:.2f}  p90 {pct(lat, 0.9) * 1e3:.2f}  "
+              f"p99 {pct(lat, 0.99) * 1e3:.2f}  p99.9 {pct(lat, 0.999) * 1e3:.2f}  "
+              f"max {lat[-1] * 1e3 if lat else float('nan'):.2f}")  # fmt: skip
+        print(f"  errors: {dict(errors) or 'none'}")
+        cores = os.cpu_count() or 1
+        print(
+            f"  CPU during the run ({cores} cores = {cores * elapsed:.0f} core-seconds): "
+            + ", ".join(f"{k} {v:.1f}s ({v / elapsed:.2f} cores)" for k, v in used.items())
+        )
+        await verify(dsn, bus, devices)
+        await bus.close()
+    finally:
+        for p in replicas:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGINT)
+        for p in replicas:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        pg.stop()
+        nats.stop()
+
+
+def main(argv: list[str]) -> None:
+    opts = options(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="sched-bench-"))
+    try:
+        asyncio.run(run(opts, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
