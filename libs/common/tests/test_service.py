@@ -76,7 +76,7 @@ async def test_reply_and_error_codes(bus: Bus) -> None:
 
 
 async def test_no_responder_is_a_clear_error(bus: Bus) -> None:
-    with pytest.raises(BusError, match="no service answers sriov.v1.scheduler.place"):
+    with pytest.raises(BusError, match=r"no service answers sriov\.v1\.scheduler\.place"):
         await bus.request(
             s.endpoint(s.SCHEDULER_GROUP, "place"),
             m.GetRequest(guest_id="g"),

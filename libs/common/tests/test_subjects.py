@@ -51,7 +51,7 @@ def test_hostile_ids(hostile: str) -> None:
 
 @pytest.mark.parametrize("bad", ["0a:00.2", "0000:0a:00.8", "0000:0g:00.1", "0000-0a-00-1"])
 def test_bad_pci_addresses_name_the_expected_form(bad: str) -> None:
-    with pytest.raises(InvalidRequest, match="DDDD:BB:DD.F"):
+    with pytest.raises(InvalidRequest, match=r"DDDD:BB:DD\.F"):
         s.pci_token(bad)
 
 
