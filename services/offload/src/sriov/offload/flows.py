@@ -88,7 +88,7 @@ def parse_dump(text: str, *, datapath: str | None = None) -> Dump:
     tail_match = _TAIL.match
     for lineno, raw in enumerate(text.split("\n"), 1):
         line = raw.rstrip("\r")
-        if not line.strip():
+        if not line or line.isspace():
             continue
         if line.startswith(_HEADER):
             m = _PMD.fullmatch(line.rstrip(":").rstrip())
@@ -114,6 +114,11 @@ def parse_dump(text: str, *, datapath: str | None = None) -> Dump:
         if cut >= 0:
             actions, extra = actions[:cut], actions[cut + len(_EXTRA) :]
         packets, nbytes, used, flags, offloaded, dp = m.groups()
+        port = None
+        start = head.find("in_port(")
+        if start >= 0:
+            end = head.find(")", start)
+            port = head[start + 8 : end] if end > start + 8 else None
         flows.append(
             Flow(
                 match=head,
@@ -122,7 +127,7 @@ def parse_dump(text: str, *, datapath: str | None = None) -> Dump:
                 bytes=int(nbytes),
                 used=float(used) if used is not None else None,
                 ufid=ufid,
-                in_port=_in_port(head),
+                in_port=port,
                 flags=flags,
                 dp=dp,
                 offloaded=offloaded or NOT_OFFLOADED,
@@ -133,15 +138,6 @@ def parse_dump(text: str, *, datapath: str | None = None) -> Dump:
             )
         )
     return Dump(flows=flows, errors=errors)
-
-
-def _in_port(match: str) -> str | None:
-    start = match.find("in_port(")
-    if start < 0:
-        return None
-    start += 8
-    end = match.find(")", start)
-    return match[start:end] if end > start else None
 
 
 def _why(line: str) -> str:
