@@ -43,7 +43,7 @@ from nats.js.api import (
 )
 from nats.micro.request import Request, ServiceError
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind, get_current_span
 
 from sriov.common import subjects as subj
 from sriov.common import telemetry
@@ -473,7 +473,7 @@ class Bus:
             while not stop.is_set():
                 try:
                     msgs = await psub.fetch(spec.batch, timeout=0.5)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats' own and the builtin one (raised on some paths)
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                     return
@@ -517,9 +517,17 @@ class Bus:
         stats: ConsumerStats,
     ) -> bool:
         items = [(v, _delivery(m)) for v, m in decoded]
+        # One span for the batch, linked to every producer's span so traces stay connected.
+        links = [
+            Link(ctx)
+            for _v, m in decoded
+            if (ctx := get_current_span(telemetry.extract(m.headers)).get_span_context()).is_valid
+        ]
         try:
             with telemetry.tracer().start_as_current_span(
-                "batch " + subj.template_of(decoded[0][1].subject), kind=SpanKind.CONSUMER
+                "batch " + subj.template_of(decoded[0][1].subject),
+                kind=SpanKind.CONSUMER,
+                links=links,
             ):
                 await batch_handler(items)
         except Exception as exc:

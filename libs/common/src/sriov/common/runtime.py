@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from sriov.common import telemetry
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.config import Settings, from_env
@@ -42,11 +44,17 @@ class BusSettings(Settings):
     nats_tls_key: str | None = None
     nats_inbox_prefix: str | None = None
     """Per-host inbox prefix, so a host's credentials can be limited to its own replies."""
-    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    instance_id: str = msgspec.field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"
+    )
 
     @property
     def urls(self) -> list[str]:
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def add_bus_args(parser: argparse.ArgumentParser) -> None:
