@@ -1,0 +1,170 @@
+"""After a placement: attach, release, confirm, get, expiry, and VFs or hosts that go away."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from sriov.common import schemas as m
+from sriov.common.errors import InvalidRequest, NoCapacity, NotFound
+from sriov.scheduler.testing import CX5, I350, PfSpec, settle, wait_events
+
+PF_A, PF_B = "0000:3b:00.0", "0000:5e:00.0"
+NET_ID = "8056e77e-dc14-44b5-8ef9-e43aff344c0d"
+
+
+async def test_attach_on_the_guests_host_in_the_guides_form(fleet, sync, client) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, model=I350, count=2, network=NET_ID)])
+    fleet.add_host("h2", [PfSpec(PF_A, model=I350, count=4, network=NET_ID)])
+    fleet.add_host("h3", [PfSpec(PF_A, model=CX5, count=4)])
+    await sync()
+    first = await client.place("c15a5a99-75ea-4b8c-8c7a-521e5f980db4", f"sriov-nic-model={CX5}")
+    assert first.host_id == "h3"
+    # h3 has no I350: attach must stay on the guest's host, so there is no capacity
+    with pytest.raises(NoCapacity) as err:
+        await client.attach("c15a5a99-75ea-4b8c-8c7a-521e5f980db4",
+                            f"sriov-nic-model={I350}:{NET_ID}")  # fmt: skip
+    assert "no capacity on host h3" in str(err.value)
+    assert "nearest capacity: host h2 has 1 of the 1 VF(s) elsewhere" in str(err.value)
+    await client.place("g2", f"sriov-nic-model={I350}", host_id="h1")
+    more = await client.attach("g2", f"sriov-nic-model={I350}:{NET_ID}")
+    assert more.host_id == "h1"
+    assert more.assignments[0].net == f"sriov-nic-model={I350}:{NET_ID}"
+    assert len((await client.get("g2")).assignments) == 2
+
+
+async def test_attach_needs_a_host_for_a_guest_without_vfs(fleet, sync, client) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=2)])
+    await sync()
+    with pytest.raises(InvalidRequest) as err:
+        await client.attach("new", f"sriov-nic-model={CX5}")
+    assert err.value.details["field"] == "host_id"
+    reply = await client.attach("new", f"sriov-nic-model={CX5}", host_id="h1")
+    assert reply.host_id == "h1"
+    with pytest.raises(InvalidRequest):  # a second host for the same guest
+        await client.attach("new", f"sriov-nic-model={CX5}", host_id="h9")
+    with pytest.raises(InvalidRequest) as again:  # place is for a new guest
+        await client.place("new", f"sriov-nic-model={CX5}")
+    assert "already holds VFs on host h1" in str(again.value)
+
+
+async def test_release_one_then_all_idempotently(fleet, sync, client, bus) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=3)])
+    await sync()
+    placed = await client.place("g1", *[f"sriov-nic-model={CX5}"] * 3)
+    ids = [a.device_id for a in placed.assignments]
+    one = await client.release("g1", ids[0], request_id="rel-1")
+    assert one.released == [ids[0]]
+    assert await client.release("g1", ids[0], request_id="rel-1") == one  # a retry
+    assert (await client.release("g1", ids[0])).released == []  # already free: no-op
+    rest = await client.release("g1")
+    assert sorted(rest.released) == sorted(ids[1:])
+    assert (await client.release("g1")).released == []
+    with pytest.raises(NotFound):
+        await client.get("g1")
+    events = await wait_events(bus, 3, "g1")
+    assert [type(e).__name__ for e in events] == ["Reserved", "Released", "Released"]
+    # the VFs are free again
+    assert len((await client.place("g2", *[f"sriov-nic-model={CX5}"] * 3)).assignments) == 3
+
+
+async def test_release_refuses_another_guests_vf(fleet, sync, client) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=1)])
+    await sync()
+    vf = (await client.place("g1", f"sriov-nic-model={CX5}")).assignments[0].device_id
+    with pytest.raises(InvalidRequest) as err:
+        await client.release("g2", vf)
+    assert "reserved by guest g1, not by g2" in str(err.value)
+    assert (await client.get("g1")).assignments[0].device_id == vf
+
+
+async def test_unconfirmed_reservations_expire(fleet, sync, client, bus) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=2)])
+    await sync()
+    short = await client.place("g1", f"sriov-nic-model={CX5}", ttl_s=0.3)
+    kept = await client.place("g2", f"sriov-nic-model={CX5}", ttl_s=0.3)
+    confirmed = await client.confirm("g2")
+    assert confirmed.assignments[0].state == "confirmed"
+    assert confirmed.assignments[0].expires_at is None
+    [expired] = [e for e in await wait_events(bus, 2, "g1") if isinstance(e, m.Expired)]
+    assert expired.device_ids == [short.assignments[0].device_id]
+    assert expired.request_id == short.request_id
+    with pytest.raises(NotFound):
+        await client.get("g1")
+    with pytest.raises(NotFound) as err:
+        await client.confirm("g1")
+    assert "expired" in str(err.value)
+    assert (await client.get("g2")).assignments == confirmed.assignments
+    assert kept.assignments[0].device_id == confirmed.assignments[0].device_id
+    events = await wait_events(bus, 2, "g2")
+    assert [type(e).__name__ for e in events] == ["Reserved", "Confirmed"]
+
+
+async def test_expiry_follows_the_clock(fleet, sync, client, replica) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=1)])
+    await sync()
+    await client.place("g1", f"sriov-nic-model={CX5}", ttl_s=3600)
+    store = replica.store
+    now = dt.datetime.now(dt.UTC)
+    assert await store.expire(100, now + dt.timedelta(minutes=59), b"{}") == 0
+    assert await store.expire(100, now + dt.timedelta(minutes=61), b"{}") == 1
+    with pytest.raises(NotFound):
+        await client.get("g1")
+
+
+async def test_a_removed_vf_ends_its_reservation_with_an_event(fleet, sync, client, bus) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=2)])
+    await sync()
+    placed = await client.place("g1", *[f"sriov-nic-model={CX5}"] * 2)
+    gone = placed.assignments[0].device_id
+    fleet.set_present(gone, False)  # numvfs lowered: inventory marks it absent
+    await sync()
+    events = await wait_events(bus, 2, "g1")
+    lost = events[-1]
+    assert isinstance(lost, m.Lost)
+    assert lost.reason == "vf_removed" and lost.device_ids == [gone]
+    assert lost.still_reserved is False and lost.host_id == "h1"
+    assert [a.device_id for a in (await client.get("g1")).assignments] == [
+        placed.assignments[1].device_id
+    ]
+    # the VF comes back: free again, for anyone
+    fleet.set_present(gone, True)
+    await sync()
+    assert (await client.place("g2", f"sriov-nic-id={gone}")).assignments[0].device_id == gone
+
+
+async def test_an_offline_host_is_announced_and_keeps_its_vfs(fleet, sync, client, bus) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=2)])
+    await sync()
+    placed = await client.place("g1", f"sriov-nic-model={CX5}")
+    fleet.set_host_status("h1", "offline")
+    await sync()
+    events = await wait_events(bus, 2, "g1")
+    lost = events[-1]
+    assert isinstance(lost, m.Lost)
+    assert lost.reason == "host_offline" and lost.still_reserved is True
+    assert lost.device_ids == [placed.assignments[0].device_id]
+    # still held (the guest may run there), and the host takes no new placement
+    assert (await client.get("g1")).assignments[0].device_id == lost.device_ids[0]
+    with pytest.raises(NoCapacity):
+        await client.place("g2", f"sriov-nic-model={CX5}")
+    # an offline host repeating that it is offline announces nothing new
+    fleet.set_host_status("h1", "offline")
+    fleet.set_host_status("h1", "online")
+    await sync()
+    assert (await client.place("g2", f"sriov-nic-model={CX5}")).host_id == "h1"
+    assert len([e for e in await wait_events(bus, 2, "g1") if isinstance(e, m.Lost)]) == 1
+
+
+async def test_pf_link_down_makes_its_vfs_unschedulable(fleet, sync, client, replica, bus) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=1), PfSpec(PF_B, count=1)])
+    await sync()
+    fleet.set_link("h1", PF_A, up=False)
+    await fleet.publish()
+    await settle(bus, replica.projection.spec.durable)
+    first = await client.place("g1", f"sriov-nic-model={CX5}")
+    assert first.assignments[0].pf_pci_address == PF_B
+    with pytest.raises(NoCapacity) as err:
+        await client.place("g2", f"sriov-nic-model={CX5}")
+    assert "1 with PF link down" in str(err.value)
