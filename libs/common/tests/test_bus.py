@@ -160,3 +160,25 @@ async def test_connect_error_names_the_server_and_hides_password() -> None:
         )  # fmt: skip
     assert f"127.0.0.1:{port}" in str(err.value)
     assert "s3cret" not in str(err.value)
+
+
+async def test_wrong_password_fails_fast_and_clearly(tmp_path: Any) -> None:
+    import time
+
+    from sriov.common.embedded import NatsServer
+    from sriov.common.errors import BusError
+
+    conf = 'authorization { user: "ops", password: "right-one" }\n'
+    with NatsServer(store_dir=tmp_path / "n", config_text=conf) as server:
+        started = time.monotonic()
+        with pytest.raises(BusError) as err:
+            await Bus.connect(server.url, name="t", user="ops", password="wrong-one")
+        assert time.monotonic() - started < 5
+        assert "authorization" in str(err.value).lower()
+        assert "wrong-one" not in str(err.value)
+        ok = await Bus.connect(server.url, name="t", user="ops", password="right-one")
+        await ok.close()
+
+
+async def test_discover_with_nothing_running_is_empty(bus: Bus) -> None:
+    assert await bus.discover("PING", 0.2) == []

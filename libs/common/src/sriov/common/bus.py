@@ -258,16 +258,32 @@ class Bus:
         # nats-py applies max_reconnect_attempts=-1 to the first connect too (it would retry
         # forever), so each first attempt is bounded here; reconnects later are unbounded.
         budget = connect_timeout * len(servers) + 1
+        refused = asyncio.Event()
+        refusals: list[BaseException] = []
+
+        async def first_error(exc: Exception) -> None:
+            # Bad credentials or TLS will not get better by retrying: fail at once.
+            text = str(exc).lower()
+            if "authorization" in text or "authentication" in text or "ssl" in text:
+                refusals.append(exc)
+                refused.set()
+            await _log_error(exc)
+
+        opts["error_cb"] = first_error
         for attempt in range(first_connect_attempts):
             nc = Client()
             try:
-                await asyncio.wait_for(nc.connect(**opts), budget)
+                await _race(nc.connect(**opts), refused, budget)
+                if refusals:
+                    raise refusals[0]
+                nc._error_cb = _log_error  # after the first connect, only log
                 return cls(nc, source or name)
-            except (TimeoutError, OSError, nats.errors.Error) as exc:
+            except Exception as exc:  # any first-connect failure becomes one clear BusError
                 last = exc
                 with contextlib.suppress(Exception):
                     await nc.close()
-                if "Authorization" in str(exc) or "authorization" in str(exc):
+                if refusals:
+                    last = refusals[0]
                     break
                 await asyncio.sleep(min(2**attempt * 0.2, 2))
         where = ", ".join(_redact(s) for s in servers)
@@ -287,17 +303,27 @@ class Bus:
     async def ensure_streams(
         self, specs: Sequence[StreamSpec] = STREAMS, replicas: int = 1
     ) -> None:
-        """Create or update every stream; safe to run from many replicas at once."""
+        """Create or update every stream; safe to run from many replicas at once.
+
+        An existing stream keeps its replica count (a service started with the default must
+        not scale a 3-replica stream down). A refusal (the server answers nothing to a
+        request its permissions deny) is reported as such.
+        """
         for spec in specs:
             cfg = _stream_config(spec, replicas)
             try:
-                await self.js.add_stream(cfg)
-            except nats.js.errors.BadRequestError:
-                await self.js.update_stream(cfg)
-            except nats.errors.TimeoutError as exc:
+                try:
+                    await self.js.add_stream(cfg)
+                except nats.js.errors.BadRequestError:
+                    info = await self.js.stream_info(spec.name)
+                    cfg.num_replicas = info.config.num_replicas
+                    await self.js.update_stream(cfg)
+            except TimeoutError as exc:
                 raise BusError(
                     f"JetStream did not answer creating stream {spec.name}: is JetStream "
-                    "enabled on the server (nats-server -js)?"
+                    "enabled (nats-server -js), and may this identity create streams "
+                    "($JS.API.STREAM.CREATE/UPDATE)?",
+                    stream=spec.name,
                 ) from exc
 
     # --- publishing -------------------------------------------------------------------------
@@ -392,7 +418,10 @@ class Bus:
                     m = await sub.next_msg(timeout=left)
                 except nats.errors.TimeoutError:
                     break
-                answers.append(msgspec.json.decode(m.data))
+                if not m.data:  # "no responders" status: nothing is running
+                    continue
+                with contextlib.suppress(msgspec.DecodeError):
+                    answers.append(msgspec.json.decode(m.data))
         finally:
             await sub.unsubscribe()
         return answers
@@ -737,6 +766,23 @@ __all__ = [
     "event_headers",
     "raise_service_error",
 ]
+
+
+async def _race(connect: Awaitable[None], refused: asyncio.Event, budget: float) -> None:
+    """Run the first connect until it succeeds, is refused, or the budget runs out."""
+    task = asyncio.ensure_future(connect)
+    waiter = asyncio.ensure_future(refused.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, timeout=budget, return_when="FIRST_COMPLETED")
+        if task in done:
+            task.result()
+        elif waiter not in done:
+            raise TimeoutError(f"no connection within {budget:.0f}s")
+    finally:
+        for t in (task, waiter):
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
 
 
 def _redact(url: str) -> str:

@@ -24,7 +24,7 @@ import msgspec
 from sriov.common import telemetry
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.config import Settings, from_env
-from sriov.common.errors import SriovError
+from sriov.common.errors import BusError, SriovError
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -44,6 +44,11 @@ class BusSettings(Settings):
     nats_tls_key: str | None = None
     nats_inbox_prefix: str | None = None
     """Per-host inbox prefix, so a host's credentials can be limited to its own replies."""
+    stream_replicas: int = 1
+    """Replicas of the JetStream streams this process creates (3 in a NATS cluster)."""
+    provision_streams: bool = True
+    """Create/update the streams at start. Host agents' credentials may not; then an
+    identity that may (the stream admin, inventory or scheduler) provisions them."""
     instance_id: str = msgspec.field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"
     )
@@ -66,6 +71,8 @@ def add_bus_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--nats-tls-ca")
     g.add_argument("--nats-tls-cert")
     g.add_argument("--nats-tls-key")
+    g.add_argument("--nats-inbox-prefix", help="reply inbox prefix this identity may use")
+    g.add_argument("--stream-replicas", type=int, help="replicas of the streams created")
     g.add_argument("--instance-id", help="replica id for logs, traces and service discovery")
 
 
@@ -138,8 +145,12 @@ async def serve(
         stack.callback(tele.shutdown)
         bus = await connect_bus(settings, name)
         stack.push_async_callback(bus.close)
-        if ensure_streams:
-            await bus.ensure_streams()
+        if ensure_streams and settings.provision_streams:
+            try:
+                await bus.ensure_streams(replicas=settings.stream_replicas)
+            except BusError as exc:
+                # Publishing still works if someone else provisioned the streams.
+                log.warning("streams not provisioned by this identity: %s", exc)
         meta = {"instance": settings.instance_id, **(metadata or {})}
         if tele.metrics_port:
             meta["metrics_port"] = str(tele.metrics_port)

@@ -1,0 +1,284 @@
+"""``sriov-stack up``: the whole system on one machine, on embedded defaults.
+
+NATS (JetStream) and PostgreSQL from the PyPI wheels in a state directory, a simulated host
+(sysfs tree + veth netdevs in a network namespace, the guide's ConnectX-5/I350 host), a
+private Open vSwitch for that host, and every service as its own process. Logs are prefixed
+by process; Ctrl-C (or SIGTERM) stops everything in reverse order and leaves nothing behind.
+``--demo`` then walks through the guide (see :mod:`sriov.cli.demo`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sriov.common.embedded import NatsServer, PostgresServer, free_port
+from sriov.common.errors import ConfigError, SriovError, Unavailable
+
+GUIDE_HOST_ID = "c48b1b8b-28a3-453a-863f-ddf7c62bcfe2"
+COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    metrics_port: int
+    thread: threading.Thread | None = None
+
+
+@dataclass
+class SimHost:
+    index: int
+    host_id: str
+    dir: Path
+    netns: str
+    ovs_dir: Path
+
+    @property
+    def sys_root(self) -> Path:
+        return self.dir / "sys"
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "host.conf"
+
+
+@dataclass
+class Stack:
+    state: Path
+    replicas: int = 1
+    hosts: int = 1
+    quiet: bool = False
+    nats: NatsServer | None = None
+    pg: PostgresServer | None = None
+    procs: list[Proc] = field(default_factory=list)
+    sim_hosts: list[SimHost] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- bring-up -------------------------------------------------------------------------
+    def up(self, nats_port: int = 0, pg_port: int = 0) -> None:
+        self._say(f"state directory {self.state}")
+        self.nats = NatsServer(store_dir=self.state / "nats", port=nats_port).start()
+        self._say(f"NATS with JetStream on {self.nats.url}")
+        self.pg = PostgresServer(data_dir=self.state / "postgres", port=pg_port).start()
+        self._say(f"PostgreSQL on {self.pg.dsn}")
+        (self.state / "stack.json").write_text(
+            json.dumps({"nats_url": self.nats.url, "database_url": self.pg.dsn}, indent=2)
+        )
+        for i in range(self.replicas):
+            self._spawn(f"inventory-{i + 1}", ["sriov-inventory", "--instance-id", f"inv-{i + 1}"])
+            self._spawn(f"scheduler-{i + 1}", ["sriov-scheduler", "--instance-id", f"sch-{i + 1}"])
+        for i in range(self.hosts):
+            self._start_host(i)
+
+    def _start_host(self, i: int) -> None:
+        assert self.nats is not None
+        host_dir = self.state / f"host{i + 1}"
+        sim = SimHost(i, GUIDE_HOST_ID, host_dir, f"sriov-demo-h{i + 1}", host_dir / "ovs")
+        self._run(["sriov-hostd", "simulate", "--root", str(sim.sys_root), "--remove",
+                   "--netns", sim.netns], check=False)  # fmt: skip
+        self._run(["sriov-hostd", "simulate", "--spec", "guide", "--root", str(sim.sys_root),
+                   "--netns", sim.netns, "--write-config", str(sim.conf),
+                   "--nats-url", self.nats.url])  # fmt: skip
+        if i > 0:  # every further host is the guide's host under another id
+            text = sim.conf.read_text().replace(GUIDE_HOST_ID, f"sim-host-{i + 1}")
+            sim.conf.write_text(text)
+            sim.host_id = f"sim-host-{i + 1}"
+        self.sim_hosts.append(sim)
+        self._say(f"simulated host {sim.host_id}: sysfs {sim.sys_root}, netns {sim.netns}")
+        self._spawn(
+            f"hostd-{i + 1}",
+            ["sriov-hostd", "run", "--config", str(sim.conf), "--sysfs-root", str(sim.sys_root),
+             "--netns", sim.netns, "--cmdline-file", str(self._cmdline(sim))],
+        )  # fmt: skip
+        if shutil.which("ovsdb-server") and shutil.which("ovs-vswitchd"):
+            from sriov.offload.testing.sandbox import OvsSandbox
+
+            sb = OvsSandbox(sim.ovs_dir).start()
+            self._say(f"Open vSwitch (userspace) for {sim.host_id} in {sim.ovs_dir}")
+            self._spawn(
+                f"offload-{i + 1}",
+                ["sriov-offload", "--host-id", sim.host_id, "--ovsdb", sb.db_remote,
+                 "--vswitchd-ctl", sb.ctl_sock, "--config", str(sim.conf),
+                 "--sysfs-root", str(sim.sys_root), "--audit-interval", "10", "--allow-restart",
+                 "--restart-command",
+                 f"{sys.executable} -m sriov.offload.testing restart-vswitchd {sim.ovs_dir}"],
+            )  # fmt: skip
+        else:
+            self._say(
+                "Open vSwitch is not installed: offload not started (./stack test installs it)"
+            )
+
+    def _cmdline(self, sim: SimHost) -> Path:
+        """The simulated host boots with IOMMU on, as the guide asks."""
+        path = sim.dir / "cmdline"
+        path.write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_iommu=on iommu=pt\n")
+        return path
+
+    def env(self) -> dict[str, str]:
+        assert self.nats is not None and self.pg is not None
+        env = dict(os.environ)
+        env.update(
+            SRIOV_NATS_URL=self.nats.url,
+            SRIOV_DATABASE_URL=self.pg.dsn,
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def _bin(self, name: str) -> str:
+        local = Path(sys.executable).parent / name
+        return str(local) if local.exists() else name
+
+    def _run(self, argv: list[str], check: bool = True) -> None:
+        res = subprocess.run(
+            [self._bin(argv[0]), *argv[1:]], env=self.env(), capture_output=True, text=True
+        )
+        if check and res.returncode != 0:
+            raise Unavailable(f"{' '.join(argv[:2])} failed: {res.stderr.strip()[-800:]}")
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        port = free_port()
+        env = self.env()
+        env.update(
+            OTEL_METRICS_EXPORTER="prometheus",
+            OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+            OTEL_EXPORTER_PROMETHEUS_PORT=str(port),
+            OTEL_SERVICE_NAME=f"sriov-{name.rsplit('-', 1)[0]}",
+        )
+        popen = subprocess.Popen(
+            [self._bin(argv[0]), *argv[1:]], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        proc = Proc(name, popen, port)
+        color = COLORS[len(self.procs) % len(COLORS)]
+        log = (self.state / "logs").joinpath(f"{name}.log")
+        log.parent.mkdir(exist_ok=True)
+        proc.thread = threading.Thread(
+            target=self._pump, args=(proc, color, log), daemon=True, name=name
+        )
+        proc.thread.start()
+        self.procs.append(proc)
+
+    def _pump(self, proc: Proc, color: str, log: Path) -> None:
+        assert proc.popen.stdout is not None
+        tty = sys.stdout.isatty()
+        with open(log, "ab") as out:
+            for raw in proc.popen.stdout:
+                out.write(raw)
+                out.flush()
+                if self.quiet:
+                    continue
+                line = raw.decode(errors="replace").rstrip()
+                prefix = f"\033[{color}m{proc.name:>12}\033[0m" if tty else f"{proc.name:>12}"
+                with self._lock:
+                    print(f"{prefix} | {line}", flush=True)
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            print(f"{'stack':>12} | {text}", flush=True)
+
+    # --- health and shutdown --------------------------------------------------------------
+    def dead(self) -> list[Proc]:
+        return [p for p in self.procs if p.popen.poll() is not None]
+
+    def down(self) -> None:
+        """Stop services (hosts first), then OVS, namespaces, PostgreSQL and NATS."""
+        for proc in reversed(self.procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs:
+            try:
+                proc.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait(5)
+            if proc.thread is not None:
+                proc.thread.join(2)
+        for sim in self.sim_hosts:
+            if (sim.ovs_dir / "conf.db").exists():
+                from sriov.offload.testing.sandbox import OvsSandbox
+
+                with contextlib.suppress(Exception):
+                    OvsSandbox(sim.ovs_dir).stop()
+            self._run(["sriov-hostd", "simulate", "--root", str(sim.sys_root), "--remove",
+                       "--netns", sim.netns], check=False)  # fmt: skip
+        if self.pg is not None:
+            self.pg.stop()
+        if self.nats is not None:
+            self.nats.stop()
+        with contextlib.suppress(OSError):
+            (self.state / "stack.json").unlink()
+        self._say("stopped; nothing left running")
+
+
+@contextlib.contextmanager
+def running(stack: Stack, nats_port: int = 0, pg_port: int = 0) -> Iterator[Stack]:
+    try:
+        stack.up(nats_port, pg_port)
+        yield stack
+    finally:
+        stack.down()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sriov-stack", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run NATS, PostgreSQL, a simulated host and every service")
+    up.add_argument("--state-dir", default=os.environ.get("SRIOV_STATE_DIR", "state"))
+    up.add_argument("--hosts", type=int, default=1, help="simulated hosts (default 1)")
+    up.add_argument("--replicas", type=int, default=1, help="inventory/scheduler replicas")
+    up.add_argument("--nats-port", type=int, default=0, help="0 picks a free port")
+    up.add_argument("--pg-port", type=int, default=0, help="0 picks a free port")
+    up.add_argument("--demo", action="store_true", help="walk through the guide, narrated")
+    up.add_argument("--exit", action="store_true", help="with --demo: stop when it ends")
+    up.add_argument("--quiet", action="store_true", help="services' logs only to files")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if not 1 <= args.hosts <= 16 or not 1 <= args.replicas <= 8:
+        print("sriov-stack: error: --hosts must be 1-16 and --replicas 1-8", file=sys.stderr)
+        sys.exit(2)
+    state = Path(args.state_dir).absolute()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stack = Stack(state, replicas=args.replicas, hosts=args.hosts, quiet=args.quiet)
+    code = 0
+    try:
+        with running(stack, args.nats_port, args.pg_port):
+            os.environ["SRIOV_STATE_DIR"] = str(state)
+            if args.demo:
+                from sriov.cli.demo import run_demo
+
+                code = run_demo(stack)
+                if args.exit:
+                    return
+            stack._say("running; press Ctrl-C to stop (sriovctl services lists what runs)")
+            while not stop.is_set():
+                if dead := stack.dead():
+                    names = ", ".join(f"{p.name} (exit {p.popen.returncode})" for p in dead)
+                    stack._say(f"stopping: {names} died; see {state / 'logs'}")
+                    code = 1
+                    break
+                stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    except (SriovError, ConfigError) as exc:
+        print(f"sriov-stack: error: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
