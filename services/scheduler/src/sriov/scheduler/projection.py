@@ -57,6 +57,11 @@ class HostRow(msgspec.Struct, kw_only=True):
     revision: int
 
 
+def durable_name(epoch: str) -> str:
+    """The state consumer of the database with this epoch (shared by its replicas)."""
+    return f"scheduler-state-{epoch}"
+
+
 def device_row(st: m.DeviceState) -> DeviceRow:
     d = st.device
     return DeviceRow(
@@ -132,7 +137,7 @@ class Projection:
         self._rows_at_analyze = 0
         self.spec = ConsumerSpec(
             stream=subjects.STREAM_STATE,
-            durable=f"scheduler-state-{store.epoch}",
+            durable=durable_name(store.epoch),
             filter_subjects=[subjects.DEVICE_STATE_ALL, subjects.HOST_STATE_ALL],
             batch=batch,
             max_ack_pending=batch * 8,

@@ -16,12 +16,14 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from sriov.common import runtime, subjects
 from sriov.common import schemas as m
 from sriov.common.bus import Bus, ServiceHost, event_headers
 from sriov.scheduler import server
+from sriov.scheduler.projection import durable_name
 from sriov.scheduler.settings import SchedulerSettings
 
 I350 = "I350 Ethernet Controller Virtual Function"
@@ -199,6 +201,22 @@ async def run_replica(
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*ctx.tasks, return_exceptions=True)
+
+
+async def state_durable(database_url: str, timeout: float = 30) -> str:
+    """The state consumer's name for a database (once a replica has created the schema)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                conn = await asyncpg.connect(database_url)
+                try:
+                    epoch = await conn.fetchval(
+                        "SELECT value FROM scheduler.meta WHERE key='epoch'"
+                    )
+                finally:
+                    await conn.close()
+                return durable_name(epoch)
+            await asyncio.sleep(0.1)
 
 
 async def settle(bus: Bus, durable: str, timeout: float = 30) -> None:
