@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -61,6 +62,8 @@ class Stack:
     replicas: int = 1
     hosts: int = 1
     quiet: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Added to every process's environment (tests point ``OTEL_*`` at a collector)."""
     nats: NatsServer | None = None
     pg: PostgresServer | None = None
     procs: list[Proc] = field(default_factory=list)
@@ -86,7 +89,9 @@ class Stack:
     def _start_host(self, i: int) -> None:
         assert self.nats is not None
         host_dir = self.state / f"host{i + 1}"
-        sim = SimHost(i, GUIDE_HOST_ID, host_dir, f"sriov-demo-h{i + 1}", host_dir / "ovs")
+        # Namespace names are per state directory, so two stacks never touch each other's.
+        tag = hashlib.sha1(str(self.state).encode()).hexdigest()[:6]
+        sim = SimHost(i, GUIDE_HOST_ID, host_dir, f"sriov-{tag}-h{i + 1}", host_dir / "ovs")
         self._run(["sriov-hostd", "simulate", "--root", str(sim.sys_root), "--remove",
                    "--netns", sim.netns], check=False)  # fmt: skip
         self._run(["sriov-hostd", "simulate", "--spec", "guide", "--root", str(sim.sys_root),
@@ -135,6 +140,7 @@ class Stack:
             SRIOV_DATABASE_URL=self.pg.dsn,
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         return env
 
     def _bin(self, name: str) -> str:

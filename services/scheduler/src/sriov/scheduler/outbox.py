@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 
+from opentelemetry.trace import SpanKind
+
 from sriov.common import subjects, telemetry
 from sriov.common.bus import HDR_MSG_ID, Bus
 from sriov.scheduler.metrics import Metrics
@@ -81,9 +83,17 @@ class Relay:
         return len(rows)
 
     async def _publish(self, row: OutboxRow) -> None:
-        # The trace context stored with the event is the request's: whoever consumes the
-        # event continues the request's trace.
+        # The trace context stored with the event is the request's: the producer span is its
+        # child, and whoever consumes the event continues the request's trace from there.
         subject = subjects.placement_event(row.guest_id, row.verb)
+        with telemetry.messaging_span(
+            subject.template, subject.subject, SpanKind.PRODUCER, row.trace or None
+        ):
+            headers = self._headers(row)
+            await self.bus.js_publish_raw(subject.subject, row.payload, headers)
+
+    @staticmethod
+    def _headers(row: OutboxRow) -> dict[str, str]:
         headers = {
             "ce-specversion": "1.0",
             "ce-id": row.event_id,
@@ -94,7 +104,7 @@ class Relay:
             HDR_MSG_ID: row.event_id,
             **row.trace,
         }
-        await self.bus.js_publish_raw(subject.subject, row.payload, headers)
+        return telemetry.inject(headers)  # the producer span's context replaces the stored one
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
