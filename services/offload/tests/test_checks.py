@@ -144,9 +144,12 @@ async def test_checker_reads_host_conf_and_maps_ports_to_pfs(fake: FakeSys, tmp_
         "host_id: h1\nnetworks:\n- bond0/br1/bcast0\novs_offload_nics:\n- bond0\n- eth2\n"
         "disable_security_group: true\n"
     )
-    checker = NicChecker(conf, Sysfs(fake.root), FakeProbes())
+    checker = NicChecker(conf, Sysfs(fake.root), FakeProbes(), host_id="h1")
     topo = await checker.run()
     assert topo.offload_nics == ["bond0", "eth2"]
+    assert not [f for f in topo.findings if f.check == "hostconf.host_id"]
+    other = await NicChecker(conf, Sysfs(fake.root), FakeProbes(), host_id="h2").run()
+    assert next(f for f in other.findings if f.check == "hostconf.host_id").severity == "warning"
     assert topo.port_pf == {
         "bond0": "bond0", "ens1f0": "bond0", "ens1f0_0": "bond0", "ens1f0_1": "bond0",
         "ens1f1": "bond0", "ens1f1_0": "bond0", "ens1f1_1": "bond0",

@@ -47,7 +47,7 @@ async def test_status_enable_audit_disable(lab: Any, start_agent: Any, nats_url:
         as_json = await sriovctl(nats_url, "--json", "offload-audit", "--host", host)
         data = json.loads(as_json.output)
         assert data["offloaded"] == 0 and data["flows"] >= 1
-        assert data["top_not_offloaded"][0]["in_port"] == "vm1"
+        assert "vm1" in {f["in_port"] for f in data["top_not_offloaded"]}
 
         disabled = await sriovctl(nats_url, "offload-disable", "--host", host)
         assert disabled.exit_code == 0, disabled.output

@@ -162,8 +162,13 @@ async def test_audit_counts_live_flows_as_not_offloaded_and_raises_the_finding(
         await asyncio.to_thread(send_udp, lab.b.netns, lab.a.address, count=30, size=400)
         audit = await bus.request(ep(host, "audit"), m.AuditRequest(top=2), m.Audit, timeout=15)
 
-        live = ovs.appctl("dpctl/dump-flows", "netdev@ovs-netdev").splitlines()
-        assert audit.flows == len([ln for ln in live if "packets:" in ln])
+        # read back with ovs-appctl: the busiest flows are there, in software, as reported
+        # (not a count comparison: IPv6 neighbour discovery may add a flow in between)
+        live = ovs.appctl("dpctl/dump-flows", "-m", "netdev@ovs-netdev")
+        for top in audit.top_not_offloaded:
+            line = next(ln for ln in live.splitlines() if ln.startswith(f"ufid:{top.ufid},"))
+            assert f"in_port({top.in_port})" in line and f"actions:{top.actions}" in line
+            assert "offloaded:" not in line
         assert audit.hw_offload is True
         assert audit.offloaded == 0 and audit.partial == 0
         assert audit.not_offloaded == audit.flows and audit.ratio == 0.0
@@ -174,8 +179,10 @@ async def test_audit_counts_live_flows_as_not_offloaded_and_raises_the_finding(
         finding = next(f for f in audit.findings if f.check == "audit.nothing_offloaded")
         assert finding.severity == "error"
         assert "output will be empty" in finding.message
-        assert [t.in_port for t in audit.top_not_offloaded] == ["vm1", "vm2"]
-        assert "in_port(vm1)" in finding.evidence
+        top = audit.top_not_offloaded
+        assert {t.in_port for t in top} == {"vm1", "vm2"}
+        assert top[0].bytes >= top[1].bytes
+        assert f"in_port({top[0].in_port})" in finding.evidence
         assert ovs.appctl("dpctl/dump-flows", "netdev@ovs-netdev", "type=offloaded") == ""
 
         event = await last_event(bus, s.offload_audit(host), m.Audit)

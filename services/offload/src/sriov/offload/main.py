@@ -113,7 +113,12 @@ async def agent(
             else None
         )
         control = OffloadControl(settings.host_id, ovsdb, vswitchd, restarter=restarter)
-        checker = NicChecker(settings.config, Sysfs(settings.sysfs_root), probes or SystemProbes())
+        checker = NicChecker(
+            settings.config,
+            Sysfs(settings.sysfs_root),
+            probes or SystemProbes(),
+            host_id=settings.host_id,
+        )
         svc = OffloadService(
             settings.host_id, bus, ovsdb, vswitchd, control, checker,
             audit_interval=settings.audit_interval,

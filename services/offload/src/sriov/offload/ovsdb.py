@@ -93,11 +93,21 @@ class _Pending:
 class Ovsdb:
     """The root row of a (local) OVSDB, read and written from asyncio."""
 
-    def __init__(self, remote: str, *, timeout: float = 5.0, max_backoff_ms: int = 2000) -> None:
+    def __init__(
+        self,
+        remote: str,
+        *,
+        timeout: float = 5.0,
+        disconnected_timeout: float = 1.0,
+        max_backoff_ms: int = 1000,
+    ) -> None:
         if not remote.startswith(("unix:", "tcp:", "ssl:")):
             remote = f"unix:{remote}"
         self.remote = remote
         self.timeout = timeout
+        self.disconnected_timeout = disconnected_timeout
+        """How long a call waits for a replica that is down (it reconnects meanwhile) before
+        answering unavailable, so callers hear why before their own timeouts expire."""
         self.max_backoff_ms = max_backoff_ms
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -199,8 +209,9 @@ class Ovsdb:
         with self._lock:
             self._jobs.append(pending)
         self._wake()
+        limit = self.timeout if self.connected else min(self.timeout, self.disconnected_timeout)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(limit):
                 return await fut
         except TimeoutError:
             raise self.unavailable(doing) from None
@@ -260,7 +271,7 @@ class Ovsdb:
         helper.register_columns(TABLE, COLUMNS)
         idl = ovs.db.idl.Idl(self.remote, helper, probe_interval=0)
         reconnect = getattr(getattr(idl, "_session", None), "reconnect", None)
-        if reconnect is not None:  # reconnect within 2 s, not the default 8 s
+        if reconnect is not None:  # retry every second, not backing off to 8 s
             reconnect.set_backoff(100, self.max_backoff_ms)
         return idl
 

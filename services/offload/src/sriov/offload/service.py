@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from sriov.common import subjects, telemetry
 from sriov.common.bus import Bus, ServiceHost
@@ -58,6 +58,7 @@ class OffloadService:
         checker: NicChecker,
         *,
         audit_interval: float = 30.0,
+        meter: Meter | None = None,
     ) -> None:
         self.host_id = host_id
         self.bus = bus
@@ -71,7 +72,7 @@ class OffloadService:
         self._last_checks: list[tuple[str, str, str | None, str]] | None = None
         self._config_changed = asyncio.Event()
         self._audit_lock = asyncio.Lock()
-        self._metrics()
+        self._metrics(meter or telemetry.meter())
 
     # --- wiring -----------------------------------------------------------------------------
     async def register(self, service: ServiceHost) -> None:
@@ -186,8 +187,7 @@ class OffloadService:
         )
 
     # --- metrics ----------------------------------------------------------------------------
-    def _metrics(self) -> None:
-        meter = telemetry.meter()
+    def _metrics(self, meter: Meter) -> None:
         attrs = {"host_id": self.host_id}
 
         def ratio(_options: CallbackOptions) -> list[Observation]:

@@ -33,7 +33,9 @@ class NicChecker:
         sysfs: Sysfs,
         probes: Probes,
         model_name: ModelName | None = None,
+        host_id: str | None = None,
     ) -> None:
+        self.host_id = host_id
         self.config = config
         self.sysfs = sysfs
         self.probes = probes
@@ -66,7 +68,19 @@ class NicChecker:
                     )
                 ]
             )
-        findings = await check_nics(
+        findings: list[Finding] = []
+        if self.host_id is not None and conf.host_id != self.host_id:
+            findings.append(
+                Finding(
+                    check="hostconf.host_id",
+                    severity="warning",
+                    message=f"host.conf names this host {conf.host_id!r} but the offload agent "
+                    f"runs as {self.host_id!r}: hostd and offload report under different ids",
+                    evidence=f"{self.config}: host_id: {conf.host_id}",
+                    fix="start sriov-offload with --host-id equal to host.conf's host_id",
+                )
+            )
+        findings += await check_nics(
             conf.ovs_offload_nics,
             sysfs=self.sysfs,
             probes=self.probes,

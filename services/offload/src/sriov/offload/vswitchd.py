@@ -32,7 +32,7 @@ class FlowApiState:
 
 
 class Vswitchd:
-    def __init__(self, ctl: str, *, timeout: float = 5.0, dump_timeout: float = 60.0) -> None:
+    def __init__(self, ctl: str, *, timeout: float = 2.0, dump_timeout: float = 60.0) -> None:
         self.ctl = ctl
         self.timeout = timeout
         self.dump_timeout = dump_timeout
