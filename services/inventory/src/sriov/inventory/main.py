@@ -39,6 +39,8 @@ class InventorySettings(runtime.BusSettings, kw_only=True, forbid_unknown_fields
     """Least seconds between two rescan requests to the same host."""
     ack_wait: float = 60.0
     """Seconds before an unacknowledged event (a crashed replica's) is redelivered."""
+    gauges_interval: float = 15.0
+    """Seconds between two refreshes of the fleet gauges (VFs by host/model, hosts)."""
 
     def check(self) -> None:
         if not self.database_url:
@@ -54,6 +56,7 @@ class InventorySettings(runtime.BusSettings, kw_only=True, forbid_unknown_fields
             ("db_pool_size", self.db_pool_size, 2, 500),
             ("rescan_interval", self.rescan_interval, 0, 86400),
             ("ack_wait", self.ack_wait, 1, 3600),
+            ("gauges_interval", self.gauges_interval, 0.1, 3600),
         ):
             if not low <= value <= high:
                 option = "--" + key.replace("_", "-")
@@ -68,6 +71,7 @@ class InventorySettings(runtime.BusSettings, kw_only=True, forbid_unknown_fields
             relay_batch=self.relay_batch,
             rescan_interval_s=self.rescan_interval,
             ack_wait_s=self.ack_wait,
+            gauges_interval_s=self.gauges_interval,
         )
 
 
@@ -83,6 +87,7 @@ def parse(argv: Sequence[str] | None = None) -> InventorySettings:
     g.add_argument("--db-pool-size", type=int, help="PostgreSQL connections (default 10)")
     g.add_argument("--rescan-interval", type=float, help="least seconds between rescans")
     g.add_argument("--ack-wait", type=float, help="seconds before a crashed batch is redelivered")
+    g.add_argument("--gauges-interval", type=float, help="seconds between fleet gauge refreshes")
     runtime.add_bus_args(parser)
     settings: InventorySettings = runtime.settings_from_args(
         InventorySettings, parser.parse_args(argv)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sriov.common import telemetry
 
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 
 class Metrics:
     """Request latency and outcomes, events relayed, reservations expired or lost."""
@@ -14,6 +16,8 @@ class Metrics:
             "sriov.scheduler.request.duration",
             unit="s",
             description="Time to answer a placement request (place/attach/release/confirm/get)",
+            # in seconds: the SDK's default buckets (0, 5, 10, 25... 10000) suit milliseconds
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
         )
         self.requests = meter.create_counter(
             "sriov.scheduler.requests",
