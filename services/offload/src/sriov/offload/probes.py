@@ -12,7 +12,7 @@ from typing import Protocol
 
 from pyroute2 import DL
 from pyroute2.ethtool import Ethtool
-from pyroute2.netlink import NLM_F_REQUEST
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
 from pyroute2.netlink.devlink import DEVLINK_NAMES, devlinkcmd
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -62,7 +62,7 @@ def _eswitch_mode(pci_address: str) -> str:
             ("DEVLINK_ATTR_BUS_NAME", "pci"),
             ("DEVLINK_ATTR_DEV_NAME", pci_address),
         ]
-        replies = list(dl.nlm_request(msg, msg_type=dl.prid, msg_flags=NLM_F_REQUEST))
+        replies = list(dl.nlm_request(msg, msg_type=dl.prid, msg_flags=NLM_F_REQUEST | NLM_F_ACK))
     except NetlinkError as exc:
         raise ProbeError(
             f"devlink dev eswitch show pci/{pci_address} failed: "
