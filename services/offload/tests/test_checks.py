@@ -202,3 +202,27 @@ async def test_real_devlink_absence_is_a_finding_with_evidence(tmp_path: Path) -
     assert mode.severity == "error"
     assert "devlink" in mode.evidence
     assert mode.fix
+
+
+async def test_the_project_simulator_host_with_an_offload_bond(tmp_path: Path) -> None:
+    """hostd's sysfs simulator (faithful tree, legacy-mode cards: no representors)."""
+    from sriov.hostd.simulator.spec import every_model, host_conf_text
+    from sriov.hostd.simulator.tree import write_tree
+
+    spec = every_model()
+    write_tree(spec, tmp_path / "sys")
+    conf = tmp_path / "host.conf"
+    conf.write_text(host_conf_text(spec))
+    pfs = {"cx6dx0": "0000:86:00.0", "cx6dx1": "0000:86:00.1"}
+    probes = FakeProbes(
+        modes={pci: "switchdev" for pci in pfs.values()},
+        features_by_if={name: ON for name in pfs},
+    )
+    topo = await NicChecker(conf, Sysfs(tmp_path / "sys"), probes, host_id=spec.host_id).run()
+    assert by_check(topo.findings, "bond0")["bond.mode"].severity == "ok"  # 802.3ad
+    for name, pci in pfs.items():
+        found = by_check(topo.findings, name)
+        assert "ConnectX-6 Dx" in found["nic.model"].message and pci in found["nic.model"].message
+        assert found["nic.security_group"].severity == "ok"
+        assert found["nic.representors"].severity == "error"  # 4 VFs, no switchdev reps
+    assert topo.port_pf == {"bond0": "bond0", "cx6dx0": "bond0", "cx6dx1": "bond0"}

@@ -19,6 +19,8 @@ from sriov.common import runtime, subjects
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.errors import ConfigError, InvalidRequest
 from sriov.hostd.hostconf import load_host_conf
+from sriov.hostd.pciids import PciIds
+from sriov.offload.checks import ModelName
 from sriov.offload.control import OffloadControl, Restarter
 from sriov.offload.nics import Sysfs
 from sriov.offload.ovsdb import Ovsdb
@@ -117,6 +119,7 @@ async def agent(
             settings.config,
             Sysfs(settings.sysfs_root),
             probes or SystemProbes(),
+            model_name=_model_names(),
             host_id=settings.host_id,
         )
         svc = OffloadService(
@@ -127,6 +130,14 @@ async def agent(
         yield svc
     finally:
         await ovsdb.close()
+
+
+def _model_names() -> ModelName | None:
+    """pci.ids device names (hwdata), or None where the file is missing."""
+    try:
+        return PciIds().device
+    except ConfigError:
+        return None
 
 
 async def body(ctx: runtime.ServiceContext) -> None:
