@@ -36,6 +36,7 @@ from sriov.hostd.sysfs import Sysfs
 from sriov.hostd.watcher import LinkWatcher
 
 log = logging.getLogger(__name__)
+MAX_SETTLE_RETRIES = 50
 Spawn = Callable[[Awaitable[Any], str], "asyncio.Task[Any]"]
 
 
@@ -56,7 +57,13 @@ class Options:
 
 class HostAgent:
     def __init__(
-        self, bus: Bus, conf: HostConf, opts: Options, *, generation: int | None = None
+        self,
+        bus: Bus,
+        conf: HostConf,
+        opts: Options,
+        *,
+        generation: int | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.bus = bus
         self.conf = conf
@@ -75,6 +82,10 @@ class HostAgent:
         self._scan_lock = asyncio.Lock()
         self._numvfs_lock = asyncio.Lock()
         self._rescan = asyncio.Event()
+        self._settling = 0
+        self._stop = stop or asyncio.Event()
+        """Set when the daemon stops; the file watcher's thread polls it (cancelling an
+        anyio worker thread does not interrupt it)."""
         self._reload = asyncio.Event()
 
     @property
@@ -84,6 +95,9 @@ class HostAgent:
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self, spawn: Spawn) -> None:
         """Watch, discover, publish the first snapshot, then spawn the loops."""
+        if self.opts.watch_config:
+            spawn(self._watch_config(), "hostd-config-watch")
+            await asyncio.sleep(0)  # the watch is in place before anything is published
         self.ids = await asyncio.to_thread(PciIds, self.conf.pci_ids)
         if self.opts.netlink:
             self.watcher = LinkWatcher(self._on_link, self._on_topology, netns=self.netns)
@@ -97,8 +111,6 @@ class HostAgent:
         spawn(self._heartbeat_loop(), "hostd-heartbeat")
         spawn(self._resync_loop(), "hostd-resync")
         spawn(self._reload_loop(), "hostd-reload")
-        if self.opts.watch_config:
-            spawn(self._watch_config(), "hostd-config-watch")
 
     async def register(self, service: ServiceHost) -> None:
         group = subjects.hostcmd_group(self.host_id)
@@ -107,6 +119,10 @@ class HostAgent:
         await service.add_endpoint(group, "doctor", m.DoctorRequest, self._cmd_doctor)
 
     def close(self) -> None:
+        self._stop.set()
+        self._rescan.set()  # wake the loops so they see the stop
+        self._reload.set()
+        self.links.close()
         if self.watcher is not None:
             self.watcher.close()
 
@@ -128,6 +144,14 @@ class HostAgent:
         async with self._scan_lock:
             found = await self._discover()
             self.scans += 1
+            if found.settling and not snapshot and self._settling < MAX_SETTLE_RETRIES:
+                # VFs are being created or removed: look again shortly rather than
+                # publish a half-made state
+                self._settling += 1
+                self._rescan.set()
+                return self.state or found
+            self._settling = 0
+            found.errors.extend(found.settling)
             self._overlay_links(found)
             old = self.state
             self.state = found
@@ -244,16 +268,25 @@ class HostAgent:
         )
 
     # --- loops ----------------------------------------------------------------------------------
+    # Each loop also ends when the stop event is set: on Python 3.11 a cancellation can be
+    # lost inside asyncio.wait_for (used by the NATS client), so cancel alone may not end it.
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep; True when the daemon is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self._stop.is_set()
+
     async def _rescan_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             await self._rescan.wait()
-            await asyncio.sleep(self.conf.rescan_delay_s)  # let a burst of netdevs settle
-            self._rescan.clear()
-            await self._guarded(self.scan(snapshot=False, reason="netdevs changed"), "rescan")
+            if await self._pause(self.conf.rescan_delay_s):  # let a burst settle
+                return
+            async with self._numvfs_lock:  # not half-way through our own VF count change
+                self._rescan.clear()
+                await self._guarded(self.scan(snapshot=False, reason="netdevs changed"), "rescan")
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.conf.heartbeat_interval_s)
+        while not await self._pause(self.conf.heartbeat_interval_s):
             if self.publisher.needs_snapshot:
                 await self._guarded(self.scan(snapshot=True, reason="owed"), "snapshot")
             await self.publisher.publish(
@@ -265,8 +298,7 @@ class HostAgent:
             )
 
     async def _resync_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.conf.resync_interval_s)
+        while not await self._pause(self.conf.resync_interval_s):
             await self._guarded(self.scan(snapshot=True, reason="resync interval"), "resync")
 
     async def _guarded(self, coro: Awaitable[Any], what: str) -> None:
@@ -280,9 +312,11 @@ class HostAgent:
 
     # --- config reload --------------------------------------------------------------------------
     async def _reload_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             await self._reload.wait()
             self._reload.clear()
+            if self._stop.is_set():
+                return
             await self._guarded(self.reload(), "reload")
 
     async def _watch_config(self) -> None:
@@ -295,7 +329,13 @@ class HostAgent:
 
         # not recursive: the directory may also hold a (simulated) sysfs tree
         async for _changes in watchfiles.awatch(
-            path.parent, watch_filter=only_conf, debounce=200, step=50, recursive=False
+            path.parent,
+            watch_filter=only_conf,
+            debounce=200,
+            step=50,
+            recursive=False,
+            stop_event=self._stop,
+            rust_timeout=1000,
         ):
             self._reload.set()
 
@@ -421,10 +461,10 @@ async def running(
             await agent.register(service)
         yield agent
     finally:
+        agent.close()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        agent.close()
 
 
 def effective_path(p: str | os.PathLike[str]) -> Path:

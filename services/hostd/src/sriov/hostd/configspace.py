@@ -101,7 +101,7 @@ def parse(data: bytes) -> ConfigSpace:
     caps: list[Capability] = []
     status = struct.unpack_from("<H", data, 6)[0]
     seen: set[int] = set()
-    if status & 0x10:  # capabilities list present
+    if status & 0x10 and len(data) >= 0x100:  # capabilities list present and readable
         ptr = data[0x34] & 0xFC
         while ptr:
             if ptr < 0x40 or ptr > 0xFC or ptr in seen:

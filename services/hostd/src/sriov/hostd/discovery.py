@@ -28,6 +28,9 @@ class Discovery:
     pfs: list[m.PF] = field(default_factory=list)
     vfs: list[m.VF] = field(default_factory=list)
     errors: list[m.DeviceError] = field(default_factory=list)
+    settling: list[m.DeviceError] = field(default_factory=list)
+    """PFs whose VFs are being created or removed right now (virtfn links disagree with
+    sriov_numvfs); worth another look in a moment before telling anyone."""
     management: dict[str, str] = field(default_factory=dict)
     """PF PCI address -> why it is never reconfigured."""
 
@@ -163,28 +166,40 @@ def _discover_vfs(ctx: _Ctx, pf: m.PF, dev: str) -> None:
             links.append((int(mt.group(1)), name))
     links.sort()
     if pf.total_vfs and len(links) != pf.num_vfs:
-        ctx.error(
-            pf.pci_address,
-            f"sriov_numvfs of {pf.ifname} is {pf.num_vfs} but "
-            f"{len(links)} virtfn links exist (VFs being created or removed?)",
-            os.path.join(dev, "sriov_numvfs"),
-            pf.ifname,
+        ctx.out.settling.append(
+            m.DeviceError(
+                pci_address=pf.pci_address,
+                path=os.path.join(dev, "sriov_numvfs"),
+                message=f"sriov_numvfs of {pf.ifname} is {pf.num_vfs} but {len(links)} "
+                "virtfn links exist (VFs being created or removed?)",
+                ifname=pf.ifname,
+            )
         )
     for index, name in links:
         link = os.path.join(dev, name)
-        try:
-            raw = os.readlink(link)
-        except OSError as exc:
-            ctx.error(pf.pci_address, f"cannot read {link}: {exc.strerror}", link)
+        seen = len(ctx.out.errors)
+        vf = _read_vf(ctx, pf, index, link, dev)
+        if len(ctx.out.errors) > seen and not os.path.lexists(link):
+            # the VF went away while being read (VFs being removed): not a device error
+            ctx.out.settling.extend(ctx.out.errors[seen:])
+            del ctx.out.errors[seen:]
             continue
-        addr = os.path.basename(raw)
-        vf_dir = os.path.normpath(os.path.join(dev, raw))
-        if not os.path.isdir(vf_dir):
-            ctx.error(addr, f"{link} points to {raw}, which does not exist", link)
-            continue
-        vf = _discover_vf(ctx, pf, index, addr, vf_dir)
         if vf is not None:
             ctx.out.vfs.append(vf)
+
+
+def _read_vf(ctx: _Ctx, pf: m.PF, index: int, link: str, dev: str) -> m.VF | None:
+    try:
+        raw = os.readlink(link)
+    except OSError as exc:
+        ctx.error(pf.pci_address, f"cannot read {link}: {exc.strerror}", link)
+        return None
+    addr = os.path.basename(raw)
+    vf_dir = os.path.normpath(os.path.join(dev, raw))
+    if not os.path.isdir(vf_dir):
+        ctx.error(addr, f"{link} points to {raw}, which does not exist", link)
+        return None
+    return _discover_vf(ctx, pf, index, addr, vf_dir)
 
 
 def _discover_vf(ctx: _Ctx, pf: m.PF, index: int, addr: str, vf_dir: str) -> m.VF | None:

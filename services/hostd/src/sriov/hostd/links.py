@@ -33,7 +33,7 @@ class LinkCoalescer:
         self.holddown = holddown
         self._emit = emit
         self._entries: dict[str, _Entry] = {}
-        self._queue: asyncio.Queue[LinkInfo] = asyncio.Queue()
+        self._queue: asyncio.Queue[LinkInfo | None] = asyncio.Queue()
 
     def published(self, ifname: str) -> str | None:
         entry = self._entries.get(ifname)
@@ -47,26 +47,29 @@ class LinkCoalescer:
     def forget(self, ifname: str) -> None:
         self._entries.pop(ifname, None)
 
+    def close(self) -> None:
+        """Make :meth:`run` return (a cancellation alone can be lost on Python 3.11)."""
+        self._queue.put_nowait(None)
+
     def observe(self, info: LinkInfo) -> None:
         """Called from the watcher (synchronously) for every kernel state change."""
         self._queue.put_nowait(info)
 
     async def run(self) -> None:
         while True:
-            now = time.monotonic()
-            due = [e for e in self._entries.values() if e.latest is not None and e.until <= now]
-            for entry in due:
-                await self._flush(entry, now)
+            await self.flush_due(time.monotonic())
             pending = [e.until for e in self._entries.values() if e.latest is not None]
             timeout = max(0.0, min(pending) - time.monotonic()) if pending else None
             try:
                 info = await asyncio.wait_for(self._queue.get(), timeout)
             except TimeoutError:
                 continue
-            await self._handle(info)
+            if info is None:
+                return
+            await self.handle(info, time.monotonic())
 
-    async def _handle(self, info: LinkInfo) -> None:
-        now = time.monotonic()
+    async def handle(self, info: LinkInfo, now: float) -> None:
+        """One kernel state change at time ``now``: publish, or count it inside a hold-down."""
         entry = self._entries.get(info.ifname)
         if entry is None:
             entry = self._entries[info.ifname] = _Entry(published="unknown")
@@ -81,11 +84,15 @@ class LinkCoalescer:
             entry.latest = None
             await self._emit(info, 0)
 
-    async def _flush(self, entry: _Entry, now: float) -> None:
-        info, flaps = entry.latest, entry.flaps
-        entry.latest, entry.flaps = None, 0
-        if info is None or info.state == entry.published:
-            return
-        entry.published = info.state
-        entry.until = now + self.holddown
-        await self._emit(info, flaps)
+    async def flush_due(self, now: float) -> None:
+        """Publish the final state of every hold-down window that has ended by ``now``."""
+        for entry in list(self._entries.values()):
+            if entry.latest is None or entry.until > now:
+                continue
+            info, flaps = entry.latest, entry.flaps
+            entry.latest, entry.flaps = None, 0
+            if info.state == entry.published:
+                continue  # it flapped and came back: nothing changed for consumers
+            entry.published = info.state
+            entry.until = now + self.holddown
+            await self._emit(info, flaps)

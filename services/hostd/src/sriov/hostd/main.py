@@ -18,6 +18,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sriov.common import runtime
 from sriov.common.config import from_env
@@ -104,7 +105,7 @@ def _run(args: argparse.Namespace) -> None:
     settings = from_env(runtime.BusSettings, **merged)
 
     async def body(ctx: runtime.ServiceContext) -> None:
-        agent = HostAgent(ctx.bus, conf, opts)
+        agent = HostAgent(ctx.bus, conf, opts, stop=ctx.stop)
         ctx.stack.callback(agent.close)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)
@@ -199,12 +200,11 @@ def _doctor(args: argparse.Namespace) -> int:
 
 async def _net_view(netns: str | None) -> object:
     """Links, routes and addresses for the management check; None if netlink is unusable."""
-    from pyroute2 import AsyncIPRoute
-
     from sriov.hostd.netview import dump
+    from sriov.hostd.nsock import async_iproute
 
     try:
-        ipr = AsyncIPRoute(netns=netns) if netns else AsyncIPRoute()
+        ipr: Any = async_iproute(netns)
         try:
             return await dump(ipr)
         finally:

@@ -17,10 +17,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from sriov.hostd.netview import LinkInfo, NetView, dump, link_from_msg
+from sriov.hostd.nsock import async_iproute
 
 log = logging.getLogger(__name__)
 RTM_NEWLINK, RTM_DELLINK = 16, 17
@@ -54,7 +54,7 @@ class LinkWatcher:
         self._query_lock = asyncio.Lock()
 
     def _new_socket(self, **kw: Any) -> Any:
-        return AsyncIPRoute(netns=self.netns, **kw) if self.netns else AsyncIPRoute(**kw)
+        return async_iproute(self.netns, **kw)
 
     async def start(self) -> None:
         """Subscribe, then dump: afterwards ``links`` is current."""

@@ -3,21 +3,44 @@
 The end named like the PF or VF (``eth1``, ``eth1v0``) is what hostd watches; its peer
 (``eth1-p``) stands for the wire: taking the peer down drops the carrier, so hostd sees a
 real kernel netlink event, exactly as when a cable is pulled or a VF's link goes down.
-Synchronous pyroute2 (run it off the event loop): this is set-up code, not the daemon.
+Synchronous pyroute2: this is set-up code, not the daemon. Called from a thread that runs
+an event loop (a test, the simulated kernel), the work moves to a helper thread, because
+sync pyroute2 drives an event loop of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
-from collections.abc import Iterable
+import subprocess
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from sriov.common.errors import ConfigError
+from sriov.hostd.nsock import iproute
 from sriov.hostd.simulator.tree import Netdev
 
 IFNAMSIZ = 15
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _off_loop(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fn(*args, **kwargs)
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(fn, *args, **kwargs).result()
+
+    return wrapper
 
 
 def peer_name(ifname: str) -> str:
@@ -29,10 +52,9 @@ def peer_name(ifname: str) -> str:
 
 def ensure_netns(name: str) -> None:
     if name not in netns.listnetns():
-        try:
-            netns.create(name)
-        except OSError as exc:
-            raise ConfigError(f"cannot create network namespace {name}: {exc}") from exc
+        res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+        if res.returncode != 0 and name not in netns.listnetns():
+            raise ConfigError(f"cannot create network namespace {name}: {res.stderr.strip()}")
 
 
 def remove_netns(name: str) -> bool:
@@ -42,11 +64,12 @@ def remove_netns(name: str) -> bool:
     return False
 
 
+@_off_loop
 def create(netdevs: Iterable[Netdev], ns: str) -> int:
     """Create (or recreate) a veth pair per netdev in namespace ``ns``; returns the count."""
     ensure_netns(ns)
     count = 0
-    with IPRoute(netns=ns) as ipr:
+    with iproute(ns) as ipr:  # type: ignore[attr-defined]
         existing = {link.get("ifname"): link["index"] for link in ipr.link("dump")}
         for dev in netdevs:
             peer = peer_name(dev.ifname)
@@ -71,10 +94,11 @@ def create(netdevs: Iterable[Netdev], ns: str) -> int:
     return count
 
 
+@_off_loop
 def delete(ifnames: Iterable[str], ns: str) -> None:
     if ns not in netns.listnetns():
         return
-    with IPRoute(netns=ns) as ipr:
+    with iproute(ns) as ipr:  # type: ignore[attr-defined]
         for name in ifnames:
             found = ipr.link_lookup(ifname=name)
             if found:
@@ -84,9 +108,10 @@ def delete(ifnames: Iterable[str], ns: str) -> None:
                     pass
 
 
+@_off_loop
 def set_link(ns: str, ifname: str, up: bool) -> None:
     """Raise or drop the carrier of ``ifname`` by moving its peer (the "cable")."""
-    with IPRoute(netns=ns) as ipr:
+    with iproute(ns) as ipr:  # type: ignore[attr-defined]
         found = ipr.link_lookup(ifname=peer_name(ifname))
         if not found:
             raise ConfigError(f"{ifname} has no simulated peer in namespace {ns}")

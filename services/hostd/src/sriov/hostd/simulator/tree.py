@@ -348,8 +348,6 @@ class TreeWriter:
         config = cs.build(
             model.vendor_id, model.device_id, klass, model.std_caps, model.ext_caps, regs
         )
-        self._write(pf_dir / "config", config)
-        self._write(pf_dir / "sriov_numvfs", str(num))
         vf_config = cs.build(
             model.vendor_id,
             model.vf_device_id,
@@ -393,6 +391,9 @@ class TreeWriter:
                         ethernet=not ib,
                     )
                 )
+        # like the kernel, sriov_numvfs shows the new count once every VF exists
+        self._write(pf_dir / "config", config)
+        self._write(pf_dir / "sriov_numvfs", str(num))
 
     def remove_vfs(self, pf_addr: str) -> list[Netdev]:
         """Remove every VF of a PF (``echo 0 > sriov_numvfs``); return their netdevs."""
@@ -403,8 +404,8 @@ class TreeWriter:
             vf_dir = (link.parent / os.readlink(link)).resolve()
             addr = vf_dir.name
             vf_addrs.add(addr)
+            link.unlink()  # the kernel drops the virtfn link before the device
             self._unlink_function(vf_dir, addr)
-            link.unlink()
         self._write(pf_dir / "sriov_numvfs", "0")
         card = self.spec.cards[rec.card]
         model = models.model(card.model)

@@ -1,0 +1,112 @@
+"""``sriovctl host-doctor``, ``host-rescan``, ``host-set-numvfs``: commands to one host's hostd.
+
+Each goes to that host's command endpoints (``sriov.v1.hostcmd.<host_id>.*``), so only the
+named host answers. ``host-doctor`` exits 1 when a check found an error, so scripts can
+gate on it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sriov.cli.context import CliContext
+from sriov.cli.output import echo_table, emit_json
+from sriov.common import schemas as m
+from sriov.common import subjects as s
+from sriov.common.bus import Bus
+
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2, "ok": 3}
+
+
+def register(cli: click.Group) -> None:
+    for command in (host_doctor, host_rescan, host_set_numvfs):
+        cli.add_command(command)
+
+
+def _host_option(fn: click.decorators.FC) -> click.decorators.FC:
+    return click.option("--host", "host_id", required=True, help="The host's id (host_id).")(fn)
+
+
+def _json_flag(fn: click.decorators.FC) -> click.decorators.FC:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")(fn)
+
+
+def finding_rows(findings: list[m.Finding], verbose: bool) -> list[list[str]]:
+    rows = []
+    for f in sorted(findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 9)):
+        if f.severity == "ok" and not verbose:
+            continue
+        detail = f.message
+        if f.evidence and f.severity != "ok":
+            detail += "\nseen: " + f.evidence
+        rows.append([f.severity.upper(), f.check, f.device or "", detail, f.fix])
+    return rows
+
+
+@click.command("host-doctor")
+@_host_option
+@click.option("--all", "verbose", is_flag=True, help="Also list the checks that passed.")
+@_json_flag
+@click.pass_obj
+def host_doctor(obj: CliContext, host_id: str, verbose: bool, as_json: bool) -> None:
+    """Run every check of the guide on a host: IOMMU, SR-IOV, MMIO, ACS/ARI, vfio, IB, offload."""
+    subject = s.endpoint(s.hostcmd_group(host_id), "doctor")
+
+    async def call(bus: Bus) -> m.Diagnostics:
+        return await bus.request(subject, m.DoctorRequest(), m.Diagnostics, timeout=obj.timeout)
+
+    diag = obj.run(call)
+    errors = sum(1 for f in diag.findings if f.severity == "error")
+    warnings = sum(1 for f in diag.findings if f.severity == "warning")
+    if obj.as_json or as_json:
+        emit_json(diag)
+    else:
+        echo_table(
+            ["Severity", "Check", "Device", "Finding", "Fix"],
+            finding_rows(diag.findings, verbose),
+            f"*** {host_id}: {len(diag.findings)} checks, {errors} errors, {warnings} warnings ***",
+        )
+    if errors:
+        sys.exit(1)
+
+
+@click.command("host-rescan")
+@_host_option
+@_json_flag
+@click.pass_obj
+def host_rescan(obj: CliContext, host_id: str, as_json: bool) -> None:
+    """Make a host rediscover its PFs and VFs and publish a fresh snapshot."""
+    subject = s.endpoint(s.hostcmd_group(host_id), "rescan")
+
+    async def call(bus: Bus) -> m.CommandAck:
+        return await bus.request(subject, m.RescanRequest(), m.CommandAck, timeout=obj.timeout)
+
+    ack = obj.run(call)
+    if obj.as_json or as_json:
+        emit_json(ack)
+        return
+    click.echo(f"{host_id}: {ack.message} (snapshot seq {ack.snapshot_seq})")
+
+
+@click.command("host-set-numvfs")
+@_host_option
+@click.option("--pf", required=True, help="PF netdev name (eth1) or PCI address.")
+@click.option("--num", "num_vfs", required=True, type=click.IntRange(0), help="VF count.")
+@_json_flag
+@click.pass_obj
+def host_set_numvfs(obj: CliContext, host_id: str, pf: str, num_vfs: int, as_json: bool) -> None:
+    """Set a PF's VF count (written as 0 then N, bounded by sriov_totalvfs)."""
+    subject = s.endpoint(s.hostcmd_group(host_id), "set-numvfs")
+    req = m.SetNumVfsRequest(pf=pf, num_vfs=num_vfs)
+
+    async def call(bus: Bus) -> m.CommandAck:
+        # creating many VFs takes a while on real hardware: allow more than the default
+        return await bus.request(subject, req, m.CommandAck, timeout=max(obj.timeout, 30))
+
+    ack = obj.run(call)
+    if obj.as_json or as_json:
+        emit_json(ack)
+        return
+    click.echo(f"{host_id}: {ack.message}")
