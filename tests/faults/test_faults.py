@@ -1,0 +1,227 @@
+"""Faults on the whole system, with real servers and real processes.
+
+Each test runs the placement workload (see ``workload.py``), breaks one thing in the middle
+of it, heals it, and then waits until everything agrees again: inventory lists every VF of
+the host online with exactly the guests the client believes hold them, the scheduler agrees,
+every consumer is drained, every answered request's event is in SRIOV_PLACEMENT, nothing was
+dead-lettered and no VF was ever handed to two guests. It prints how long that took; the
+bound asserted is generous on purpose (speed figures are not what these tests are about).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from fleet import GUIDE_VFS, Fleet
+from workload import (
+    MODELS,
+    Expect,
+    Workload,
+    converge,
+    events_present,
+    inventory_devices,
+    placement_history_ok,
+)
+
+from sriov.common import schemas as m
+from sriov.common import subjects
+from sriov.common.bus import Bus
+from sriov.common.embedded import PostgresServer
+from sriov.common.testing.servers import NatsCluster
+from sriov.inventory.testing import Hostd, fleet_host
+
+pytestmark = [pytest.mark.slow, pytest.mark.netns]
+
+BOUND_S = 120.0
+Check = Callable[[], Awaitable[str | None]]
+
+
+async def survive(
+    fleet: Fleet,
+    client: Bus,
+    name: str,
+    fault: Callable[[], Awaitable[None]],
+    heal: Callable[[], Awaitable[None]],
+    *,
+    during: float = 3.0,
+    extra: Callable[[Expect], list[Check]] = lambda _e: [],
+) -> float:
+    """Run the workload through ``fault`` and ``heal``; return the convergence time."""
+    host, vfs = fleet.host_id, GUIDE_VFS
+    await converge(client, Expect(host, vfs, {}), time.monotonic(), timeout=BOUND_S)
+    wl = Workload(client, host)
+    keep: dict[str, set[str]] = {}
+    for i, model in enumerate(MODELS):  # guests that hold their VF through the fault
+        guest = f"keep-{wl.prefix}-{i}"
+        keep[guest] = set(await wl.place(guest, model))
+    async with wl.running():
+        await asyncio.sleep(1.0)
+        await fault()
+        await asyncio.sleep(during)
+        await heal()
+        t0 = time.monotonic()
+        first = await wl.first_success_after(t0, timeout=BOUND_S)
+    expect = Expect(host, vfs, keep, set(wl.reserved_requests), set(wl.released_requests))
+    expect.extra = [lambda: events_present(client, expect), lambda: placement_history_ok(client)]
+    expect.extra += extra(expect)
+    took = await converge(client, expect, t0, timeout=BOUND_S)
+    print(
+        f"\n[{name}] first placement round trip {first:.2f}s after healing, converged in "
+        f"{took:.2f}s; {len(wl.done)} round trips; transient errors: {dict(wl.errors)}"
+    )
+    assert wl.violations == []
+    assert fleet.dead() == [], f"processes died: {fleet.dead()}"
+    for guest in keep:
+        await wl.release(guest)
+    await converge(client, Expect(host, vfs, {}), time.monotonic(), timeout=BOUND_S)
+    return took
+
+
+async def streams_current(client: Bus) -> str | None:
+    """Every replicated stream has a leader and all its replicas caught up."""
+    for name in (subjects.STREAM_HOST_EVENTS, subjects.STREAM_STATE, subjects.STREAM_PLACEMENT):
+        info = await client.js.stream_info(name)
+        cl = info.cluster
+        if cl is None or not cl.leader:
+            return f"{name} has no leader"
+        behind = [r.name for r in cl.replicas or [] if not r.current or r.offline]
+        if len(cl.replicas or []) != 2 or behind:
+            return f"{name} replicas not current: {behind or cl.replicas}"
+    return None
+
+
+async def offload_answers(client: Bus, host_id: str) -> str | None:
+    subject = subjects.endpoint(subjects.offloadcmd_group(host_id), "get")
+    await client.request(subject, m.OffloadGetRequest(), m.OffloadStatus, timeout=3)
+    return None
+
+
+async def test_nats_node_killed_and_restarted(
+    fleet: Fleet, client: Bus, cluster: NatsCluster
+) -> None:
+    info = await client.js.stream_info(subjects.STREAM_PLACEMENT)
+    assert info.cluster is not None and info.cluster.leader
+    node = next(n for n in cluster.nodes if n.name == info.cluster.leader)
+
+    async def fault() -> None:  # the placement stream's leader crashes
+        await asyncio.to_thread(node.kill)
+
+    async def heal() -> None:
+        node.proc = None
+        await asyncio.to_thread(node.start)
+
+    def extra(_e: Expect) -> list[Check]:
+        return [lambda: streams_current(client), lambda: offload_answers(client, fleet.host_id)]
+
+    await survive(fleet, client, "NATS node killed", fault, heal, during=4.0, extra=extra)
+
+
+async def test_postgres_restarted(fleet: Fleet, client: Bus, pg: PostgresServer) -> None:
+    async def fault() -> None:
+        await asyncio.to_thread(pg.stop)
+
+    async def heal() -> None:
+        await asyncio.to_thread(pg.start)
+
+    await survive(fleet, client, "PostgreSQL restarted", fault, heal, during=4.0)
+
+
+async def test_scheduler_replica_killed(fleet: Fleet, client: Bus) -> None:
+    async def fault() -> None:
+        await asyncio.to_thread(fleet.kill, "scheduler-1")
+
+    async def heal() -> None:
+        fleet.restart("scheduler-1")
+
+    await survive(fleet, client, "scheduler replica killed", fault, heal)
+
+
+async def _synthetic_hosts(client: Bus, tag: str, count: int) -> list[str]:
+    """Publish ``count`` hosts of 64 VFs each, as hostd would (snapshot per host)."""
+    ids = [f"{tag}-{i}" for i in range(count)]
+    for host_id in ids:
+        pfs, vfs = fleet_host(int(host_id.rsplit("-", 1)[1]))
+        await Hostd(client, host_id).snapshot(pfs, vfs)
+    return ids
+
+
+def _hosts_complete(client: Bus, ids: list[str]) -> Check:
+    async def check() -> str | None:
+        for host_id in ids:
+            n = len(await inventory_devices(client, host_id))
+            if n != 64:
+                return f"inventory lists {n} of 64 VFs of {host_id}"
+        return None
+
+    return check
+
+
+async def test_inventory_replica_killed_mid_batch(fleet: Fleet, client: Bus) -> None:
+    ids: list[str] = []
+
+    async def fault() -> None:  # a burst of snapshots, and a replica dies while applying it
+        ids.extend(await _synthetic_hosts(client, "burst", 30))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(fleet.kill, "inventory-1")
+
+    async def heal() -> None:
+        fleet.restart("inventory-1")
+
+    took = await survive(
+        fleet, client, "inventory replica killed mid-batch", fault, heal,
+        extra=lambda _e: [_hosts_complete(client, ids)],
+    )  # fmt: skip
+    assert took < BOUND_S
+
+
+async def test_hostd_restarted_with_a_change_while_down(fleet: Fleet, client: Bus) -> None:
+    async def link_down_seen() -> str | None:
+        devs = [d for d in await inventory_devices(client, fleet.host_id) if d.pf_ifname == "eth2"]
+        bad = [d.addr for d in devs if d.link_state != "down"]
+        return f"eth2 VFs not shown link down: {bad}" if bad or not devs else None
+
+    async def fault() -> None:  # hostd dies; the PF's carrier drops while nobody watches
+        await asyncio.to_thread(fleet.kill, "hostd")
+        await asyncio.to_thread(fleet.set_link, "eth2", False)
+
+    async def heal() -> None:
+        fleet.restart("hostd")
+
+    try:
+        await survive(
+            fleet, client, "hostd restarted", fault, heal,
+            extra=lambda _e: [link_down_seen],
+        )  # fmt: skip
+    finally:
+        await asyncio.to_thread(fleet.set_link, "eth2", True)
+
+    async def link_up_seen() -> str | None:
+        devs = await inventory_devices(client, fleet.host_id)
+        bad = [d.addr for d in devs if d.link_state != "up"]
+        return f"VFs not back up: {bad}" if bad else None
+
+    await converge(
+        client,
+        Expect(fleet.host_id, GUIDE_VFS, {}, extra=[link_up_seen]),
+        time.monotonic(),
+        BOUND_S,
+    )
+
+
+async def test_slow_consumer_frozen_past_ack_wait(fleet: Fleet, client: Bus) -> None:
+    ids: list[str] = []
+
+    async def fault() -> None:  # a replica stops reading (SIGSTOP) with a burst in flight
+        fleet.pause("inventory-1")
+        ids.extend(await _synthetic_hosts(client, "slow", 20))
+
+    async def heal() -> None:
+        fleet.resume("inventory-1")
+
+    await survive(
+        fleet, client, "slow consumer (inventory frozen 7s)", fault, heal, during=7.0,
+        extra=lambda _e: [_hosts_complete(client, ids)],
+    )  # fmt: skip

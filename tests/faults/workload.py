@@ -1,0 +1,254 @@
+"""A placement workload that keeps going through faults, and the checks that follow them.
+
+The workload is what a cloud controller does: place a guest on the guide host, confirm it,
+release it, over and over from several workers. A request that fails for a transient reason
+(timeout, no responder, database down) is retried with the same ``request_id`` until it is
+answered, so its outcome is never ambiguous. The client keeps its own view of who holds which
+VF (from a place reply until its release is sent) and flags a reply that hands out a VF some
+other guest still holds: a double-booking observed in real time.
+
+:func:`converged` then compares the whole system with that view: inventory's devices and
+hosts, the scheduler's answer per guest, every consumer drained, every answered request's
+event in SRIOV_PLACEMENT, nothing dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sriov.common import schemas as m
+from sriov.common import subjects
+from sriov.common.bus import Bus
+from sriov.common.errors import NoCapacity, SriovError, UnknownModel
+from sriov.scheduler.testing import CX5, I350, read_events
+
+T = TypeVar("T")
+MODELS = (CX5, I350)
+DEFINITIVE = (NoCapacity, UnknownModel)
+
+
+def sched(name: str) -> subjects.Subject:
+    return subjects.endpoint(subjects.SCHEDULER_GROUP, name)
+
+
+@dataclass
+class Workload:
+    bus: Bus
+    host_id: str
+    workers: int = 4
+    prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    held: dict[str, str] = field(default_factory=dict)
+    """device id -> guest, from the place reply until the release is sent."""
+    guests: dict[str, set[str]] = field(default_factory=dict)
+    """guest -> device ids it holds now (client's view)."""
+    reserved_requests: set[str] = field(default_factory=set)
+    released_requests: set[str] = field(default_factory=set)
+    violations: list[str] = field(default_factory=list)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    done: list[float] = field(default_factory=list)
+    """monotonic time at which each place/release round trip completed."""
+    _n: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def call(self, name: str, req: m.Message, retry_for: float = 120) -> m.PlacementReply:
+        """One request, retried with the same id through transient failures."""
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                return await self.bus.request(sched(name), req, m.PlacementReply, timeout=2)
+            except DEFINITIVE:
+                raise
+            except SriovError as exc:
+                self.errors[f"{name}:{exc.code}"] += 1
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def place(self, guest: str, model: str) -> list[str]:
+        req = m.PlaceRequest(
+            request_id=f"{guest}/place",
+            guest_id=guest,
+            host_id=self.host_id,
+            nets=[m.NetRequest(desc=f"sriov-nic-model={model}")],
+        )
+        reply = await self.call("place", req)
+        ids = [a.device_id for a in reply.assignments]
+        for dev in ids:
+            other = self.held.get(dev)
+            if other is not None and other != guest:
+                self.violations.append(f"{dev} handed to {guest} while {other} holds it")
+            self.held[dev] = guest
+        self.guests[guest] = set(ids)
+        self.reserved_requests.add(req.request_id)
+        await self.call("confirm", m.ConfirmRequest(request_id=f"{guest}/confirm", guest_id=guest))
+        return ids
+
+    async def release(self, guest: str) -> None:
+        for dev in self.guests.pop(guest, set()):
+            if self.held.get(dev) == guest:
+                del self.held[dev]
+        req = m.ReleaseRequest(request_id=f"{guest}/release", guest_id=guest)
+        reply = await self.call("release", req)
+        if reply.released:
+            self.released_requests.add(req.request_id)
+
+    async def _worker(self, index: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            guest = f"g{self.prefix}-{index}-{next(self._n)}"
+            try:
+                await self.place(guest, MODELS[index % len(MODELS)])
+            except DEFINITIVE as exc:
+                self.errors[f"place:{exc.code}"] += 1
+                await asyncio.sleep(0.2)
+                continue
+            await asyncio.sleep(0.05)
+            await self.release(guest)
+            self.done.append(time.monotonic())
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> collections.abc.AsyncIterator[Workload]:
+        """Workers run inside the block; on exit each finishes its cycle (release included)."""
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(self._worker(i, stop)) for i in range(self.workers)]
+        try:
+            yield self
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+    async def first_success_after(self, t0: float, timeout: float = 120) -> float:
+        """Seconds from ``t0`` until a place/release round trip completed after it."""
+        async with asyncio.timeout(timeout):
+            while not any(t > t0 for t in self.done):
+                await asyncio.sleep(0.05)
+        return min(t for t in self.done if t > t0) - t0
+
+
+# --- convergence ------------------------------------------------------------------------------
+async def _consumers_drained(bus: Bus) -> str | None:
+    for stream in (
+        subjects.STREAM_HOST_EVENTS,
+        subjects.STREAM_PLACEMENT,
+        subjects.STREAM_STATE,
+        subjects.STREAM_PLACEMENT_REQUESTS,
+    ):
+        for info in await bus.js.consumers_info(stream):
+            if not info.config.durable_name:
+                continue
+            if info.num_pending or info.num_ack_pending:
+                return (
+                    f"{stream}/{info.name}: {info.num_pending} pending, "
+                    f"{info.num_ack_pending} unacknowledged"
+                )
+    return None
+
+
+async def inventory_devices(bus: Bus, host_id: str) -> list[m.Device]:
+    req = m.DeviceListRequest(host_id=host_id, limit=500)
+    subject = subjects.endpoint(subjects.INVENTORY_DEVICES_GROUP, "list")
+    reply = await bus.request(subject, req, m.DeviceListReply, timeout=3)
+    return list(reply.devices)
+
+
+async def dead_letters(bus: Bus) -> int:
+    info = await bus.js.stream_info(subjects.STREAM_DEAD_LETTER)
+    return int(info.state.messages)
+
+
+@dataclass
+class Expect:
+    """What the system must show once it has converged."""
+
+    host_id: str
+    vfs: int
+    holdings: dict[str, set[str]]
+    """guest -> device ids it must hold (and every other VF of the host free)."""
+    reserved_requests: set[str] = field(default_factory=set)
+    released_requests: set[str] = field(default_factory=set)
+    dead_letters: int = 0
+    extra: list[Callable[[], Awaitable[str | None]]] = field(default_factory=list)
+
+
+async def mismatch(bus: Bus, expect: Expect) -> str | None:
+    """The first way the system differs from ``expect``, or None when it has converged."""
+    try:
+        if why := await _consumers_drained(bus):
+            return why
+        devices = await inventory_devices(bus, expect.host_id)
+        if len(devices) != expect.vfs:
+            return f"inventory lists {len(devices)} VFs of {expect.host_id}, not {expect.vfs}"
+        offline = [d.addr for d in devices if d.host_status != "online" or not d.present]
+        if offline:
+            return f"VFs not online and present: {offline}"
+        want = {dev: g for g, devs in expect.holdings.items() for dev in devs}
+        have = {d.id: d.guest_id for d in devices if d.guest_id}
+        if have != want:
+            return f"inventory guests {have} != expected {want}"
+        for guest, devs in expect.holdings.items():
+            reply = await bus.request(sched("get"), m.GetRequest(guest_id=guest), m.PlacementReply)
+            if {a.device_id for a in reply.assignments} != devs:
+                return f"scheduler holds {reply.assignments} for {guest}, expected {devs}"
+        if (n := await dead_letters(bus)) != expect.dead_letters:
+            return f"{n} dead-lettered messages, expected {expect.dead_letters}"
+        for check in expect.extra:
+            if why := await check():
+                return why
+    except SriovError as exc:
+        return f"not answering yet: {exc}"
+    return None
+
+
+async def converge(bus: Bus, expect: Expect, t0: float, timeout: float = 120) -> float:
+    """Wait until :func:`mismatch` is None; seconds since ``t0``. Fails naming the mismatch."""
+    deadline = time.monotonic() + timeout
+    why: str | None = "never checked"
+    while time.monotonic() < deadline:
+        why = await mismatch(bus, expect)
+        if why is None:
+            return time.monotonic() - t0
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"did not converge within {timeout}s: {why}")
+
+
+async def events_present(bus: Bus, expect: Expect) -> str | None:
+    """Every answered place has its Reserved event, every effective release its Released."""
+    seen = {(type(e).__name__, e.request_id) for e in await read_events(bus)}
+    for rid in expect.reserved_requests:
+        if ("Reserved", rid) not in seen:
+            return f"no Reserved event for answered request {rid}"
+    for rid in expect.released_requests:
+        if ("Released", rid) not in seen:
+            return f"no Released event for answered request {rid}"
+    return None
+
+
+async def placement_history_ok(bus: Bus) -> str | None:
+    """Replay SRIOV_PLACEMENT: no VF reserved by a second guest while the first still holds
+    it, unless the first's end (release/expiry/loss) was committed before (events of one
+    request are relayed in commit order only per replica, so allow the end to come later in
+    the stream but require it to exist)."""
+    holders: dict[str, list[str]] = collections.defaultdict(list)
+    ended: set[tuple[str, str]] = set()
+    for ev in await read_events(bus):
+        if isinstance(ev, m.Reserved):
+            for a in ev.assignments:
+                holders[a.device_id].append(ev.guest_id)
+        elif isinstance(ev, m.Released | m.Expired) or (
+            isinstance(ev, m.Lost) and not ev.still_reserved
+        ):
+            for dev in ev.device_ids:
+                ended.add((dev, ev.guest_id))
+    for dev, guests in holders.items():
+        if len(guests) != len(set(guests)):
+            return f"{dev} reserved twice by the same guest: {guests}"
+        for g in guests[:-1]:
+            if (dev, g) not in ended:
+                return f"{dev} passed on from {g} who never released it: {guests}"
+    return None
