@@ -380,9 +380,7 @@ class Bus:
         with telemetry.messaging_span(subject.template, subject.subject, SpanKind.CLIENT):
             hdrs = telemetry.inject({"content-type": "application/json"})
             try:
-                resp = await self.nc.request(
-                    subject.subject, encode(msg), timeout=timeout, headers=hdrs
-                )
+                resp = await self._request_once_more(subject.subject, encode(msg), timeout, hdrs)
             except nats.errors.NoRespondersError as exc:
                 raise BusError(
                     f"no service answers {subject.subject}: is it running?",
@@ -395,6 +393,17 @@ class Bus:
                 ) from exc
             raise_service_error(resp.headers, resp.data)
             return rcodec.decode(resp.data)
+
+    async def _request_once_more(
+        self, subject: str, data: bytes, timeout: float, headers: dict[str, str]
+    ) -> Msg:
+        """A "no responders" answer right after a service subscribed can be a routing race
+        (the subscription has not reached every server yet): ask once more before failing."""
+        try:
+            return await self.nc.request(subject, data, timeout=timeout, headers=headers)
+        except nats.errors.NoRespondersError:
+            await asyncio.sleep(0.1)
+            return await self.nc.request(subject, data, timeout=timeout, headers=headers)
 
     async def request_raw(self, subject: str, data: bytes, timeout: float = 5) -> Msg:
         """Untyped request (service discovery, tests of malformed input)."""
