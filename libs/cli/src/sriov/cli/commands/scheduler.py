@@ -1,0 +1,211 @@
+"""``sriovctl server-create``, ``server-attach-network``, ``server-release``, ``server-show``,
+``server-confirm``: VF placement for guests, in the guide's ``climc`` words.
+
+This control plane places VFs; it does not run guests. ``server-create`` reserves a VF for
+each ``--net`` (all on one host, or none) and prints the assignment; the guide's other
+``climc server-create`` options are accepted so its command runs as written, and ignored.
+A request that gets no answer in time is sent again with the same request id, which is safe:
+the scheduler answers a retried request with the first answer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import click
+
+from sriov.cli.context import CliContext
+from sriov.cli.output import echo_table, emit_json
+from sriov.common import schemas as m
+from sriov.common import subjects as s
+from sriov.common.bus import Bus
+from sriov.common.errors import BusTimeout
+
+COLUMNS = ["Guest_id", "Host_id", "Device_id", "Addr", "Model", "Vendor_device_id", "PF",
+           "NUMA", "Net", "State", "Expires_at"]  # fmt: skip
+ATTEMPTS = 3
+NOT_HANDLED = ("disk", "ncpu", "mem_spec", "auto_start")
+
+
+def register(cli: click.Group) -> None:
+    for command in (server_create, server_attach_network, server_release, server_show,
+                    server_confirm):  # fmt: skip
+        cli.add_command(command)
+
+
+async def call(bus: Bus, name: str, req: m.Message, timeout: float) -> m.PlacementReply:
+    """One scheduler request, resent (same request id) when no answer came in time."""
+    subject = s.endpoint(s.SCHEDULER_GROUP, name)
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return await bus.request(subject, req, m.PlacementReply, timeout=timeout)
+        except BusTimeout:
+            if attempt == ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def rows(reply: m.PlacementReply) -> list[list[Any]]:
+    return [
+        [reply.guest_id, a.host_id, a.device_id, a.addr, a.model, a.vendor_device_id,
+         a.pf_ifname or a.pf_pci_address, a.numa_node, a.net, a.state,
+         a.expires_at.isoformat(timespec="seconds") if a.expires_at else "-"]
+        for a in reply.assignments
+    ]  # fmt: skip
+
+
+def show(obj: CliContext, reply: m.PlacementReply, as_json: bool, what: str) -> None:
+    if as_json or obj.as_json:
+        emit_json(reply)
+        return
+    echo_table(COLUMNS, rows(reply), f"*** {what}: {len(reply.assignments)} VF(s) ***")
+
+
+def _json_flag(fn: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")(fn)
+
+
+def _request_id(fn: Any) -> Any:
+    return click.option(
+        "--request-id", help="Idempotency key (default: a new UUID); reuse it to retry safely."
+    )(fn)
+
+
+@click.command("server-create")
+@click.argument("guest")
+@click.option(
+    "--net",
+    "nets",
+    multiple=True,
+    required=True,
+    metavar="NETDESC",
+    help="'sriov-nic-model=<model>[:<network or wire>]' or "
+    "'sriov-nic-id=<vf id>[:<network or wire>]'; repeat for more VFs.",
+)
+@click.option("--host", "host_id", help="Place on this host only.")
+@click.option(
+    "--numa-policy",
+    type=click.Choice(["none", "preferred", "required"]),
+    default="none",
+    show_default=True,
+    help="Keep VFs on the guest's NUMA node.",
+)
+@click.option("--numa-node", type=click.IntRange(0), help="The guest's NUMA node.")
+@click.option(
+    "--packing",
+    type=click.Choice(["spread", "pack"]),
+    default="spread",
+    show_default=True,
+    help="Across PFs: spread over them, or fill one first.",
+)
+@click.option(
+    "--ttl",
+    "ttl_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds before an unconfirmed reservation expires (scheduler default).",
+)
+@click.option("--confirm", is_flag=True, help="Confirm at once: the reservation never expires.")
+@click.option("--disk", help="Accepted for the guide's command; not handled here.")
+@click.option("--ncpu", help="Accepted for the guide's command; not handled here.")
+@click.option("--mem-spec", help="Accepted for the guide's command; not handled here.")
+@click.option("--auto-start", is_flag=True, help="Accepted for the guide's command; ignored.")
+@_request_id
+@_json_flag
+@click.pass_obj
+def server_create(obj: CliContext, /, guest: str, nets: tuple[str, ...], host_id: str | None,
+                  numa_policy: str, numa_node: int | None, packing: str, ttl_s: float | None,
+                  confirm: bool, request_id: str | None, as_json: bool,
+                  **not_handled: Any) -> None:  # fmt: skip
+    """Reserve VFs for GUEST, all on one host (placement only: prints the assignment)."""
+    ignored = [f"--{k.replace('_', '-')}" for k in NOT_HANDLED if not_handled.get(k)]
+    if ignored:
+        click.echo(f"note: {', '.join(ignored)} not handled: sriovctl places VFs only", err=True)
+    req = m.PlaceRequest(
+        request_id=request_id or str(uuid.uuid4()),
+        guest_id=guest,
+        nets=[m.NetRequest(desc=n) for n in nets],
+        host_id=host_id,
+        numa_policy=numa_policy,  # type: ignore[arg-type]
+        numa_node=numa_node,
+        packing=packing,  # type: ignore[arg-type]
+        ttl_s=ttl_s,
+    )
+
+    async def go(bus: Bus) -> m.PlacementReply:
+        reply = await call(bus, "place", req, obj.timeout)
+        if confirm:
+            confirmed = m.ConfirmRequest(request_id=f"{req.request_id}/confirm", guest_id=guest)
+            reply = await call(bus, "confirm", confirmed, obj.timeout)
+        return reply
+
+    show(obj, obj.run(go), as_json, f"Guest {guest} on host")
+
+
+@click.command("server-attach-network")
+@click.argument("guest")
+@click.argument("netdesc")
+@click.option("--host", "host_id", help="The guest's host, if it holds no VF yet.")
+@click.option(
+    "--ttl",
+    "ttl_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds before the unconfirmed reservation expires.",
+)
+@_request_id
+@_json_flag
+@click.pass_obj
+def server_attach_network(obj: CliContext, guest: str, netdesc: str, host_id: str | None,
+                          ttl_s: float | None, request_id: str | None,
+                          as_json: bool) -> None:  # fmt: skip
+    """Add a VF to GUEST on its host. NETDESC: 'sriov-nic-model=<model>[:<network id>]'."""
+    req = m.AttachRequest(
+        request_id=request_id or str(uuid.uuid4()), guest_id=guest,
+        net=m.NetRequest(desc=netdesc), host_id=host_id, ttl_s=ttl_s,
+    )  # fmt: skip
+    reply = obj.run(lambda bus: call(bus, "attach", req, obj.timeout))
+    show(obj, reply, as_json, f"Attached to guest {guest}")
+
+
+@click.command("server-release")
+@click.argument("guest")
+@click.argument("device_id", required=False)
+@_request_id
+@_json_flag
+@click.pass_obj
+def server_release(obj: CliContext, guest: str, device_id: str | None, request_id: str | None,
+                   as_json: bool) -> None:  # fmt: skip
+    """Release one VF (DEVICE_ID) or every VF of GUEST. Releasing twice is harmless."""
+    req = m.ReleaseRequest(
+        request_id=request_id or str(uuid.uuid4()), guest_id=guest, device_id=device_id
+    )
+    reply = obj.run(lambda bus: call(bus, "release", req, obj.timeout))
+    if as_json or obj.as_json:
+        emit_json(reply)
+    elif reply.released:
+        click.echo(f"released {len(reply.released)} VF(s) of guest {guest}: "
+                   + ", ".join(reply.released))  # fmt: skip
+    else:
+        click.echo(f"guest {guest} held {'that VF' if device_id else 'no VF'}: nothing to release")
+
+
+@click.command("server-confirm")
+@click.argument("guest")
+@_request_id
+@_json_flag
+@click.pass_obj
+def server_confirm(obj: CliContext, guest: str, request_id: str | None, as_json: bool) -> None:
+    """GUEST started: its reservations no longer expire."""
+    req = m.ConfirmRequest(request_id=request_id or str(uuid.uuid4()), guest_id=guest)
+    show(obj, obj.run(lambda bus: call(bus, "confirm", req, obj.timeout)), as_json,
+         f"Confirmed for guest {guest}")  # fmt: skip
+
+
+@click.command("server-show")
+@click.argument("guest")
+@_json_flag
+@click.pass_obj
+def server_show(obj: CliContext, guest: str, as_json: bool) -> None:
+    """The VFs GUEST holds."""
+    reply = obj.run(lambda bus: call(bus, "get", m.GetRequest(guest_id=guest), obj.timeout))
+    show(obj, reply, as_json, f"Guest {guest}")
