@@ -3,8 +3,8 @@ receiver this test runs, and the spans' parent/child links and span links are ch
 
 1. A requester's ``place`` -> the scheduler's server span -> its asyncpg spans, and the
    ``reserved`` event it publishes (through its outbox) -> inventory's consumer of it.
-2. hostd's discovery (the snapshot it publishes) -> inventory's consumer -> inventory's
-   database work.
+2. hostd's discovery -> the snapshot it publishes -> inventory's consumer -> its database
+   work and the device states it announces -> the scheduler's consumer of those.
 
 Inventory consumes in batches: one consumer span per batch with a span link to each
 producer, so for a batch a link is the connection (a span has one parent).
@@ -165,6 +165,13 @@ def test_discovery_trace_reaches_inventory(stack: Stack, otlp: OtlpReceiver) -> 
     assert producer.attributes["messaging.destination.name"] == (
         subjects.host_snapshot(GUIDE_HOST_ID).subject
     )
+    # the publication is part of the discovery that found what it carries
+    discovery = otlp.wait_for(
+        lambda spans: next((s for s in spans if s.span_id == producer.parent_span_id), None),
+        what="hostd's discovery span, parent of the snapshot",
+    )
+    assert discovery.service == "sriov-hostd" and discovery.name == "hostd.discovery"
+    assert discovery.parent_span_id == "" and discovery.trace_id == producer.trace_id
 
     def inventory_consumer(spans: list[Span]) -> Span | None:
         return next(
@@ -181,4 +188,25 @@ def test_discovery_trace_reaches_inventory(stack: Stack, otlp: OtlpReceiver) -> 
 
     writes = otlp.wait_for(consumer_db, what="inventory's database spans under the consumer")
     assert all(s.trace_id == consumer.trace_id for s in writes)
+
+    # the device states inventory announces continue that trace (published from its outbox,
+    # under producer spans), and the scheduler's projection consumes them (a batch: linked)
+    def state_producers(spans: list[Span]) -> list[Span]:
+        index = by_id(spans)
+        return [
+            s for s in spans
+            if s.service == "sriov-inventory" and s.kind == "producer"
+            and s.name == subjects.DEVICE_STATE and consumer in ancestors(s, index)
+        ]  # fmt: skip
+
+    announced = otlp.wait_for(state_producers, what="inventory's device-state producer spans")
+
+    def projection(spans: list[Span]) -> Span | None:
+        return next(
+            (s for s in spans if s.service == "sriov-scheduler" and s.kind == "consumer"
+             and any(_linked_to(s, p) for p in announced)), None,
+        )  # fmt: skip
+
+    applied = otlp.wait_for(projection, what="the scheduler's consumer linked to a device state")
+    assert applied.name == "batch " + subjects.DEVICE_STATE
     assert not otlp.errors

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sriov.common import schemas as m
-from sriov.common import subjects
+from sriov.common import subjects, telemetry
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.errors import ConfigError, InvalidRequest, SriovError
 from sriov.hostd import doctor
@@ -141,6 +141,12 @@ class HostAgent:
 
     async def scan(self, *, snapshot: bool, reason: str) -> Discovery:
         """Rediscover; publish a snapshot (asked for, owed, or structure changed) or diffs."""
+        # One trace per discovery: the events it publishes, and their consumers, hang off it.
+        attrs = {"sriov.host_id": self.host_id, "sriov.discovery.reason": reason}
+        with telemetry.tracer().start_as_current_span("hostd.discovery", attributes=attrs):
+            return await self._scan(snapshot=snapshot, reason=reason)
+
+    async def _scan(self, *, snapshot: bool, reason: str) -> Discovery:
         async with self._scan_lock:
             found = await self._discover()
             self.scans += 1
