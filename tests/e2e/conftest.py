@@ -62,9 +62,12 @@ Eventually = Callable[..., Any]
 @pytest.fixture
 def eventually(stack: Stack) -> Eventually:
     """``eventually(check, what, timeout)``: poll until ``check()`` is truthy; fail naming
-    ``what`` (and any service process that died, with its log's tail)."""
+    ``what`` (and any service process that died, with its log's tail, unless its name is in
+    ``stopped``: the test stopped it on purpose)."""
 
-    def wait(check: Callable[[], T], what: str, timeout: float = 30) -> T:
+    def wait(
+        check: Callable[[], T], what: str, timeout: float = 30, stopped: tuple[str, ...] = ()
+    ) -> T:
         deadline = time.monotonic() + timeout
         last: Any = None
         while True:
@@ -74,7 +77,7 @@ def eventually(stack: Stack) -> Eventually:
                 result, last = None, exc
             if result:
                 return result
-            dead = stack.dead()
+            dead = [p for p in stack.dead() if p.name not in stopped]
             if dead or time.monotonic() > deadline:
                 logs = "".join(
                     f"\n--- {p.name} (exit {p.popen.returncode}) ---\n"

@@ -1,14 +1,16 @@
 """Each service serves Prometheus metrics (``OTEL_METRICS_EXPORTER=prometheus``, its own port);
 this test scrapes a running stack and checks the figures move as the workflow runs:
 
-* inventory: VFs total/free/reserved by host and model, hosts by liveness, events ingested
-  (applied) and dropped (stale, dead-lettered malformed);
+* inventory: VFs total/free/reserved by host and model, host liveness (per host, and hosts
+  by status), events ingested (applied) and dropped (stale, dead-lettered malformed);
 * scheduler: the placement latency histogram (buckets in seconds) and outcomes;
 * offload: the offloaded-flow ratio and flows by state per host, after real traffic.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +89,7 @@ async def test_metrics_follow_the_workflow(
     assert vfs(stack, CX5) == {"total": 8, "free": 8, "reserved": 0}
     inv = scrape(stack, "inventory-1")
     assert value(inv, "sriov_inventory_hosts", status="online") == 1
+    assert value(inv, "sriov_inventory_host_online", host_id=HOST) == 1
     assert value(inv, "sriov_inventory_events_total", type="host.snapshot.v1", outcome="applied")
     applied_before = value(inv, "sriov_inventory_events_total", outcome="applied")
 
@@ -150,6 +153,20 @@ async def test_metrics_follow_the_workflow(
     assert value(off, "sriov_offload_flows", host_id=HOST) > 0
     ratio = value(off, "sriov_offload_flow_ratio", host_id=HOST)
     assert 0 <= ratio <= 1
+
+    # liveness: hostd stops, its heartbeats stop, inventory marks the host offline
+    hostd = next(p for p in stack.procs if p.name == "hostd-1")
+    os.killpg(hostd.popen.pid, signal.SIGTERM)
+    hostd.popen.wait(15)
+    eventually(
+        lambda: (
+            value(scrape(stack, "inventory-1"), "sriov_inventory_host_online", host_id=HOST) == 0
+        ),
+        "the host to be marked offline",
+        timeout=40,
+        stopped=("hostd-1",),
+    )
+    assert value(scrape(stack, "inventory-1"), "sriov_inventory_hosts", status="offline") == 1
 
 
 def _traffic(stack: Stack) -> None:

@@ -21,6 +21,8 @@ class FleetSnapshot:
     """(host_id, model, total, free, reserved)."""
     hosts: dict[str, int] = field(default_factory=dict)
     """Hosts by status."""
+    host_status: dict[str, str] = field(default_factory=dict)
+    """Each host's status."""
     outbox: int = 0
 
 
@@ -58,6 +60,12 @@ class Metrics:
             description="Hosts by liveness status (online, offline, unknown)",
         )
         meter.create_observable_gauge(
+            "sriov.inventory.host.online",
+            [self._host_online],
+            unit="1",
+            description="Host liveness: 1 while the host's heartbeats arrive, else 0",
+        )
+        meter.create_observable_gauge(
             "sriov.inventory.outbox.pending",
             [lambda _o: [Observation(self.fleet.outbox)]],
             unit="{message}",
@@ -81,3 +89,7 @@ class Metrics:
     def _hosts(self, _o: CallbackOptions) -> Iterable[Observation]:
         for status in ("online", "offline", "unknown"):
             yield Observation(self.fleet.hosts.get(status, 0), {"status": status})
+
+    def _host_online(self, _o: CallbackOptions) -> Iterable[Observation]:
+        for host, status in self.fleet.host_status.items():
+            yield Observation(int(status == "online"), {"host_id": host})

@@ -139,9 +139,11 @@ class Replica:
                 with suppress_instrumentation():  # periodic bookkeeping, not worth traces
                     async with self.pool.acquire() as conn:
                         vfs, hosts = await reads.fleet_counts(conn)
+                        statuses = await reads.host_statuses(conn)
                         pending = await outbox.pending(conn)
                 fleet = self.metrics.fleet
                 fleet.vfs, fleet.hosts, fleet.outbox = vfs, hosts, pending
+                fleet.host_status = statuses
             except Exception as exc:  # gauges are best effort
                 log.warning("refreshing fleet gauges failed: %s", exc)
             with contextlib.suppress(TimeoutError):

@@ -184,3 +184,9 @@ async def fleet_counts(
         [(r["host_id"], r["model"], r["total"], r["free"], r["reserved"]) for r in vfs],
         {r["status"]: r["n"] for r in hosts},
     )
+
+
+async def host_statuses(conn: Conn) -> dict[str, str]:
+    """Every host's liveness status (for the per-host gauge)."""
+    rows = await conn.fetch("SELECT host_id, status FROM inventory.hosts")
+    return {r["host_id"]: r["status"] for r in rows}
