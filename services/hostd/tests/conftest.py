@@ -53,6 +53,13 @@ def make_host(tmp: Path, spec: HostSpec, netns: str | None = None, **extra: Any)
     return SimHost(root, conf_path, state, netns)
 
 
+async def poll(pred: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait until ``pred()`` holds (for state that changes without an event)."""
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A unique network namespace name, removed (with every veth in it) afterwards."""
