@@ -111,3 +111,8 @@ def test_unreadable_bond_is_a_config_error(tmp_path: Path) -> None:
     conf = load_host_conf(write(tmp_path, "host_id: h\novs_offload_nics: [bond0]\n"))
     with pytest.raises(ConfigError, match=r"cannot read .*bond0/bonding/slaves"):
         offload_pfs(conf, sysfs)
+
+
+def test_recursive_yaml_alias_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="a YAML alias refers to itself"):
+        load_host_conf(write(tmp_path, "host_id: h\nsriov_nics: &x [*x]\n"))

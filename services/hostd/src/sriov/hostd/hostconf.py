@@ -117,8 +117,14 @@ class ConfiguredPf:
 
 def load_host_conf(path: str | Path) -> HostConf:
     """Read and validate host.conf; raise ConfigError ``file:line: key: problem``."""
-    data, lines = load_yaml(path)
-    return parse_host_conf(data, str(path), lines)
+    try:
+        data, lines = load_yaml(path)
+        return parse_host_conf(data, str(path), lines)
+    except RecursionError:  # `a: &x [*x]`: an alias inside itself
+        raise ConfigError(
+            f"{path}: not valid here: a YAML alias refers to itself (recursive structure)",
+            file=str(path),
+        ) from None
 
 
 def parse_host_conf(data: Any, source: str, lines: Mapping[PathKey, int] | None = None) -> HostConf:
