@@ -14,9 +14,8 @@ import logging
 from collections.abc import Callable
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.trace import SpanKind
 
-from sriov.common import subjects, telemetry
+from sriov.common import telemetry
 from sriov.common.bus import Bus
 from sriov.inventory.announce import OutboxRow, decode_headers
 from sriov.inventory.db import outbox
@@ -84,21 +83,12 @@ class Relay:
 
     async def publish(self, rows: list[OutboxRow]) -> None:
         results = await asyncio.gather(
-            *(self._publish(r) for r in rows),
+            *(
+                self.bus.js_publish_raw(r.subject, r.payload, decode_headers(r.headers))
+                for r in rows
+            ),
             return_exceptions=True,
         )
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0] if isinstance(errors[0], Exception) else RuntimeError(errors[0])
-
-    async def _publish(self, row: OutboxRow) -> bool:
-        # The stored trace context is the change's (the consumer span that made it): the
-        # producer span is its child, and consumers of the state event continue from there.
-        headers = decode_headers(row.headers)
-        template = subjects.template_of(row.subject)
-        with telemetry.messaging_span(
-            template, row.subject, SpanKind.PRODUCER, headers if "traceparent" in headers else None
-        ):
-            return await self.bus.js_publish_raw(
-                row.subject, row.payload, telemetry.inject(headers)
-            )
