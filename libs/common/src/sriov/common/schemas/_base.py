@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -45,6 +46,10 @@ def type_of(cls: type[Message]) -> str:
     return tag
 
 
+#: An escaped NUL (``\\u0000`` not preceded by another backslash) inside JSON text.
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 class Codec(Generic[M]):
     """One reusable decoder for a message type or a union of them.
 
@@ -59,6 +64,13 @@ class Codec(Generic[M]):
         self._decoder: msgspec.json.Decoder[M] = msgspec.json.Decoder(typ)
 
     def decode(self, data: bytes | str) -> M:
+        raw = data.encode(errors="surrogateescape") if isinstance(data, str) else data
+        if b"\\u0000" in raw and _NUL.search(raw):
+            # PostgreSQL text cannot hold NUL: refuse it here, naming it, rather than fail
+            # deep in a database write with an internal error.
+            raise InvalidRequest(
+                f"{self.name}: a string holds a NUL character (\\u0000)", field="$"
+            )
         try:
             return self._decoder.decode(data)
         except msgspec.ValidationError as exc:
@@ -68,6 +80,22 @@ class Codec(Generic[M]):
                     f"{self.name}: unknown message type ({text})", field="type"
                 ) from exc
             field = text.rsplit("at `", 1)[-1].rstrip("`") if "at `" in text else "$"
-            raise InvalidRequest(f"{self.name}: {text}", field=field) from exc
+            raise InvalidRequest(f"{self.name}: {_shorten(text)}", field=field) from exc
         except msgspec.DecodeError as exc:
             raise InvalidRequest(f"{self.name}: not valid JSON ({exc})", field="$") from exc
+        # msgspec raises these two, not DecodeError, for a bad byte inside a string and for
+        # very deep nesting; a consumer or endpoint must see them as malformed input too.
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(
+                f"{self.name}: a string is not valid UTF-8 (byte {exc.start})", field="$"
+            ) from exc
+        except RecursionError as exc:
+            raise InvalidRequest(f"{self.name}: JSON nested too deeply", field="$") from exc
+
+
+def _shorten(text: str, limit: int = 400) -> str:
+    """msgspec quotes the offending value whole: keep an error about a 2 MB string short."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}...({len(text) - limit} characters)...{text[-half:]}"
