@@ -55,7 +55,9 @@ def subject_parts(subject: str) -> tuple[str, str]:
 
 def request_id_of(raw: bytes) -> str:
     """The request id of a payload we could not decode, if it has one."""
-    with contextlib.suppress(msgspec.DecodeError, AttributeError):
+    # msgspec raises UnicodeDecodeError (a ValueError) for invalid UTF-8 inside a string and
+    # RecursionError for very deep nesting, not DecodeError
+    with contextlib.suppress(msgspec.DecodeError, AttributeError, ValueError, RecursionError):
         value = msgspec.json.decode(raw).get("request_id")
         if isinstance(value, str):
             return value
