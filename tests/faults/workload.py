@@ -132,7 +132,8 @@ class Workload:
 
 
 # --- convergence ------------------------------------------------------------------------------
-async def _consumers_drained(bus: Bus) -> str | None:
+async def consumers_drained(bus: Bus) -> str | None:
+    """None once every durable consumer has nothing pending or unacknowledged."""
     for stream in (
         subjects.STREAM_HOST_EVENTS,
         subjects.STREAM_PLACEMENT,
@@ -179,7 +180,7 @@ class Expect:
 async def mismatch(bus: Bus, expect: Expect) -> str | None:
     """The first way the system differs from ``expect``, or None when it has converged."""
     try:
-        if why := await _consumers_drained(bus):
+        if why := await consumers_drained(bus):
             return why
         devices = await inventory_devices(bus, expect.host_id)
         if len(devices) != expect.vfs:
