@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,13 +46,18 @@ async def run(args: argparse.Namespace, base: Path) -> None:
     state = write_tree(spec, base / "sys", ns)
     t0 = time.perf_counter()
     netdevs.create(state.netdevs, ns)
-    print(f"host: {len(state.pfs)} PFs, {sum(d.role == 'vf' for d in state.netdevs)} VF "
-          f"netdevs as veths in {ns} ({time.perf_counter() - t0:.1f}s to create)")  # fmt: skip
+    print(
+        f"host: {len(state.pfs)} PFs, {sum(d.role == 'vf' for d in state.netdevs)} VF "
+        f"netdevs as veths in {ns} ({time.perf_counter() - t0:.1f}s to create)"
+    )
     conf = base / "host.conf"
-    conf.write_text(host_conf_text(spec, {"sysfs_root": str(base / "sys"), "netns": ns,
-                                          "cmdline_file": "/proc/cmdline"}))  # fmt: skip
+    conf.write_text(
+        host_conf_text(
+            spec, {"sysfs_root": str(base / "sys"), "netns": ns, "cmdline_file": "/proc/cmdline"}
+        )
+    )
     server = NatsServer(store_dir=base / "nats").start()
-    hostd: subprocess.Popen[bytes] | None = None
+    hostd: asyncio.subprocess.Process | None = None
     try:
         bus = await Bus.connect(server.url, name="bench")
         await bus.ensure_streams()
@@ -71,11 +74,15 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                 ready.set()
 
         await bus.nc.subscribe(f"sriov.v1.host.{spec.host_id}.>", cb=on_msg)
-        log = open(base / "hostd.log", "wb")  # noqa: SIM115
-        hostd = subprocess.Popen(
-            [str(Path(sys.executable).parent / "sriov-hostd"), "run", "--config", str(conf),
-             "--nats-url", server.url], stderr=log,
-        )  # fmt: skip
+        hostd = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "sriov-hostd"),
+            "run",
+            "--config",
+            str(conf),
+            "--nats-url",
+            server.url,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         t0 = time.perf_counter()
         await asyncio.wait_for(ready.wait(), 120)
         print(f"hostd up and first snapshot published in {time.perf_counter() - t0:.2f}s")
@@ -113,19 +120,24 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             return lat[min(len(lat) - 1, int(len(lat) * q))]
 
         print(f"link events: {len(lat)} measured, {missing} missing, over {len(vfs)} VF links")
-        print(f"netlink -> NATS subscriber: p50 {pct(0.5):.2f} ms, p90 {pct(0.9):.2f} ms, "
-              f"p99 {pct(0.99):.2f} ms, max {lat[-1]:.2f} ms, mean {statistics.mean(lat):.2f} ms"
-              "  (target p99 < 20 ms)")  # fmt: skip
-        print(f"hostd resident memory: {rss0:.1f} MB after start, {rss1:.1f} MB after the run, "
-              f"peak {hwm:.1f} MB  (target < 80 MB)")  # fmt: skip
+        print(
+            f"netlink -> NATS subscriber: p50 {pct(0.5):.2f} ms, p90 {pct(0.9):.2f} ms, "
+            f"p99 {pct(0.99):.2f} ms, max {lat[-1]:.2f} ms, mean {statistics.mean(lat):.2f} ms"
+            "  (target p99 < 20 ms)"
+        )
+        print(
+            f"hostd resident memory: {rss0:.1f} MB after start, {rss1:.1f} MB after the run, "
+            f"peak {hwm:.1f} MB  (target < 80 MB)"
+        )
         await bus.close()
     finally:
-        if hostd is not None:
+        if hostd is not None and hostd.returncode is None:
             hostd.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                hostd.wait(10)
-            if hostd.poll() is None:
+            try:
+                await asyncio.wait_for(hostd.wait(), 10)
+            except TimeoutError:
                 hostd.kill()
+                await hostd.wait()
         server.stop()
         netdevs.remove_netns(ns)
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,9 +97,6 @@ def _run(args: argparse.Namespace) -> None:
     assert isinstance(conf, HostConf) and isinstance(opts, Options)
     cli = {k: v for k, v in vars(args).items() if k in runtime.BusSettings.__struct_fields__}
     merged = {**bus_overrides(conf), **{k: v for k, v in cli.items() if v is not None}}
-    # BusSettings' instance_id default is a dataclasses.field on a msgspec Struct (it comes
-    # out as a Field object): always pass one.
-    merged.setdefault("instance_id", f"{conf.hostname or socket.gethostname()}-{os.getpid()}")
     settings = from_env(runtime.BusSettings, **merged)
 
     async def body(ctx: runtime.ServiceContext) -> None:
