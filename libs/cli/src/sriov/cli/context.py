@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sriov.common import telemetry
 from sriov.common.bus import Bus
 from sriov.common.config import from_env
 from sriov.common.errors import SriovError
@@ -54,6 +55,8 @@ class CliContext:
             async with self.bus() as bus:
                 return await fn(bus)
 
+        # The requester's span starts the trace of a placement (when exporters are set).
+        tele = telemetry.setup("sriovctl") if _otel_configured() else None
         try:
             return asyncio.run(go())
         except SriovError as exc:
@@ -61,6 +64,17 @@ class CliContext:
                 f"{exc} [{exc.code}]", 2 if exc.code in ("invalid_request", "invalid_config") else 1
             )
             raise AssertionError("unreachable") from exc
+        finally:
+            if tele is not None:
+                tele.shutdown()
+
+
+def _otel_configured() -> bool:
+    return any(
+        os.environ.get(k)
+        for k in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                  "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )  # fmt: skip
 
 
 def pass_ctx(fn: Callable[..., Any]) -> Callable[..., Any]:

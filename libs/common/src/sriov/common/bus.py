@@ -195,6 +195,8 @@ class ConsumerStats:
     handled: int = 0
     unknown: int = 0
     dead_lettered: int = 0
+    malformed: int = 0
+    """Of ``dead_lettered``: payloads that did not decode."""
     retried: int = 0
     last_error: str = ""
     extra: dict[str, int] = field(default_factory=dict)
@@ -545,6 +547,7 @@ class Bus:
             log.warning("%s: ignoring %s on %s", spec.durable, exc, m.subject)
             await m.ack()
         except InvalidRequest as exc:
+            stats.malformed += 1
             await self._dead_letter(m, spec, f"malformed: {exc}", stats)
         return None
 
