@@ -260,6 +260,19 @@ async def test_hostile_events_are_dead_lettered_or_dropped(
                 subject, payload, headers={"ce-id": ce_id, "Nats-Msg-Id": ce_id}, timeout=10
             )
             sent[ce_id] = (consumer, subject, what)
+    # well-formed but forged: another host's snapshot (no VFs) on a hostile host's subject,
+    # and a request naming another guest than its subject; both refused, nothing changes
+    forged = [
+        ("inventory-host-events", subjects.host_snapshot("hostile-host").subject,
+         m.HostSnapshot(host_id=fleet.host_id, generation=99, seq=1, hostname="x", pfs=[],
+                        vfs=[])),
+        ("scheduler-requests", subjects.placement_request("hostile-guest", "release").subject,
+         m.ReleaseRequest(request_id="forged", guest_id=guest)),
+    ]  # fmt: skip
+    for consumer, subject, msg in forged:
+        ce_id = uuid.uuid4().hex
+        await client.js.publish(subject, m.encode(msg), headers={"ce-id": ce_id}, timeout=10)
+        sent[ce_id] = (consumer, subject, f"forged {m.type_of(type(msg))}")
     async with asyncio.timeout(60):  # every consumer works through all of it
         while await consumers_drained(client) is not None:
             await asyncio.sleep(0.25)
@@ -285,6 +298,8 @@ async def test_hostile_events_are_dead_lettered_or_dropped(
         if any(w in key for w in ("empty", "not json", "invalid UTF-8", "wrong types", "huge",
                                    "json array", "no type", "deep nesting")):  # fmt: skip
             assert kind in ("malformed", "rejected"), f"{key} was {kind}, not dead-lettered"
+        if "forged" in key:
+            assert kind == "rejected", f"{key} was {kind}, expected refused and dead-lettered"
         if "unknown type" in key:
             assert kind == "acked", f"{key} was {kind}: unknown types are acked and dropped"
     await still_sound(fleet, client, wl, guest, before, dl=len(dls))
