@@ -250,6 +250,11 @@ def test_infiniband_ip_buffer_too_small(tmp_path: Path, ids: PciIds) -> None:
     assert only(diagnose(host, ids, probe=lambda _: None), "infiniband.iproute2").severity == (
         "info"
     )
+    other = only(
+        diagnose(host, ids, probe=lambda _: (1, 'Device "ib0" does not exist.')),
+        "infiniband.iproute2",
+    )
+    assert (other.severity, other.evidence) == ("info", 'Device "ib0" does not exist.')
     ok = only(
         diagnose(infiniband_host(tmp_path / "2", False), ids, probe=lambda _: (0, "")),
         "infiniband.iproute2",

@@ -255,6 +255,16 @@ def infiniband(inp: DoctorInputs, out: Out) -> None:
             evidence=result[1].strip(),
             fix=fix,
         )
+    elif result[0] != 0:
+        out.add(
+            "infiniband.iproute2",
+            "info",
+            f"ip link show {pf.ifname} failed for another reason; cannot tell whether ip "
+            "handles InfiniBand with VFs",
+            device=pf.pci_address,
+            evidence=result[1].strip() or f"exit {result[0]}",
+            fix=fix,
+        )
     else:
         out.add(
             "infiniband.iproute2",
