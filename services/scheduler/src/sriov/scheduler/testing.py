@@ -220,12 +220,16 @@ async def state_durable(database_url: str, timeout: float = 30) -> str:
 
 
 async def settle(bus: Bus, durable: str, timeout: float = 30) -> None:
-    """Wait until the state consumer ``durable`` has applied and acked every message."""
+    """Wait until the state consumer ``durable`` has applied and acked everything published so
+    far: its ack floor reaches the stream's last sequence as of now. (Its ``num_pending`` is no
+    proof: the server updates it asynchronously after acknowledging a publish.)"""
+    target = (await bus.js.stream_info(subjects.STREAM_STATE)).state.last_seq
     async with asyncio.timeout(timeout):
         while True:
             with contextlib.suppress(Exception):
                 info = await bus.js.consumer_info(subjects.STREAM_STATE, durable)
-                if info.num_pending == 0 and info.num_ack_pending == 0:
+                floor = info.ack_floor.stream_seq if info.ack_floor else 0
+                if (floor or 0) >= target and not info.num_ack_pending:
                     return
             await asyncio.sleep(0.02)
 
