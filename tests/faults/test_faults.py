@@ -31,6 +31,7 @@ from sriov.common import subjects
 from sriov.common.bus import Bus
 from sriov.common.embedded import PostgresServer
 from sriov.common.testing.servers import NatsCluster
+from sriov.inventory import ingest
 from sriov.inventory.testing import Hostd, fleet_host
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
@@ -119,18 +120,23 @@ async def test_nats_node_killed_and_restarted(
     await survive(fleet, client, "NATS node killed", fault, heal, during=4.0, extra=extra)
 
 
-async def test_postgres_restarted(fleet: Fleet, client: Bus, pg: PostgresServer) -> None:
+@pytest.mark.parametrize("how", ["stop", "kill"])
+async def test_postgres_restarted(fleet: Fleet, client: Bus, pg: PostgresServer, how: str) -> None:
+    """A clean shutdown, and a crash (SIGKILL: crash recovery on the next start)."""
+
     async def fault() -> None:
-        await asyncio.to_thread(pg.stop)
+        await asyncio.to_thread(pg.stop if how == "stop" else pg.kill)
 
     async def heal() -> None:
         await asyncio.to_thread(pg.start)
 
-    await survive(fleet, client, "PostgreSQL restarted", fault, heal, during=4.0)
+    await survive(fleet, client, f"PostgreSQL {how} and start", fault, heal, during=4.0)
 
 
 async def test_scheduler_replica_killed(fleet: Fleet, client: Bus) -> None:
-    async def fault() -> None:
+    async def fault() -> None:  # frozen first, so requests are surely in its hands when it dies
+        fleet.pause("scheduler-1")
+        await asyncio.sleep(0.5)
         await asyncio.to_thread(fleet.kill, "scheduler-1")
 
     async def heal() -> None:
@@ -164,7 +170,11 @@ async def test_inventory_replica_killed_mid_batch(fleet: Fleet, client: Bus) -> 
 
     async def fault() -> None:  # a burst of snapshots, and a replica dies while applying it
         ids.extend(await _synthetic_hosts(client, "burst", 30))
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(30):  # a batch is being applied (fetched, not yet acked)
+            while not (
+                await client.js.consumer_info(subjects.STREAM_HOST_EVENTS, ingest.DURABLE)
+            ).num_ack_pending:
+                await asyncio.sleep(0.01)
         await asyncio.to_thread(fleet.kill, "inventory-1")
 
     async def heal() -> None:
