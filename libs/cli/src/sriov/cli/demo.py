@@ -36,7 +36,7 @@ class Demo:
     # --- narration ------------------------------------------------------------------------
     def step(self, title: str, why: str) -> None:
         self.step_no += 1
-        print(f"\n\033[1m== {self.step_no}. {title}\033[0m\n   {why}", flush=True)
+        print(f"\n{_bold(f'== {self.step_no}. {title}')}\n   {why}", flush=True)
 
     def ctl(self, *args: str, expect_fail: bool = False, show: bool = True) -> str:
         argv = [str(Path(sys.executable).parent / "sriovctl"), *args]
@@ -131,7 +131,7 @@ class Demo:
                 "Enable hw-offload through OVSDB, pass real traffic through a userspace "
                 "bridge, and audit dpctl/dump-flows type=offloaded.",
             )
-            self.ctl("offload-enable", "--host", h, "--restart")
+            self.ctl("offload-enable", "--host", h, "--allow-restart")
             self.ctl("offload-status", "--host", h)
             self._traffic()
             self.ctl("offload-audit", "--host", h)
@@ -143,7 +143,7 @@ class Demo:
         self.ctl("server-release", GUEST)
         self.ctl("server-release", "guest-2")
         self.wait("inventory to show the VFs free", lambda: not self.devices(guest=GUEST))
-        print("\n\033[1mDemo complete: the guide's workflow ran end to end.\033[0m", flush=True)
+        print("\n" + _bold("Demo complete: the guide's workflow ran end to end."), flush=True)
 
     # --- helpers --------------------------------------------------------------------------
     def _all_services(self) -> bool:
@@ -189,10 +189,14 @@ class Demo:
         netns.send_udp(a.netns, b.address, count=200)
 
 
+def _bold(text: str) -> str:
+    return f"\033[1m{text}\033[0m" if sys.stdout.isatty() else text
+
+
 def run_demo(stack: Stack) -> int:
     try:
         Demo(stack).run()
     except DemoFailed as exc:
-        print(f"\n\033[1;31mdemo failed: {exc}\033[0m", flush=True)
+        print("\n" + _bold(f"demo failed: {exc}"), flush=True)
         return 1
     return 0

@@ -272,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 from sriov.cli.demo import run_demo
 
                 code = run_demo(stack)
-                if args.exit:
-                    return
+            if args.demo and (args.exit or code != 0):
+                raise SystemExit(code)
             stack._say("running; press Ctrl-C to stop (sriovctl services lists what runs)")
             while not stop.is_set():
                 if dead := stack.dead():
