@@ -68,3 +68,8 @@ def test_env_errors_name_the_variable() -> None:
         from_env(Conf, env={"SRIOV_HOST_ID": "h2", "SRIOV_RESYNC_S": "soon"})
     with pytest.raises(ConfigError, match="SRIOV_HOST_ID or option --host-id"):
         from_env(Conf, env={})
+
+
+def test_self_referencing_alias_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"host\.conf"):
+        load_file(write(tmp_path, "host_id: h1\nnets: &x [*x]\n"), Conf)

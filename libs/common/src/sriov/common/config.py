@@ -26,17 +26,24 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Base for settings Structs: unknown keys are errors."""
 
 
-def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> None:
+def _walk(
+    node: yaml.Node, path: PathKey, lines: dict[PathKey, int], seen: set[int] | None = None
+) -> None:
+    # An alias can make the node graph cyclic (``a: &x [*x]``): visit each node once.
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
             lines[(*path, key)] = key_node.start_mark.line + 1
-            _walk(value_node, (*path, key), lines)
+            _walk(value_node, (*path, key), lines, seen)
             lines[(*path, key)] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, (*path, i), lines)
+            _walk(item, (*path, i), lines, seen)
 
 
 def load_yaml(path: Path | str) -> tuple[Any, dict[PathKey, int]]:
@@ -55,6 +62,8 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except RecursionError as exc:
+        raise ConfigError(f"{source}: a YAML alias refers to itself", file=source) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}" if mark is not None else ""

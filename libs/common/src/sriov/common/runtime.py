@@ -163,7 +163,11 @@ async def serve(
         log.info("%s stopping", name)
         for task in ctx.tasks:
             task.cancel()
-        await asyncio.gather(*ctx.tasks, return_exceptions=True)
+        if ctx.tasks:
+            # Bounded: a cancellation swallowed inside a library must not hang shutdown.
+            _done, pending = await asyncio.wait(ctx.tasks, timeout=10)
+            for task in pending:
+                log.warning("%s did not stop within 10s; leaving it", task.get_name())
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]], prog: str) -> None:
