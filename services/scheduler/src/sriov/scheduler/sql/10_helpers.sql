@@ -41,21 +41,19 @@ BEGIN
             coalesce(a->'trace', '{}'), coalesce(a->>'source', 'sriov/scheduler'));
 END $$;
 
--- Serialise the operations on one guest across replicas, then claim the idempotency key.
--- Returns NULL when the key is new, else the stored reply of the first attempt.
+-- Serialise the operations on one guest across replicas, then look the idempotency key up.
+-- Returns NULL when the key is new, else the stored reply of the first attempt (a retry of
+-- the same request waits on the guest's lock until that attempt committed or rolled back).
 CREATE OR REPLACE FUNCTION scheduler.begin_request(a jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     prev scheduler.requests;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('sriov.scheduler.guest'), hashtext(a->>'guest_id'));
-    INSERT INTO scheduler.requests (request_id, op, guest_id, fingerprint)
-    VALUES (a->>'request_id', a->>'op', a->>'guest_id', a->>'fingerprint')
-    ON CONFLICT (request_id) DO NOTHING;
-    IF FOUND THEN
+    SELECT * INTO prev FROM scheduler.requests WHERE request_id = a->>'request_id';
+    IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    SELECT * INTO prev FROM scheduler.requests WHERE request_id = a->>'request_id';
     IF prev.fingerprint <> a->>'fingerprint' THEN
         PERFORM scheduler.fail('invalid_request', format(
             'request_id %s was already used for a different request (%s for guest %s): '
@@ -65,10 +63,20 @@ BEGIN
     RETURN prev.reply;
 END $$;
 
+-- Remember the reply under the request's key, in the transaction that made it. A conflict
+-- here is the same key used at the same moment for another guest (whose lock we do not hold).
 CREATE OR REPLACE FUNCTION scheduler.finish_request(a jsonb, p_reply jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE scheduler.requests SET reply = p_reply WHERE request_id = a->>'request_id';
+    INSERT INTO scheduler.requests (request_id, op, guest_id, fingerprint, reply)
+    VALUES (a->>'request_id', a->>'op', a->>'guest_id', a->>'fingerprint', p_reply)
+    ON CONFLICT (request_id) DO NOTHING;
+    IF NOT FOUND THEN
+        PERFORM scheduler.fail('invalid_request', format(
+            'request_id %s is being used for another request at the same time: use a new '
+            'request_id for a new request', a->>'request_id'),
+            jsonb_build_object('field', 'request_id'));
+    END IF;
     RETURN p_reply;
 END $$;
 
