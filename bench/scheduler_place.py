@@ -8,7 +8,8 @@ duration. Prints throughput, latency percentiles, CPU per component and the doub
 check (replies, database and the Reserved events in JetStream).
 
     ./stack bench scheduler_place [--vfs=64000] [--requesters=8] [--replicas=2]
-                                  [--seconds=10] [--nondurable] [--pg-detail] [--profile=PATH]
+                                  [--seconds=10] [--nondurable] [--lanes=4] [--pg-detail]
+                                  [--profile=PATH]
 """
 
 from __future__ import annotations
@@ -173,6 +174,8 @@ def spawn_replica(
     dsn: str, nats_url: str, i: int, env: dict[str, str], profile: str | None
 ) -> subprocess.Popen[bytes]:
     args = ["--database-url", dsn, "--nats-url", nats_url, "--instance-id", f"bench-{i}"]
+    if env.get("BENCH_LANES"):
+        args += ["--request-lanes", env["BENCH_LANES"]]
     if profile:  # CPU time (not wall time) per function, written when the replica stops
         code = (
             "import cProfile, sys, time; from sriov.scheduler.main import main; "
@@ -204,6 +207,8 @@ async def run(opts: dict[str, str], tmp: Path) -> None:
         print(f"  fleet: {n} VFs on {n // (len(PFS) * VFS_PER_PF)} hosts published in {took:.1f}s "
               f"(PostgreSQL {'durable, fsync on' if durable else 'fsync off'})")  # fmt: skip
         env = {**os.environ, "SRIOV_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none"}
+        if opts.get("lanes"):  # requests each replica answers at once (default 4)
+            env["BENCH_LANES"] = opts["lanes"]
         profile = opts.get("profile")  # --profile=PATH: cProfile each replica to PATH.<i>
         replicas.extend(spawn_replica(dsn, nats.url, i, env, profile) for i in range(nrep))
         took = await wait_projection(dsn, n)
