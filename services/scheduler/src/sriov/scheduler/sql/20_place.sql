@@ -132,6 +132,19 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Every model of the fleet, by a loose scan of the model index (a few probes, not a scan).
+CREATE OR REPLACE FUNCTION scheduler.known_models()
+RETURNS SETOF text LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE m AS (
+        SELECT min(model) AS model FROM scheduler.vfs
+        UNION ALL
+        SELECT (SELECT min(v.model) FROM scheduler.vfs v WHERE v.model > m.model)
+        FROM m WHERE m.model IS NOT NULL)
+    SELECT m.model FROM m
+    WHERE m.model IS NOT NULL
+      AND EXISTS (SELECT 1 FROM scheduler.vfs v WHERE v.model = m.model AND NOT v.removed)
+$$;
+
 -- Why a placement cannot be satisfied: what was short, where the nearest capacity is, and
 -- why the matching VFs of the fleet are not free. Always raises.
 CREATE OR REPLACE FUNCTION scheduler.no_capacity(a jsonb, p_host text, p_numa_req integer)
@@ -146,6 +159,12 @@ DECLARE
     numa     text := '';
     why      text;
     nearest  text;
+    v_models text[] := ARRAY(SELECT n->>'value' FROM jsonb_array_elements(a->'nets') n
+                             WHERE n->>'kind' = 'model');
+    v_sels   text[] := ARRAY(SELECT n->>'selector' FROM jsonb_array_elements(a->'nets') n
+                             WHERE n->>'kind' = 'model' AND n->>'selector' IS NOT NULL);
+    v_unselected boolean := EXISTS (SELECT 1 FROM jsonb_array_elements(a->'nets') n
+                                    WHERE n->>'kind' = 'model' AND n->>'selector' IS NULL);
 BEGIN
     -- An unknown model is a typo, not a capacity problem.
     FOR grp IN
@@ -157,7 +176,7 @@ BEGIN
             'no VF of model %s is known to the scheduler; known models: %s',
             quote_literal(grp.model),
             coalesce((SELECT string_agg(quote_literal(model), ', ' ORDER BY model)
-                      FROM (SELECT DISTINCT model FROM scheduler.vfs WHERE NOT removed) k),
+                      FROM scheduler.known_models() AS model),
                      'none (no device state received yet)')),
             jsonb_build_object('model', grp.model));
     END LOOP;
@@ -178,14 +197,24 @@ BEGIN
     INSERT INTO capacity_now
     SELECT per.host_id, sum(least(per.free, per.need)), sum(per.free)
     FROM (
-        SELECT v.host_id, g.descr, g.need, count(*) AS free
-        FROM (SELECT n->>'desc' AS descr, (array_agg(n))[1] AS net, count(*) AS need
+        SELECT f.host_id, g.descr, g.need, count(*) AS free
+        FROM (SELECT n->>'desc' AS descr, count(*) AS need, min(n->>'kind') AS kind,
+                     min(n->>'value') AS value, min(n->>'selector') AS sel
                 FROM jsonb_array_elements(a->'nets') n GROUP BY 1) g
-        JOIN scheduler.vfs v ON scheduler.matches(v, g.net)
-        JOIN scheduler.hosts h ON h.host_id = v.host_id AND h.status = 'online'
-        WHERE v.held_by IS NULL AND v.present AND v.link_up AND NOT v.removed
-          AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
-        GROUP BY v.host_id, g.descr, g.need) per
+        CROSS JOIN LATERAL (  -- two index-friendly branches: by model, by id
+            SELECT v.host_id FROM scheduler.vfs v
+            WHERE g.kind = 'model' AND v.model = g.value
+              AND v.held_by IS NULL AND v.present AND v.link_up AND NOT v.removed
+              AND (g.sel IS NULL OR v.wire = g.sel OR v.network = g.sel)
+              AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
+            UNION ALL
+            SELECT v.host_id FROM scheduler.vfs v
+            WHERE g.kind = 'id' AND v.device_id = g.value
+              AND v.held_by IS NULL AND v.present AND v.link_up AND NOT v.removed
+              AND (g.sel IS NULL OR v.wire = g.sel OR v.network = g.sel)
+              AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)) f
+        JOIN scheduler.hosts h ON h.host_id = f.host_id AND h.status = 'online'
+        GROUP BY f.host_id, g.descr, g.need) per
     GROUP BY per.host_id;
     SELECT * INTO best FROM capacity_now c
      WHERE p_host IS NULL OR c.host_id <> p_host
@@ -201,7 +230,8 @@ BEGIN
       INTO fleet
     FROM scheduler.vfs v LEFT JOIN scheduler.hosts h ON h.host_id = v.host_id
     WHERE NOT v.removed AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
-      AND EXISTS (SELECT 1 FROM jsonb_array_elements(a->'nets') n WHERE scheduler.matches(v, n));
+      AND v.model = ANY (v_models)  -- a net naming a VF was refused earlier, and why
+      AND (v_unselected OR v.wire = ANY (v_sels) OR v.network = ANY (v_sels));
     why := format('the fleet has %s matching VF(s)%s: %s reserved, %s on hosts not online, '
                   '%s with PF link down, %s absent', fleet.total, numa, fleet.reserved,
                   fleet.offline, fleet.link_down, fleet.absent);
