@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from sriov.common import schemas as m
 from sriov.common.bus import Bus
-from sriov.common.errors import BusError, SriovError
 from sriov.common.subjects import Subject
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,9 @@ class Publisher:
             event_id = f"{self.host_id}.{self.generation}.{self.seq}"
             try:
                 await self.bus.js_publish(subject, msg, event_id=event_id)
-            except (BusError, SriovError, OSError) as exc:
+            # any failure, also a raw NATS error (a stream without a leader during a cluster
+            # failover raises NoStreamResponseError): the event is owed as a snapshot
+            except Exception as exc:
                 self.failed += 1
                 self.needs_snapshot = True
                 log.warning("publishing %s failed (%s); a snapshot will follow", subject, exc)
