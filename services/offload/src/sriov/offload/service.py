@@ -106,6 +106,8 @@ class OffloadService:
             log.warning("%s skipped: %s", what, exc)
         except SriovError as exc:
             log.error("%s failed: %s", what, exc)
+        except Exception as exc:  # e.g. a NATS error while the cluster elects a stream leader
+            log.exception("%s failed unexpectedly (will retry next round): %s", what, exc)
 
     # --- endpoints --------------------------------------------------------------------------
     async def on_get(self, _msg: OffloadGetRequest, _headers: Mapping[str, str]) -> OffloadStatus:
