@@ -65,3 +65,11 @@ async def client(fleet: Fleet) -> AsyncIterator[Bus]:
         yield bus
     finally:
         await bus.close()
+
+
+@pytest.fixture(autouse=True)
+def revived(fleet: Fleet) -> Iterator[None]:
+    """Each test starts with every process running, even after an earlier test failed."""
+    if names := fleet.revive():
+        print(f"\nrestarted after an earlier failure: {names}")
+    yield

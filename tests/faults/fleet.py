@@ -100,6 +100,21 @@ class Fleet:
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is not None]
 
+    def obituaries(self) -> list[str]:
+        """Each dead process with its exit code and the end of its log."""
+        out = []
+        for name in self.dead():
+            tail = self.log(name).strip().splitlines()[-6:]
+            out.append(f"{name} (exit {self.procs[name].returncode}): " + " | ".join(tail))
+        return out
+
+    def revive(self) -> list[str]:
+        """Restart whatever died (so one failed test does not break the next ones)."""
+        names = self.dead()
+        for name in names:
+            self.restart(name)
+        return names
+
     def log(self, name: str) -> str:
         return (self.base / "logs" / f"{name}.log").read_text(errors="replace")
 

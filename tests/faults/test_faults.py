@@ -52,32 +52,41 @@ async def survive(
 ) -> float:
     """Run the workload through ``fault`` and ``heal``; return the convergence time."""
     host, vfs = fleet.host_id, GUIDE_VFS
-    await converge(client, Expect(host, vfs, {}), time.monotonic(), timeout=BOUND_S)
+    await converge(
+        client, Expect(host, vfs, {}), time.monotonic(), timeout=BOUND_S, dead=fleet.obituaries
+    )
     wl = Workload(client, host)
     keep: dict[str, set[str]] = {}
     for i, model in enumerate(MODELS):  # guests that hold their VF through the fault
         guest = f"keep-{wl.prefix}-{i}"
         keep[guest] = set(await wl.place(guest, model))
-    async with wl.running():
-        await asyncio.sleep(1.0)
-        await fault()
-        await asyncio.sleep(during)
-        await heal()
-        t0 = time.monotonic()
-        first = await wl.first_success_after(t0, timeout=BOUND_S)
-    expect = Expect(host, vfs, keep, set(wl.reserved_requests), set(wl.released_requests))
-    expect.extra = [lambda: events_present(client, expect), lambda: placement_history_ok(client)]
-    expect.extra += extra(expect)
-    took = await converge(client, expect, t0, timeout=BOUND_S)
-    print(
-        f"\n[{name}] first placement round trip {first:.2f}s after healing, converged in "
-        f"{took:.2f}s; {len(wl.done)} round trips; transient errors: {dict(wl.errors)}"
+    try:
+        async with wl.running():
+            await asyncio.sleep(1.0)
+            await fault()
+            await asyncio.sleep(during)
+            await heal()
+            t0 = time.monotonic()
+            first = await wl.first_success_after(t0, timeout=BOUND_S, dead=fleet.obituaries)
+        expect = Expect(host, vfs, keep, set(wl.reserved_requests), set(wl.released_requests))
+        expect.extra = [
+            lambda: events_present(client, expect),
+            lambda: placement_history_ok(client),
+            *extra(expect),
+        ]
+        took = await converge(client, expect, t0, timeout=BOUND_S, dead=fleet.obituaries)
+        print(
+            f"\n[{name}] first placement round trip {first:.2f}s after healing, converged in "
+            f"{took:.2f}s; {len(wl.done)} round trips; transient errors: {dict(wl.errors)}"
+        )
+        assert wl.violations == []
+        assert fleet.dead() == [], f"processes died: {fleet.dead()}"
+    finally:  # also after a failure, so the next test starts from a free host
+        for guest in keep:
+            await wl.release(guest)
+    await converge(
+        client, Expect(host, vfs, {}), time.monotonic(), timeout=BOUND_S, dead=fleet.obituaries
     )
-    assert wl.violations == []
-    assert fleet.dead() == [], f"processes died: {fleet.dead()}"
-    for guest in keep:
-        await wl.release(guest)
-    await converge(client, Expect(host, vfs, {}), time.monotonic(), timeout=BOUND_S)
     return took
 
 
@@ -187,12 +196,51 @@ async def test_inventory_replica_killed_mid_batch(fleet: Fleet, client: Bus) -> 
     assert took < BOUND_S
 
 
-async def test_hostd_restarted_with_a_change_while_down(fleet: Fleet, client: Bus) -> None:
-    async def link_down_seen() -> str | None:
-        devs = [d for d in await inventory_devices(client, fleet.host_id) if d.pf_ifname == "eth2"]
-        bad = [d.addr for d in devs if d.link_state != "down"]
-        return f"eth2 VFs not shown link down: {bad}" if bad or not devs else None
+def link_seen(client: Bus, fleet: Fleet, ifname: str | None, state: str) -> Check:
+    """Inventory shows the VFs of PF ``ifname`` (every VF when None) with link ``state``."""
 
+    async def check() -> str | None:
+        devs = await inventory_devices(client, fleet.host_id)
+        devs = [d for d in devs if ifname is None or d.pf_ifname == ifname]
+        bad = [d.addr for d in devs if d.link_state != state]
+        return f"VFs of {ifname or 'the host'} not {state}: {bad}" if bad or not devs else None
+
+    return check
+
+
+async def restore_link(client: Bus, fleet: Fleet, ifname: str) -> None:
+    await asyncio.to_thread(fleet.set_link, ifname, True)
+    expect = Expect(fleet.host_id, GUIDE_VFS, {}, extra=[link_seen(client, fleet, None, "up")])
+    await converge(client, expect, time.monotonic(), BOUND_S, fleet.obituaries)
+
+
+async def test_nats_node_killed_while_hostd_reports_a_change(
+    fleet: Fleet, client: Bus, cluster: NatsCluster
+) -> None:
+    """The host-events stream's leader dies and a PF's carrier drops during the outage:
+    hostd's event must still reach inventory once the cluster has a new leader."""
+    info = await client.js.stream_info(subjects.STREAM_HOST_EVENTS)
+    assert info.cluster is not None and info.cluster.leader
+    node = next(n for n in cluster.nodes if n.name == info.cluster.leader)
+
+    async def fault() -> None:
+        await asyncio.to_thread(node.kill)
+        await asyncio.to_thread(fleet.set_link, "eth2", False)
+
+    async def heal() -> None:
+        node.proc = None
+        await asyncio.to_thread(node.start)
+
+    def extra(_e: Expect) -> list[Check]:
+        return [lambda: streams_current(client), link_seen(client, fleet, "eth2", "down")]
+
+    try:
+        await survive(fleet, client, "NATS node killed + link event", fault, heal, extra=extra)
+    finally:
+        await restore_link(client, fleet, "eth2")
+
+
+async def test_hostd_restarted_with_a_change_while_down(fleet: Fleet, client: Bus) -> None:
     async def fault() -> None:  # hostd dies; the PF's carrier drops while nobody watches
         await asyncio.to_thread(fleet.kill, "hostd")
         await asyncio.to_thread(fleet.set_link, "eth2", False)
@@ -203,22 +251,10 @@ async def test_hostd_restarted_with_a_change_while_down(fleet: Fleet, client: Bu
     try:
         await survive(
             fleet, client, "hostd restarted", fault, heal,
-            extra=lambda _e: [link_down_seen],
+            extra=lambda _e: [link_seen(client, fleet, "eth2", "down")],
         )  # fmt: skip
     finally:
-        await asyncio.to_thread(fleet.set_link, "eth2", True)
-
-    async def link_up_seen() -> str | None:
-        devs = await inventory_devices(client, fleet.host_id)
-        bad = [d.addr for d in devs if d.link_state != "up"]
-        return f"VFs not back up: {bad}" if bad else None
-
-    await converge(
-        client,
-        Expect(fleet.host_id, GUIDE_VFS, {}, extra=[link_up_seen]),
-        time.monotonic(),
-        BOUND_S,
-    )
+        await restore_link(client, fleet, "eth2")
 
 
 async def test_slow_consumer_frozen_past_ack_wait(fleet: Fleet, client: Bus) -> None:

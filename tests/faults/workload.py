@@ -123,10 +123,14 @@ class Workload:
             stop.set()
             await asyncio.gather(*tasks)
 
-    async def first_success_after(self, t0: float, timeout: float = 120) -> float:
+    async def first_success_after(
+        self, t0: float, timeout: float = 120, dead: Callable[[], list[str]] = list
+    ) -> float:
         """Seconds from ``t0`` until a place/release round trip completed after it."""
         async with asyncio.timeout(timeout):
             while not any(t > t0 for t in self.done):
+                if gone := dead():
+                    raise AssertionError(f"processes died: {gone}")
                 await asyncio.sleep(0.05)
         return min(t for t in self.done if t > t0) - t0
 
@@ -201,16 +205,25 @@ async def mismatch(bus: Bus, expect: Expect) -> str | None:
         for check in expect.extra:
             if why := await check():
                 return why
-    except SriovError as exc:
-        return f"not answering yet: {exc}"
+    except Exception as exc:  # a JetStream API call timing out while the cluster re-elects
+        return f"not answering yet: {type(exc).__name__}: {exc}"
     return None
 
 
-async def converge(bus: Bus, expect: Expect, t0: float, timeout: float = 120) -> float:
-    """Wait until :func:`mismatch` is None; seconds since ``t0``. Fails naming the mismatch."""
+async def converge(
+    bus: Bus,
+    expect: Expect,
+    t0: float,
+    timeout: float = 120,
+    dead: Callable[[], list[str]] = list,
+) -> float:
+    """Wait until :func:`mismatch` is None; seconds since ``t0``. Fails naming the mismatch,
+    at once if a process of the system died (``dead`` names them)."""
     deadline = time.monotonic() + timeout
     why: str | None = "never checked"
     while time.monotonic() < deadline:
+        if gone := dead():
+            raise AssertionError(f"processes died: {gone}")
         why = await mismatch(bus, expect)
         if why is None:
             return time.monotonic() - t0

@@ -165,7 +165,9 @@ async def stored(client: Bus, fleet: Fleet, guest: str) -> tuple[Any, ...]:
 @pytest.fixture
 async def baseline(fleet: Fleet, client: Bus) -> tuple[Workload, str, tuple[Any, ...]]:
     """The system ready, one guest holding a VF, and a snapshot of what is stored."""
-    await converge(client, Expect(fleet.host_id, GUIDE_VFS, {}), time.monotonic(), 120)
+    await converge(
+        client, Expect(fleet.host_id, GUIDE_VFS, {}), time.monotonic(), 120, fleet.obituaries
+    )
     wl = Workload(client, fleet.host_id)
     guest = f"keeper-{uuid.uuid4().hex[:6]}"
     devs = await wl.place(guest, CX5)
