@@ -20,9 +20,13 @@ from sriov.common.errors import BusError, InvalidRequest, NoCapacity, NotFound
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    # The global provider can be set once per process: another test (a service run
+    # in-process) may have done it already; then listen on that one.
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
     yield exporter
 
 
