@@ -56,6 +56,15 @@ async def test_guest_column_follows_reservations(
         states, _ = await t.state_values(bus)
         assert not states[i350[1].id].removed and not states[i350[1].id].device.present
 
+        # Host offline: the scheduler keeps the reservation (still_reserved): guest stays.
+        lost = m.Lost(
+            request_id="r2b", guest_id=guest, device_ids=[d.id for d in i350],
+            reason="host_offline", host_id=t.GUIDE_HOST, still_reserved=True,
+        )  # fmt: skip
+        await bus.js_publish(s.placement_event(guest, "lost"), lost, event_id="r2b/lost")
+        await t.eventually(lambda: t.drained(bus, rep.pool), what="lost applied")
+        assert (await t.list_devices(bus, guest_id=guest)).total == 2
+
         # Released: the guest lets go, and only now is the missing VF removed.
         released = m.Released(request_id="r3", guest_id=guest, device_ids=[d.id for d in i350])
         await bus.js_publish(s.placement_event(guest, "released"), released, event_id="r3/rel")

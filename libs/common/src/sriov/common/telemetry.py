@@ -9,6 +9,7 @@ propagate across hops) but go nowhere. ``OTEL_TRACES_EXPORTER=otlp`` (or an
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -87,7 +88,9 @@ def _start_prometheus(resource: Resource) -> int:
     return int(server.server_port)
 
 
+@functools.cache
 def tracer() -> Tracer:
+    """The project's tracer, built once (a ProxyTracer follows a provider installed later)."""
     return trace.get_tracer(TRACER_NAME)
 
 

@@ -36,6 +36,8 @@ def device_ids(ev: m.PlacementEventT) -> list[str]:
     match ev:
         case m.Reserved():
             return [a.device_id for a in ev.assignments]
+        case m.Lost() if ev.still_reserved:
+            return []  # the guest still holds its VFs (host offline): nothing to clear
         case m.Confirmed() | m.Released() | m.Expired() | m.Lost():
             return list(ev.device_ids)
         case _:
