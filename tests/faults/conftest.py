@@ -42,7 +42,9 @@ def cluster(base: Path) -> Iterator[NatsCluster]:
 
 @pytest.fixture(scope="module")
 def pg(base: Path) -> Iterator[PostgresServer]:
-    server = PostgresServer(data_dir=base / "pg", durable=False).start()
+    # durable: the embedded default for tests turns synchronous_commit off, and a crash then
+    # loses commits whose replies were already sent (not a fault a real deployment has)
+    server = PostgresServer(data_dir=base / "pg", durable=True).start()
     try:
         yield server
     finally:

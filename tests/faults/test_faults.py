@@ -78,6 +78,7 @@ async def survive(
         print(
             f"\n[{name}] first placement round trip {first:.2f}s after healing, converged in "
             f"{took:.2f}s; {len(wl.done)} round trips; transient errors: {dict(wl.errors)}"
+            + (f"; answered as internal: {wl.unclear}" if wl.unclear else "")
         )
         assert wl.violations == []
         assert fleet.dead() == [], f"processes died: {fleet.dead()}"

@@ -52,6 +52,8 @@ class Workload:
     reserved_requests: set[str] = field(default_factory=set)
     released_requests: set[str] = field(default_factory=set)
     violations: list[str] = field(default_factory=list)
+    unclear: list[str] = field(default_factory=list)
+    """Transient failures answered as ``internal`` instead of a precise code."""
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     done: list[float] = field(default_factory=list)
     """monotonic time at which each place/release round trip completed."""
@@ -67,6 +69,8 @@ class Workload:
                 raise
             except SriovError as exc:
                 self.errors[f"{name}:{exc.code}"] += 1
+                if exc.code == "internal":  # retried like the others, but worth reporting
+                    self.unclear.append(f"{name}: {exc}")
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
@@ -195,7 +199,9 @@ async def mismatch(bus: Bus, expect: Expect) -> str | None:
         want = {dev: g for g, devs in expect.holdings.items() for dev in devs}
         have = {d.id: d.guest_id for d in devices if d.guest_id}
         if have != want:
-            return f"inventory guests {have} != expected {want}"
+            return f"inventory guests {have} != expected {want}; " + await _explain(
+                bus, set(have.values()) ^ set(want.values())
+            )
         for guest, devs in expect.holdings.items():
             reply = await bus.request(sched("get"), m.GetRequest(guest_id=guest), m.PlacementReply)
             if {a.device_id for a in reply.assignments} != devs:
@@ -208,6 +214,22 @@ async def mismatch(bus: Bus, expect: Expect) -> str | None:
     except Exception as exc:  # a JetStream API call timing out while the cluster re-elects
         return f"not answering yet: {type(exc).__name__}: {exc}"
     return None
+
+
+async def _explain(bus: Bus, guests: set[str]) -> str:
+    """What the scheduler and SRIOV_PLACEMENT say about ``guests`` (for failure messages)."""
+    events = await read_events(bus)
+    out = []
+    for guest in sorted(guests):
+        reply = await bus.request(sched("get"), m.GetRequest(guest_id=guest), m.PlacementReply)
+        evs = [
+            f"{type(e).__name__}({getattr(e, 'device_ids', None) or ''})"
+            for e in events
+            if e.guest_id == guest
+        ]
+        out.append(f"{guest}: scheduler holds {[a.device_id for a in reply.assignments]}, "
+                   f"events {evs}")  # fmt: skip
+    return "; ".join(out)
 
 
 async def converge(
