@@ -362,8 +362,13 @@ class Bus:
         """Publish pre-encoded bytes with pre-built headers (an outbox relay replays these)."""
         try:
             ack = await self.js.publish(subject, payload, timeout=timeout, headers=headers)
-        except nats.errors.NoRespondersError as exc:
-            raise BusError(f"no JetStream stream captures {subject}: run ensure_streams") from exc
+        except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as exc:
+            # nats-py reports "no responders" on a JetStream publish as NoStreamResponseError:
+            # no stream captures the subject, or the stream has no leader (a failover).
+            raise BusError(
+                f"no JetStream stream accepted {subject} (none captures it, or its leader is "
+                "being elected): retry, or run ensure_streams"
+            ) from exc
         except nats.errors.TimeoutError as exc:
             raise BusTimeout(f"JetStream did not acknowledge {subject} in {timeout}s") from exc
         return not ack.duplicate
@@ -752,7 +757,7 @@ def type_label(c: Codec[Any]) -> str:
 async def respond_error(req: Request, exc: SriovError) -> None:
     body = ErrorReply(
         code=exc.code,
-        message=exc.message,
+        message=exc.message if len(exc.message) <= 2000 else exc.message[:2000] + "…",
         details={k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool)},
     )
     await req.respond(

@@ -58,6 +58,12 @@ class BusSettings(Settings):
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
 
 
+class ServiceFailed(SriovError):
+    """A service stopped because one of its loops crashed (exit code 1)."""
+
+    code = "service_failed"
+
+
 def _default_instance() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -105,6 +111,9 @@ class ServiceContext:
     stack: contextlib.AsyncExitStack
     settings: Any
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)
+    """Background loops that died: the process then exits non-zero, so a supervisor
+    restarts it."""
 
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         """A long-lived background loop; its crash stops the whole service (no silent death)."""
@@ -114,6 +123,7 @@ class ServiceContext:
         def done(t: asyncio.Task[Any]) -> None:
             if not t.cancelled() and t.exception() is not None and not self.stop.is_set():
                 log.error("%s crashed: %r; stopping", name, t.exception(), exc_info=t.exception())
+                self.crashed.append(name)
                 self.stop.set()
 
         task.add_done_callback(done)
@@ -142,6 +152,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     tele = telemetry.setup(name, settings.instance_id)
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(_remove_signal_handlers, loop)
         stack.callback(tele.shutdown)
         bus = await connect_bus(settings, name)
         stack.push_async_callback(bus.close)
@@ -168,6 +179,14 @@ async def serve(
             _done, pending = await asyncio.wait(ctx.tasks, timeout=10)
             for task in pending:
                 log.warning("%s did not stop within 10s; leaving it", task.get_name())
+    if ctx.crashed:
+        raise ServiceFailed(f"{name} stopped because {', '.join(ctx.crashed)} crashed")
+
+
+def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(sig)
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]], prog: str) -> None:
@@ -175,6 +194,9 @@ def run(main: Callable[[], Coroutine[Any, Any, None]], prog: str) -> None:
     telemetry.setup_logging()
     try:
         asyncio.run(main())
+    except ServiceFailed as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     except SriovError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(2)
