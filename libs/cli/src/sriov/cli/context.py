@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sriov.common import telemetry
 from sriov.common.bus import Bus
@@ -75,9 +75,3 @@ def _otel_configured() -> bool:
         for k in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
                   "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )  # fmt: skip
-
-
-def pass_ctx(fn: Callable[..., Any]) -> Callable[..., Any]:
-    import click
-
-    return click.pass_obj(fn)

@@ -741,17 +741,13 @@ class ServiceHost:
                 subject=sub.subject,
                 handler=serve,
                 queue_group=queue_group,
-                metadata=metadata or {"request": type_label(req_codec)},
+                metadata=metadata or {"request": req_codec.name},
             )
         )
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.service.stop()
-
-
-def type_label(c: Codec[Any]) -> str:
-    return c.name
 
 
 async def respond_error(req: Request, exc: SriovError) -> None:
