@@ -266,25 +266,24 @@ async def events_present(bus: Bus, expect: Expect) -> str | None:
 
 
 async def placement_history_ok(bus: Bus) -> str | None:
-    """Replay SRIOV_PLACEMENT: no VF reserved by a second guest while the first still holds
-    it, unless the first's end (release/expiry/loss) was committed before (events of one
-    request are relayed in commit order only per replica, so allow the end to come later in
-    the stream but require it to exist)."""
-    holders: dict[str, list[str]] = collections.defaultdict(list)
-    ended: set[tuple[str, str]] = set()
-    for ev in await read_events(bus):
+    """Replay SRIOV_PLACEMENT in the scheduler's commit order (``seq``; the stream's own order
+    can differ after a relay batch was republished): every VF goes to a second guest only
+    after the first's release, expiry or loss, and every event is numbered once."""
+    events = await read_events(bus)
+    seqs = [ev.seq for ev in events]
+    if 0 in seqs or len(set(seqs)) != len(seqs):
+        return f"placement events not numbered once each: {sorted(seqs)}"
+    holder: dict[str, str] = {}
+    for ev in sorted(events, key=lambda e: e.seq):
         if isinstance(ev, m.Reserved):
             for a in ev.assignments:
-                holders[a.device_id].append(ev.guest_id)
+                if (other := holder.get(a.device_id)) is not None:
+                    return f"{a.device_id} reserved by {ev.guest_id} while {other} holds it"
+                holder[a.device_id] = ev.guest_id
         elif isinstance(ev, m.Released | m.Expired) or (
             isinstance(ev, m.Lost) and not ev.still_reserved
         ):
             for dev in ev.device_ids:
-                ended.add((dev, ev.guest_id))
-    for dev, guests in holders.items():
-        if len(guests) != len(set(guests)):
-            return f"{dev} reserved twice by the same guest: {guests}"
-        for g in guests[:-1]:
-            if (dev, g) not in ended:
-                return f"{dev} passed on from {g} who never released it: {guests}"
+                if holder.get(dev) == ev.guest_id:
+                    del holder[dev]
     return None

@@ -103,7 +103,7 @@ def test_reserved_vf_that_disappears_is_flagged_then_removed_on_release() -> Non
     v.apply(snap(1, PFS, VFS), NOW)
     v = reload(v)
     rec = v.devices[VFS[2].pci_address]
-    assert v.hold(rec, "guest-1", stream_seq=10) == "applied"
+    assert v.hold(rec, "guest-1", seq=10) == "applied"
     v = reload(v)
     v.apply(snap(2, PFS, [vf for vf in VFS if vf is not VFS[2]]), NOW)
     ch = v.finalize(NOW)
@@ -112,22 +112,22 @@ def test_reserved_vf_that_disappears_is_flagged_then_removed_on_release() -> Non
     assert [r.device.pci_address for r in ch.announce] == [VFS[2].pci_address]
     assert v.host.vf_count == 4 and v.host.vf_free == 3
     v = reload(v)
-    assert v.release(rec, "guest-2", stream_seq=11) == "stale"  # not that guest's
-    assert v.release(rec, "guest-1", stream_seq=11) == "stale"  # same stream seq again
-    assert v.release(rec, "guest-1", stream_seq=12) == "applied"
+    assert v.release(rec, "guest-2", seq=11) == "stale"  # not that guest's
+    assert v.release(rec, "guest-1", seq=11) == "stale"  # same seq again
+    assert v.release(rec, "guest-1", seq=12) == "applied"
     v.finalize(NOW)
     assert rec.removed and rec.device.guest_id is None
 
 
-def test_placement_events_apply_in_stream_order() -> None:
+def test_placement_events_apply_in_seq_order() -> None:
     v = fresh()
     v.apply(snap(1, PFS, VFS), NOW)
     rec = v.devices[VFS[0].pci_address]
     # Released (seq 7) handled before the Reserved (seq 5) it follows: stays free.
-    assert v.release(rec, "g", stream_seq=7) == "stale"
-    assert v.hold(rec, "g", stream_seq=5) == "stale"
+    assert v.release(rec, "g", seq=7) == "stale"
+    assert v.hold(rec, "g", seq=5) == "stale"
     assert rec.device.guest_id is None
-    assert v.hold(rec, "g2", stream_seq=8) == "applied"
+    assert v.hold(rec, "g2", seq=8) == "applied"
     assert rec.device.guest_id == "g2"
 
 

@@ -82,3 +82,37 @@ async def test_guest_column_follows_reservations(
         await t.eventually(lambda: t.drained(bus, rep.pool), what="drained")
         assert (await t.list_devices(bus, state="attached")).total == 0
         assert rep.ingested[("placement.released.v1", "unknown_device")] == 1
+
+
+async def test_events_apply_in_the_schedulers_order_not_the_streams(
+    bus: Bus, nats_url: str, database_url: str
+) -> None:
+    """The stream can hold a republished batch out of order (a release before its place);
+    inventory follows the events' ``seq``, so the VF ends up free, then held by the next."""
+    async with t.replica(nats_url, database_url) as rep:
+        pfs, vfs = t.guide_host()
+        await t.Hostd(bus, t.GUIDE_HOST).snapshot(pfs, vfs)
+        await t.eventually(lambda: t.drained(bus, rep.pool), what="snapshot ingested")
+        [dev] = (await t.list_devices(bus, model=t.I350_VF, limit=1)).devices
+
+        async def publish(ev: m.PlacementEventT, verb: str) -> None:
+            await bus.js_publish(
+                s.placement_event(ev.guest_id, verb), ev, event_id=f"{verb}-{ev.seq}"
+            )
+            await t.eventually(lambda: t.drained(bus, rep.pool), what=f"{verb} applied")
+
+        def reserved(guest: str, seq: int) -> m.Reserved:
+            return m.Reserved(request_id=f"p{seq}", guest_id=guest, host_id=t.GUIDE_HOST,
+                              assignments=[assignment(dev)], seq=seq)  # fmt: skip
+
+        await publish(m.Released(request_id="r", guest_id="a", device_ids=[dev.id], seq=11),
+                      "released")  # fmt: skip
+        await publish(reserved("a", 10), "reserved")
+        assert (await t.list_devices(bus, state="attached")).total == 0
+        await publish(reserved("b", 12), "reserved")
+        held = (await t.list_devices(bus, state="attached")).devices
+        assert [(d.id, d.guest_id) for d in held] == [(dev.id, "b")]
+        await publish(m.Confirmed(request_id="c", guest_id="a", device_ids=[dev.id], seq=10),
+                      "confirmed")  # fmt: skip
+        held = (await t.list_devices(bus, state="attached")).devices
+        assert [(d.id, d.guest_id) for d in held] == [(dev.id, "b")]

@@ -66,6 +66,36 @@ async def test_a_batch_published_twice_is_stored_once(bus, fleet, sync, replica)
     assert [len(await read_events(bus, g)) for g in ("g1", "g2")] == [1, 1]
 
 
+async def test_seq_keeps_commit_order_when_the_stream_does_not(
+    nats_url, bus, fleet, sync, database_url
+) -> None:
+    """A relay batch that failed part-way is published again; what made it the first time
+    is then ahead of what did not in the stream. Each event's ``seq`` keeps commit order."""
+    fleet.add_host("h1", [PfSpec("0000:3b:00.0", count=2)])
+    await sync()
+    store = await Store.open(database_url)
+    try:
+        app = Scheduler(store, source="sriov/test", default_ttl_s=60)
+        await app.place(place("g1"))
+        await app.release(m.ReleaseRequest(request_id="rel-g1", guest_id="g1"))
+
+        class PartialFailure(Exception):
+            pass
+
+        with pytest.raises(PartialFailure):
+            async with store.outbox_batch(100) as rows:
+                assert [r.verb for r in rows] == ["reserved", "released"]
+                await Relay(store, bus)._publish(rows[1])  # the release made it, not the place
+                raise PartialFailure
+    finally:
+        await store.close()
+    async with run_replica(nats_url, database_url):
+        events = await wait_events(bus, 2, "g1")
+    assert [type(e) for e in events] == [m.Released, m.Reserved]  # the stream's order
+    released, reserved = events
+    assert 0 < reserved.seq < released.seq  # the order the scheduler committed them in
+
+
 async def test_the_database_refuses_a_second_active_reservation(
     fleet, sync, client, database_url
 ) -> None:

@@ -304,19 +304,19 @@ class HostView:
                 return rec
         return None
 
-    def hold(self, rec: DeviceRec, guest_id: str, stream_seq: int) -> Outcome:
-        """Reserved/Confirmed: the guest holds the device (in SRIOV_PLACEMENT stream order)."""
-        if stream_seq <= rec.guest_seq or rec.removed:
+    def hold(self, rec: DeviceRec, guest_id: str, seq: int) -> Outcome:
+        """Reserved/Confirmed: the guest holds the device (in the scheduler's commit order)."""
+        if seq <= rec.guest_seq or rec.removed:
             return "stale"
-        rec.guest_seq = stream_seq
+        rec.guest_seq = seq
         rec.device = msgspec.structs.replace(rec.device, guest_id=guest_id)
         return "applied"
 
-    def release(self, rec: DeviceRec, guest_id: str, stream_seq: int) -> Outcome:
+    def release(self, rec: DeviceRec, guest_id: str, seq: int) -> Outcome:
         """Released/Expired/Lost: clear the guest, only if that guest holds the device."""
-        if stream_seq <= rec.guest_seq or rec.removed:
+        if seq <= rec.guest_seq or rec.removed:
             return "stale"
-        rec.guest_seq = stream_seq
+        rec.guest_seq = seq
         if rec.device.guest_id != guest_id:
             return "stale"
         rec.device = msgspec.structs.replace(rec.device, guest_id=None)

@@ -1,8 +1,9 @@
 """Consume the scheduler's placement events to fill and clear each device's ``guest_id``.
 
-Applied in SRIOV_PLACEMENT stream order per device (the stream sequence of the event that
-last changed a device is stored with it), so duplicates and reordering across replicas are
-harmless. A release clears the guest only if that guest holds the device.
+Applied in the scheduler's commit order per device (the ``seq`` of the event that last
+changed a device is stored with it), so duplicates and events the stream holds out of order
+(a relay batch republished after a partial failure) are harmless. A release clears the guest
+only if that guest holds the device.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def consumer_spec(batch: int = 100, ack_wait_s: float = 60) -> ConsumerSpec:
         batch=batch,
         ack_wait_s=ack_wait_s,
     )
+
+
+def order(ev: m.PlacementEventT, d: Delivery) -> int:
+    """The event's place in the scheduler's commit order; the stream's for a producer that
+    does not number its events (``seq`` 0)."""
+    return ev.seq or d.stream_seq
 
 
 def device_ids(ev: m.PlacementEventT) -> list[str]:
@@ -80,7 +87,7 @@ class PlacementEvents:
                 for view in loaded.views.values()
                 for rec in view.devices.values()
             }
-            for ev, d in sorted(items, key=lambda it: it[1].stream_seq):
+            for ev, d in sorted(items, key=lambda it: order(*it)):
                 for dev_id in device_ids(ev):
                     found = index.get(dev_id)
                     if found is None:
@@ -89,9 +96,9 @@ class PlacementEvents:
                         continue
                     view, rec = found
                     if isinstance(ev, m.Reserved | m.Confirmed):
-                        outcome = view.hold(rec, ev.guest_id, d.stream_seq)
+                        outcome = view.hold(rec, ev.guest_id, order(ev, d))
                     else:
-                        outcome = view.release(rec, ev.guest_id, d.stream_seq)
+                        outcome = view.release(rec, ev.guest_id, order(ev, d))
                     outcomes[(type_name(ev), outcome)] += 1
             saved = await store.save(conn, loaded.views.values(), loaded.now, self.source)
         if saved.outbox:

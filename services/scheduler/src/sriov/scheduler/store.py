@@ -35,6 +35,10 @@ ATTEMPTS = 5
 TABLES = tuple(f"scheduler.{t}" for t in ("vfs", "hosts", "reservations", "requests", "outbox"))
 MIGRATE_LOCK = 0x5C4ED01
 RELAY_LOCK = 0x5C4ED02
+# The connection failed under the call; asyncpg reports a server killed mid-protocol as an
+# InternalClientError. The call either never committed or did: a retry with the same
+# request_id is safe either way, so all of these are "unavailable", not "internal".
+UNREACHABLE = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
 TYPE_MARKERS: dict[str, type[m.Message]] = {
     "@RESERVED@": m.Reserved,
     "@CONFIRMED@": m.Confirmed,
@@ -192,7 +196,7 @@ class Store:
                     f"database error during {what}: {exc} (SQLSTATE {state}); nothing was "
                     "changed or the change committed: retry with the same request_id"
                 ) from exc
-            except (OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except UNREACHABLE as exc:
                 raise Unavailable(
                     f"database unreachable during {what} ({type(exc).__name__}: {exc}): retry "
                     "with the same request_id; it is safe, requests are idempotent"
@@ -292,7 +296,10 @@ class Store:
                 yield []
                 return
             records = await conn.fetch(
-                "SELECT id, event_id::text, guest_id, verb, type, payload, trace::text, "
+                # the row id is the event's seq: allocated inside the transaction that made
+                # the change, so it follows the id of every event that change depended on
+                "SELECT id, event_id::text, guest_id, verb, type, "
+                "(payload::jsonb || jsonb_build_object('seq', id))::text, trace::text, "
                 "source, created_at FROM scheduler.outbox ORDER BY id LIMIT $1",
                 limit,
             )

@@ -109,6 +109,11 @@ class PlacementEvent(Message, kw_only=True):
     request_id: str
     guest_id: str
     ts: dt.datetime = msgspec.field(default_factory=utcnow)
+    seq: int = 0
+    """The scheduler's commit sequence: an event caused by another (a release after its place,
+    a VF placed again after its release) has a higher ``seq``, whatever order the stream holds
+    them in (a batch republished after a partial failure lands out of order). Consumers that
+    keep state order by it. 0 from a producer that does not number its events."""
 
 
 class Reserved(PlacementEvent, kw_only=True, tag="placement.reserved.v1"):
