@@ -43,4 +43,4 @@ async def test_bad_setting_names_the_variable(nats_url: str, database_url: str) 
         "--nats-url", nats_url, env={"SRIOV_DATABASE_URL": database_url,
                                      "SRIOV_RESERVATION_TTL_S": "soon"},
     )  # fmt: skip
-    assert code == 2 and "SRIOV_RESERVATION_TTL_S" in out
+    assert code == 2 and "SRIOV_RESERVATION_TTL_S or option --reservation-ttl)" in out

@@ -140,9 +140,16 @@ def load_file(path: Path | str, cls: type[S]) -> S:
 
 
 def from_env(
-    cls: type[S], prefix: str = "SRIOV_", env: Mapping[str, str] | None = None, **overrides: Any
+    cls: type[S],
+    prefix: str = "SRIOV_",
+    env: Mapping[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
+    **overrides: Any,
 ) -> S:
-    """Build settings from ``<prefix><FIELD>`` variables; ``overrides`` (non-None) win."""
+    """Build settings from ``<prefix><FIELD>`` variables; ``overrides`` (non-None) win.
+
+    ``options`` names the command-line option of a field where it is not ``--<field>``, so an
+    error names what the operator typed."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     for f in msgspec.structs.fields(cls):  # type: ignore[arg-type]
@@ -163,9 +170,10 @@ def from_env(
         m = re.match(r"Object missing required field `([^`]+)`", problem)
         if m:
             key, problem = m.group(1), "is required"
+        option = (options or {}).get(key) or f"--{key.replace('_', '-')}"
         raise ConfigError(
             f"setting {key} (environment variable {prefix}{key.upper()} or option "
-            f"--{key.replace('_', '-')}): {problem}",
+            f"{option}): {problem}",
             key=key,
         ) from exc
 

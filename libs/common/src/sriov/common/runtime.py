@@ -82,9 +82,15 @@ def add_bus_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--instance-id", help="replica id for logs, traces and service discovery")
 
 
-def settings_from_args(cls: type[Any], args: argparse.Namespace) -> Any:
+def settings_from_args(
+    cls: type[Any], args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> Any:
+    """Settings from the environment, overridden by the options given; an invalid value is
+    reported with the option's own spelling (``--reservation-ttl``, not the field's)."""
     fields = {f for f in cls.__struct_fields__}
-    return from_env(cls, **{k: v for k, v in vars(args).items() if k in fields})
+    # argparse has no public list of its actions; _actions is stable since Python 3.2
+    options = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    return from_env(cls, options=options, **{k: v for k, v in vars(args).items() if k in fields})
 
 
 async def connect_bus(settings: BusSettings, name: str) -> Bus:

@@ -90,7 +90,7 @@ def parse(argv: Sequence[str] | None = None) -> InventorySettings:
     g.add_argument("--gauges-interval", type=float, help="seconds between fleet gauge refreshes")
     runtime.add_bus_args(parser)
     settings: InventorySettings = runtime.settings_from_args(
-        InventorySettings, parser.parse_args(argv)
+        InventorySettings, parser.parse_args(argv), parser
     )
     if not isinstance(settings.instance_id, str):  # work around BusSettings' default
         settings = msgspec.structs.replace(

@@ -75,10 +75,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def settings_from(argv: Sequence[str] | None) -> OffloadSettings:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if not args.instance_id:
         args.instance_id = f"{socket.gethostname()}-{os.getpid()}"
-    settings: OffloadSettings = runtime.settings_from_args(OffloadSettings, args)
+    settings: OffloadSettings = runtime.settings_from_args(OffloadSettings, args, p)
     validate(settings)
     return settings
 

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     async def go() -> None:
-        settings = runtime.settings_from_args(SchedulerSettings, args).check()
+        settings = runtime.settings_from_args(SchedulerSettings, args, parser).check()
         await runtime.serve(NAME, DESCRIPTION, settings, body)
 
     runtime.run(go, NAME)
