@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fleet import Fleet, running_fleet
+from workload import FIGURES
 
 from sriov.common.bus import Bus
 from sriov.common.embedded import PostgresServer
@@ -75,3 +76,11 @@ def revived(fleet: Fleet) -> Iterator[None]:
     if names := fleet.revive():
         print(f"\nrestarted after an earlier failure: {names}")
     yield
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The convergence figures, also in a run without ``-s`` (CI's)."""
+    if FIGURES:
+        terminalreporter.section("convergence after each fault")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

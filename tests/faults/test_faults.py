@@ -4,8 +4,9 @@ Each test runs the placement workload (see ``workload.py``), breaks one thing in
 of it, heals it, and then waits until everything agrees again: inventory lists every VF of
 the host online with exactly the guests the client believes hold them, the scheduler agrees,
 every consumer is drained, every answered request's event is in SRIOV_PLACEMENT, nothing was
-dead-lettered and no VF was ever handed to two guests. It prints how long that took; the
-bound asserted is generous on purpose (speed figures are not what these tests are about).
+dead-lettered and no VF was ever handed to two guests. How long that took is printed at the
+end of the session; the bound asserted is generous on purpose (speed figures are not what
+these tests are about).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from fleet import GUIDE_VFS, Fleet
 from workload import (
+    FIGURES,
     MODELS,
     Expect,
     Workload,
@@ -75,8 +77,8 @@ async def survive(
             *extra(expect),
         ]
         took = await converge(client, expect, t0, timeout=BOUND_S, dead=fleet.obituaries)
-        print(
-            f"\n[{name}] first placement round trip {first:.2f}s after healing, converged in "
+        FIGURES.append(
+            f"[{name}] first placement round trip {first:.2f}s after healing, converged in "
             f"{took:.2f}s; {len(wl.done)} round trips; transient errors: {dict(wl.errors)}"
             + (f"; answered as internal: {wl.unclear}" if wl.unclear else "")
         )
