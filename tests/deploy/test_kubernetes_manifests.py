@@ -300,7 +300,11 @@ def test_services_run_replicated_with_disruption_budgets(rendered: list[Doc]) ->
         assert pdb["spec"]["selector"] == dep["spec"]["selector"]
         c = containers(dep)[0]
         assert c["command"] == [name]
-        assert c["readinessProbe"]["exec"]["command"][0] == "sriovctl"
+        probe = c["readinessProbe"]["exec"]["command"]
+        assert probe[0] == "sriovctl" and {"--self", "--require"} <= set(probe)
+        assert probe[probe.index("--name") + 1] == name  # this pod's replica, not any
+        assert env_of(c)["SRIOV_INSTANCE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert env_of(c)["SRIOV_STREAM_REPLICAS"] == "3"  # as many as the NATS cluster's nodes
         assert {"secretRef": {"name": f"sriov-nats-{name.removeprefix('sriov-')}"}} in c["envFrom"]
         assert env_of(c)["SRIOV_DATABASE_URL"] == {
             "secretKeyRef": {"name": "sriov-db-app", "key": "uri"}

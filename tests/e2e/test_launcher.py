@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -36,6 +37,7 @@ def test_up_lists_four_services_and_ctrl_c_leaves_nothing(tmp_path: Path) -> Non
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     seen: set[str] = set()
+    listing: list[dict[str, Any]] = []
     last = ""
     pids: set[int] = set()
     try:
@@ -51,11 +53,24 @@ def test_up_lists_four_services_and_ctrl_c_leaves_nothing(tmp_path: Path) -> Non
             )  # fmt: skip
             last = res.stdout + res.stderr
             if res.returncode == 0:
-                seen = {s["name"] for s in json.loads(res.stdout)}
+                listing = json.loads(res.stdout)
+                seen = {s["name"] for s in listing}
         if not want <= seen:
             proc.kill()
             out = proc.communicate(timeout=30)[0]
             raise AssertionError(f"services seen: {seen}; sriovctl: {last}; stack: {out[-2000:]}")
+        # the per-replica readiness probe of deploy/: one instance answers, a stranger not
+        env = {**os.environ, "SRIOV_STATE_DIR": str(state)}
+        sched = next(s for s in listing if s["name"] == "sriov-scheduler")
+        probe = [BIN / "sriovctl", "services", "--name", "sriov-scheduler", "--self", "--require"]
+        instance = sched["metadata"]["instance"]
+        ok = subprocess.run(probe, capture_output=True, text=True,
+                            env={**env, "SRIOV_INSTANCE_ID": instance})  # fmt: skip
+        assert ok.returncode == 0 and instance in ok.stdout, ok.stderr
+        gone = subprocess.run(probe, capture_output=True, text=True,
+                              env={**env, "SRIOV_INSTANCE_ID": "sched-nope"})  # fmt: skip
+        assert gone.returncode == 1
+        assert "sriov-scheduler instance sched-nope did not answer" in gone.stderr
         pids = {p.pid for p in _descendants(proc.pid)}
         assert len(pids) >= 6  # NATS, PostgreSQL, four services (+ OVS daemons)
         ovs_pids = {

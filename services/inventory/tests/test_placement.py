@@ -116,3 +116,12 @@ async def test_events_apply_in_the_schedulers_order_not_the_streams(
                       "confirmed")  # fmt: skip
         held = (await t.list_devices(bus, state="attached")).devices
         assert [(d.id, d.guest_id) for d in held] == [(dev.id, "b")]
+        # b's release (13) and c's reservation (14) are late; c's release (15) comes first:
+        # the VF is free, whoever inventory thought held it, and stays free
+        await publish(m.Released(request_id="r", guest_id="c", device_ids=[dev.id], seq=15),
+                      "released")  # fmt: skip
+        assert (await t.list_devices(bus, state="attached")).total == 0
+        await publish(m.Released(request_id="r", guest_id="b", device_ids=[dev.id], seq=13),
+                      "released")  # fmt: skip
+        await publish(reserved("c", 14), "reserved")
+        assert (await t.list_devices(bus, state="attached")).total == 0

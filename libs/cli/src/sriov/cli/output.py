@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import msgspec
@@ -30,6 +30,6 @@ def echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], footer: st
         click.echo(footer)
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"sriovctl: error: {message}", err=True)
     sys.exit(code)

@@ -312,13 +312,16 @@ class HostView:
         rec.device = msgspec.structs.replace(rec.device, guest_id=guest_id)
         return "applied"
 
-    def release(self, rec: DeviceRec, guest_id: str, seq: int) -> Outcome:
-        """Released/Expired/Lost: clear the guest, only if that guest holds the device."""
+    def release(self, rec: DeviceRec, seq: int) -> Outcome:
+        """Released/Expired/Lost: nobody holds the device after ``seq``.
+
+        Whoever our copy names as holder: the scheduler numbers its events in causal order, so
+        the event with the highest ``seq`` describes the device's state. If our copy names
+        another guest than the event's, the events in between (that guest's release, the
+        event guest's reservation) are still on their way, and will be stale when they come."""
         if seq <= rec.guest_seq or rec.removed:
             return "stale"
         rec.guest_seq = seq
-        if rec.device.guest_id != guest_id:
-            return "stale"
         rec.device = msgspec.structs.replace(rec.device, guest_id=None)
         if not rec.device.present:  # held while gone; now nobody holds it
             rec.removed = True

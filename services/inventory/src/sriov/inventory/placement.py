@@ -2,8 +2,8 @@
 
 Applied in the scheduler's commit order per device (the ``seq`` of the event that last
 changed a device is stored with it), so duplicates and events the stream holds out of order
-(a relay batch republished after a partial failure) are harmless. A release clears the guest
-only if that guest holds the device.
+(a relay batch republished after a partial failure) are harmless. The event with the highest
+``seq`` decides: after a release nobody holds the device, even if events before it are late.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class PlacementEvents:
                     if isinstance(ev, m.Reserved | m.Confirmed):
                         outcome = view.hold(rec, ev.guest_id, order(ev, d))
                     else:
-                        outcome = view.release(rec, ev.guest_id, order(ev, d))
+                        outcome = view.release(rec, order(ev, d))
                     outcomes[(type_name(ev), outcome)] += 1
             saved = await store.save(conn, loaded.views.values(), loaded.now, self.source)
         if saved.outbox:
