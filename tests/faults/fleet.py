@@ -108,6 +108,13 @@ class Fleet:
             out.append(f"{name} (exit {self.procs[name].returncode}): " + " | ".join(tail))
         return out
 
+    def tails(self, lines: int = 4) -> str:
+        """The end of every process's log (for a failure message)."""
+        return "\n".join(
+            f"--- {name}: " + " | ".join(self.log(name).strip().splitlines()[-lines:])
+            for name in self.procs
+        )
+
     def revive(self) -> list[str]:
         """Restart whatever died (so one failed test does not break the next ones)."""
         names = self.dead()

@@ -76,7 +76,10 @@ async def survive(
             lambda: placement_history_ok(client),
             *extra(expect),
         ]
-        took = await converge(client, expect, t0, timeout=BOUND_S, dead=fleet.obituaries)
+        try:
+            took = await converge(client, expect, t0, timeout=BOUND_S, dead=fleet.obituaries)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nservice logs:\n{fleet.tails()}") from None
         FIGURES.append(
             f"[{name}] first placement round trip {first:.2f}s after healing, converged in "
             f"{took:.2f}s; {len(wl.done)} round trips; transient errors: {dict(wl.errors)}"
