@@ -200,8 +200,9 @@ async def test_config_reload_on_file_change(
 async def test_nats_outage_is_healed_by_a_snapshot(
     tmp_path: Path, netns: str, nats_server: Any
 ) -> None:
-    """Events published while NATS is down are not replayed as diffs: a snapshot follows."""
-    host = make_host(tmp_path, guide(), netns, heartbeat_interval_s=0.3)
+    """Events published while NATS is down are not replayed as diffs: a snapshot follows,
+    soon after NATS is back (retried from 0.5 s, not at the next 60 s heartbeat)."""
+    host = make_host(tmp_path, guide(), netns, heartbeat_interval_s=60)
     bus = await Bus.connect(nats_server.url, name="hostd-test")
     watch = await Bus.connect(nats_server.url, name="consumer")
     await bus.ensure_streams()
@@ -214,7 +215,8 @@ async def test_nats_outage_is_healed_by_a_snapshot(
     try:
         async with running(bus, host.conf, opts(host)) as agent:
             await watch.nc.subscribe("sriov.v1.host.>", cb=on_msg)
-            await tap.wait(lambda e: isinstance(e, m.Heartbeat))
+            await watch.nc.flush()  # subscribed before NATS goes away
+            assert not agent.publisher.needs_snapshot  # the first snapshot was taken
             nats_server.stop()
             netdevs.set_link(netns, "eth1v0", False)
             await poll(lambda: agent.publisher.failed > 0)
@@ -223,7 +225,7 @@ async def test_nats_outage_is_healed_by_a_snapshot(
             # a snapshot the client timed out on may still reach the stream once the client
             # reconnects (the consumer then simply sees two); hostd keeps owing one until a
             # publish is acknowledged
-            await poll(lambda: not agent.publisher.needs_snapshot, timeout=60)
+            await poll(lambda: not agent.publisher.needs_snapshot, timeout=20)
             seq = agent.publisher.snapshot_seq
             snap = await tap.wait(lambda e: isinstance(e, m.HostSnapshot) and e.seq == seq)
             vf = next(v for v in snap.vfs if v.ifname == "eth1v0")

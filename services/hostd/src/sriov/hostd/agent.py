@@ -37,6 +37,7 @@ from sriov.hostd.watcher import LinkWatcher
 
 log = logging.getLogger(__name__)
 MAX_SETTLE_RETRIES = 50
+OWED_RETRY_S = 0.5  # first retry of an owed snapshot; doubles up to the heartbeat interval
 Spawn = Callable[[Awaitable[Any], str], "asyncio.Task[Any]"]
 
 
@@ -109,6 +110,7 @@ class HostAgent:
         spawn(self.links.run(), "hostd-links")
         spawn(self._rescan_loop(), "hostd-rescan")
         spawn(self._heartbeat_loop(), "hostd-heartbeat")
+        spawn(self._owed_loop(), "hostd-owed-snapshot")
         spawn(self._resync_loop(), "hostd-resync")
         spawn(self._reload_loop(), "hostd-reload")
 
@@ -291,10 +293,20 @@ class HostAgent:
                 self._rescan.clear()
                 await self._guarded(self.scan(snapshot=False, reason="netdevs changed"), "rescan")
 
+    async def _owed_loop(self) -> None:
+        """A publish failed (NATS away, a stream electing its leader): send the owed snapshot
+        as soon as NATS takes it, retrying from 0.5 s up to the heartbeat interval."""
+        while True:
+            await self.publisher.owed.wait()
+            delay = OWED_RETRY_S
+            while self.publisher.needs_snapshot:
+                if await self._pause(delay):
+                    return
+                await self._guarded(self.scan(snapshot=True, reason="owed"), "snapshot")
+                delay = min(delay * 2, self.conf.heartbeat_interval_s)
+
     async def _heartbeat_loop(self) -> None:
         while not await self._pause(self.conf.heartbeat_interval_s):
-            if self.publisher.needs_snapshot:
-                await self._guarded(self.scan(snapshot=True, reason="owed"), "snapshot")
             await self.publisher.publish(
                 subjects.host_heartbeat(self.host_id),
                 m.Heartbeat,

@@ -29,6 +29,9 @@ class Publisher:
         self.seq = 0
         self.snapshot_seq = 0
         self.needs_snapshot = True
+        self.owed = asyncio.Event()
+        """Set while a snapshot is owed (a publish failed): the agent retries it soon."""
+        self.owed.set()
         self.published = 0
         self.failed = 0
         self._lock = asyncio.Lock()
@@ -46,10 +49,12 @@ class Publisher:
             except Exception as exc:
                 self.failed += 1
                 self.needs_snapshot = True
+                self.owed.set()
                 log.warning("publishing %s failed (%s); a snapshot will follow", subject, exc)
                 return None
             self.published += 1
             if isinstance(msg, m.HostSnapshot):
                 self.snapshot_seq = msg.seq
                 self.needs_snapshot = False
+                self.owed.clear()
             return msg
