@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from sriov.common import migrations
 from sriov.common import schemas as m
 from sriov.common.errors import SriovError, Unavailable, error_from_code
 
@@ -80,20 +81,30 @@ _state_result = msgspec.json.Decoder(StateResult)
 _trace = msgspec.json.Decoder(dict[str, str])
 
 
-def schema_script() -> str:
-    """Every SQL file of the package in name order, with the message type tags filled in."""
-    files = sorted(
-        (f for f in importlib.resources.files("sriov.scheduler").joinpath("sql").iterdir()
-         if f.name.endswith(".sql")),
-        key=lambda f: f.name,
-    )  # fmt: skip
-    text = "\n".join(f.read_text(encoding="utf-8") for f in files)
+def _fill_markers(text: str) -> str:
+    """Message type tags for the ``@MARKER@``s of the SQL (one source of truth: the schemas)."""
     for marker, cls in TYPE_MARKERS.items():
         text = text.replace(marker, m.type_of(cls))
     left = set(re.findall(r"@[A-Z_]+@", text))
     if left:
         raise RuntimeError(f"schema SQL has unknown markers {sorted(left)}")
     return text
+
+
+def schema_migrations() -> list[migrations.Migration]:
+    """The tables: versioned migrations (``sql/migrations/``), each applied once."""
+    return migrations.load("sriov.scheduler", "sql/migrations", edit=_fill_markers)
+
+
+def functions_script() -> str:
+    """The functions (``sql/*.sql`` in name order): ``CREATE OR REPLACE``d at every start, so
+    a new build's functions replace the old ones."""
+    files = sorted(
+        (f for f in importlib.resources.files("sriov.scheduler").joinpath("sql").iterdir()
+         if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )  # fmt: skip
+    return _fill_markers("\n".join(f.read_text(encoding="utf-8") for f in files))
 
 
 def _outbox_row(r: asyncpg.Record) -> OutboxRow:
@@ -162,11 +173,9 @@ class Store:
             ) from exc
         try:
             async with pool.acquire() as conn:
-                await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK)
-                try:
-                    await conn.execute(schema_script())
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
+                await migrations.migrate(
+                    conn, "scheduler", schema_migrations(), MIGRATE_LOCK, functions_script()
+                )
                 epoch = await conn.fetchval("SELECT value FROM scheduler.meta WHERE key='epoch'")
         except BaseException:
             await pool.close()

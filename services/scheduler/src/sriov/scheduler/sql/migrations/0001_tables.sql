@@ -1,6 +1,7 @@
 -- The scheduler's own schema: its projection of schedulable VFs, reservations, idempotency
--- keys and the event outbox. Applied at start-up (with the functions in the other files of
--- this directory, in name order) under an advisory lock, so many replicas may start at once.
+-- keys and the event outbox. Migration 1, applied once (sriov.common.migrations); the
+-- functions in ../*.sql are re-created at every start. IF NOT EXISTS throughout, so a
+-- database created before migrations were versioned is adopted as it is.
 
 CREATE SCHEMA IF NOT EXISTS scheduler;
 
