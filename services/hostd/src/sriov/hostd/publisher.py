@@ -28,13 +28,16 @@ class Publisher:
         self.generation = generation if generation is not None else time.time_ns()
         self.seq = 0
         self.snapshot_seq = 0
-        self.needs_snapshot = True
         self.owed = asyncio.Event()
-        """Set while a snapshot is owed (a publish failed): the agent retries it soon."""
+        """Set while a snapshot is owed (at start, or a publish failed): the agent sends one."""
         self.owed.set()
         self.published = 0
         self.failed = 0
         self._lock = asyncio.Lock()
+
+    @property
+    def needs_snapshot(self) -> bool:
+        return self.owed.is_set()
 
     async def publish(self, subject: Subject, cls: type[E], **fields: Any) -> E | None:
         """Build, stamp and publish one event; None (and a snapshot owed) if it failed."""
@@ -48,13 +51,11 @@ class Publisher:
             # failover raises NoStreamResponseError): the event is owed as a snapshot
             except Exception as exc:
                 self.failed += 1
-                self.needs_snapshot = True
                 self.owed.set()
                 log.warning("publishing %s failed (%s); a snapshot will follow", subject, exc)
                 return None
             self.published += 1
             if isinstance(msg, m.HostSnapshot):
                 self.snapshot_seq = msg.seq
-                self.needs_snapshot = False
                 self.owed.clear()
             return msg

@@ -166,7 +166,7 @@ class Store:
                 },
                 reset=_keep_session,
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
             raise Unavailable(
                 f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}. Check that the server "
                 "runs and the URL (--database-url or SRIOV_DATABASE_URL) is right."

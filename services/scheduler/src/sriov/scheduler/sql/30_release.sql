@@ -77,6 +77,7 @@ CREATE OR REPLACE FUNCTION scheduler.expire(p_limit integer, p_now timestamptz, 
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     v_n integer;
+    v_events integer;
 BEGIN
     WITH due AS (
         SELECT id FROM scheduler.reservations
@@ -90,14 +91,11 @@ BEGIN
     freed AS (
         UPDATE scheduler.vfs v SET held_by = NULL
           FROM ended e WHERE v.device_id = e.device_id AND v.held_by = e.guest_id),
-    events AS (
-        INSERT INTO scheduler.outbox (event_id, guest_id, verb, type, payload, trace, source)
-        SELECT gen_random_uuid(), e.guest_id, 'expired', '@EXPIRED@',
-               jsonb_build_object('type', '@EXPIRED@', 'guest_id', e.guest_id, 'ts', now(),
-                                  'request_id', e.request_id,
-                                  'device_ids', jsonb_agg(e.device_id ORDER BY e.device_id))::text,
-               coalesce(a->'trace', '{}'), coalesce(a->>'source', 'sriov/scheduler')
+    events AS MATERIALIZED (  -- read below: a SELECT in WITH runs only if it is read
+        SELECT scheduler.emit(e.guest_id, 'expired', '@EXPIRED@', jsonb_build_object(
+                   'request_id', e.request_id,
+                   'device_ids', jsonb_agg(e.device_id ORDER BY e.device_id)), a)
         FROM ended e GROUP BY e.guest_id, e.request_id)
-    SELECT count(*) INTO v_n FROM ended;
+    SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM events) INTO v_n, v_events;
     RETURN v_n;
 END $$;

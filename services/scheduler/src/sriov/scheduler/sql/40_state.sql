@@ -14,6 +14,7 @@ DECLARE
     v_ids      text[];
     v_changed  integer := 0;
     v_lost     integer := 0;
+    v_events   integer;
 BEGIN
     IF jsonb_array_length(p_hosts) > 0 THEN
         SELECT array_agg(x->>'host_id' ORDER BY x->>'host_id') INTO v_host_ids
@@ -36,14 +37,10 @@ BEGIN
 
         -- A host that went offline: its guests are told. Their VFs stay reserved (the guest
         -- may still run there), so nobody else gets them until they are released.
-        INSERT INTO scheduler.outbox (event_id, guest_id, verb, type, payload, trace, source)
-        SELECT gen_random_uuid(), r.guest_id, 'lost', '@LOST@',
-               jsonb_build_object('type', '@LOST@', 'guest_id', r.guest_id, 'ts', now(),
-                                  'request_id', r.request_id,
-                                  'device_ids', jsonb_agg(r.device_id ORDER BY r.device_id),
-                                  'reason', 'host_offline', 'host_id', r.host_id,
-                                  'still_reserved', true)::text,
-               coalesce(a->'trace', '{}'), coalesce(a->>'source', 'sriov/scheduler')
+        PERFORM scheduler.emit(r.guest_id, 'lost', '@LOST@', jsonb_build_object(
+                    'request_id', r.request_id,
+                    'device_ids', jsonb_agg(r.device_id ORDER BY r.device_id),
+                    'reason', 'host_offline', 'host_id', r.host_id, 'still_reserved', true), a)
         FROM scheduler.vfs v
         JOIN scheduler.reservations r ON r.device_id = v.device_id AND r.ended_at IS NULL
         WHERE v.host_id = ANY (coalesce(v_down, '{}')) AND v.held_by IS NOT NULL
@@ -92,17 +89,13 @@ BEGIN
         freed AS (
             UPDATE scheduler.vfs v SET held_by = NULL
               FROM gone g WHERE v.device_id = g.device_id AND v.held_by = g.guest_id),
-        events AS (
-            INSERT INTO scheduler.outbox (event_id, guest_id, verb, type, payload, trace, source)
-            SELECT gen_random_uuid(), g.guest_id, 'lost', '@LOST@',
-                   jsonb_build_object('type', '@LOST@', 'guest_id', g.guest_id, 'ts', now(),
-                                      'request_id', g.request_id,
-                                      'device_ids', jsonb_agg(g.device_id ORDER BY g.device_id),
-                                      'reason', 'vf_removed', 'host_id', g.host_id,
-                                      'still_reserved', false)::text,
-                   coalesce(a->'trace', '{}'), coalesce(a->>'source', 'sriov/scheduler')
+        events AS MATERIALIZED (  -- read below: a SELECT in WITH runs only if it is read
+            SELECT scheduler.emit(g.guest_id, 'lost', '@LOST@', jsonb_build_object(
+                       'request_id', g.request_id,
+                       'device_ids', jsonb_agg(g.device_id ORDER BY g.device_id),
+                       'reason', 'vf_removed', 'host_id', g.host_id, 'still_reserved', false), a)
             FROM gone g GROUP BY g.guest_id, g.request_id, g.host_id)
-        SELECT count(*) INTO v_lost FROM gone;
+        SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM events) INTO v_lost, v_events;
     END IF;
     RETURN jsonb_build_object('devices', v_changed, 'lost', v_lost,
                               'hosts_down', to_jsonb(coalesce(v_down, '{}')));
