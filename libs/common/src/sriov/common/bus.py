@@ -453,6 +453,14 @@ class Bus:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def last_message(self, stream: str, subject: str) -> bytes:
+        """The payload of the newest message on ``subject`` in ``stream`` (what a consumer
+        that reads the stream is sure to get, unlike a live subscription across a restart)."""
+        try:
+            return (await self.js.get_last_msg(stream, subject)).data or b""
+        except nats.js.errors.NotFoundError as exc:
+            raise BusError(f"stream {stream} holds no message on {subject}") from exc
+
     async def last_values(
         self, stream: str, filter_subject: str, idle_s: float = 0.5
     ) -> AsyncIterator[tuple[str, bytes]]:
