@@ -4,16 +4,15 @@ rescan requester, the gauges' refresher and the query endpoints, sharing one poo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import Meter
 
+from sriov.common import runtime
 from sriov.common import schemas as m
 from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery, ServiceHost
 from sriov.common.schemas import Codec
@@ -25,33 +24,26 @@ from sriov.inventory.liveness import Liveness
 from sriov.inventory.metrics import Metrics
 from sriov.inventory.relay import Relay
 from sriov.inventory.rescan import Rescanner
+from sriov.inventory.settings import InventorySettings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Tuning:
-    heartbeat_timeout_s: float = 15.0
-    batch: int = 100
-    relay_batch: int = 500
-    rescan_interval_s: float = 30.0
-    gauges_interval_s: float = 15.0
-    ack_wait_s: float = 60.0
-    """How long a fetched event may stay unacknowledged (a crashed replica's batch is
-    redelivered after this); must exceed the time to apply a batch."""
-
-
 class Replica:
     def __init__(
-        self, pool: Pool, bus: Bus, tuning: Tuning | None = None, meter: Meter | None = None
+        self,
+        pool: Pool,
+        bus: Bus,
+        settings: InventorySettings | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.pool = pool
         self.bus = bus
-        self.tuning = t = tuning or Tuning()
+        self.settings = t = settings or InventorySettings()
         self.stats = {ingest.DURABLE: ConsumerStats(), placement.DURABLE: ConsumerStats()}
         self.metrics = Metrics(self.stats, meter)
         self.relay = Relay(pool, bus, batch=t.relay_batch, published=self._published)
-        self.rescanner = Rescanner(bus, min_interval_s=t.rescan_interval_s)
+        self.rescanner = Rescanner(bus, min_interval_s=t.rescan_interval)
         self.host_events = ingest.HostEvents(
             pool,
             bus.source,
@@ -65,7 +57,7 @@ class Replica:
             committed=self.relay.poke,
             counted=lambda c: self._count("placement", c),
         )
-        self.liveness = Liveness(pool, bus.source, t.heartbeat_timeout_s, committed=self.relay.poke)
+        self.liveness = Liveness(pool, bus.source, t.heartbeat_timeout, committed=self.relay.poke)
         self.api = QueryApi(pool)
         self.ingested: Counter[tuple[str, str]] = Counter()
 
@@ -81,11 +73,11 @@ class Replica:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every loop until ``stop`` is set; a loop that crashes takes the replica down."""
-        t = self.tuning
+        t = self.settings
         async with asyncio.TaskGroup() as tg:
             tg.create_task(
                 self._consume(
-                    ingest.consumer_spec(t.batch, t.ack_wait_s),
+                    ingest.consumer_spec(t.batch, t.ack_wait),
                     m.HOST_EVENTS,
                     self.host_events.handle,
                     self.host_events.handle_batch,
@@ -94,7 +86,7 @@ class Replica:
             )
             tg.create_task(
                 self._consume(
-                    placement.consumer_spec(t.batch, t.ack_wait_s),
+                    placement.consumer_spec(t.batch, t.ack_wait),
                     m.PLACEMENT_EVENTS,
                     self.placement_events.handle,
                     self.placement_events.handle_batch,
@@ -114,24 +106,19 @@ class Replica:
         batch_handler: Callable[[list[tuple[Any, Delivery]]], Awaitable[None]],
         stop: asyncio.Event,
     ) -> None:
-        """``bus.consume`` until stop; restarted if nats-py's fetch lets a bare timeout out."""
+        """``bus.consume`` until stop; it returns when the connection closes: bind again."""
         while not stop.is_set():
-            try:
-                await self.bus.consume(
-                    spec,
-                    codec,
-                    handler,
-                    stop=stop,
-                    stats=self.stats[spec.durable],
-                    batch_handler=batch_handler,
-                )
-            except TimeoutError:
-                log.debug("%s: fetch timed out outside the bus's handling; resuming", spec.durable)
-                continue
-            if not stop.is_set():  # the connection closed under it: wait, then bind again
+            await self.bus.consume(
+                spec,
+                codec,
+                handler,
+                stop=stop,
+                stats=self.stats[spec.durable],
+                batch_handler=batch_handler,
+            )
+            if not stop.is_set():
                 log.warning("%s: consumer stopped; resuming in 1s", spec.durable)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+                await runtime.pause(stop, 1.0)
 
     async def _gauges(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -146,8 +133,7 @@ class Replica:
                 fleet.host_status = statuses
             except Exception as exc:  # gauges are best effort
                 log.warning("refreshing fleet gauges failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.tuning.gauges_interval_s)
+            await runtime.pause(stop, self.settings.gauges_interval)
 
 
 async def _until(stop: asyncio.Event, coro: object) -> None:

@@ -6,13 +6,13 @@ group for requests and one durable consumer for state and for asynchronous reque
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 from sriov.common import runtime
+from sriov.common.config import parse_args
 from sriov.scheduler import server
 from sriov.scheduler.server import DESCRIPTION, NAME
-from sriov.scheduler.settings import SchedulerSettings, add_args
+from sriov.scheduler.settings import SchedulerSettings
 
 
 async def body(ctx: runtime.ServiceContext) -> None:
@@ -20,13 +20,8 @@ async def body(ctx: runtime.ServiceContext) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=NAME, description=DESCRIPTION)
-    runtime.add_bus_args(parser)
-    add_args(parser)
-    args = parser.parse_args(argv)
-
     async def go() -> None:
-        settings = runtime.settings_from_args(SchedulerSettings, args, parser).check()
+        settings = parse_args(SchedulerSettings, argv, prog=NAME, description=DESCRIPTION)
         await runtime.serve(NAME, DESCRIPTION, settings, body)
 
     runtime.run(go, NAME)
