@@ -11,7 +11,7 @@ from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, event_headers
 from sriov.inventory import testing as t
-from sriov.inventory.replica import Replica
+from sriov.inventory.main import Replica
 
 
 async def ingested(rep: Replica, kind: type[m.Message], outcome: str, n: int = 1) -> None:

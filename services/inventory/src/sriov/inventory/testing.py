@@ -26,11 +26,11 @@ from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.errors import NotFound
-from sriov.inventory import ingest, placement
+from sriov.inventory import ingest, placement_events
 from sriov.inventory.db import outbox
 from sriov.inventory.db.conn import Pool
 from sriov.inventory.db.pool import open_pool
-from sriov.inventory.replica import Replica
+from sriov.inventory.main import Replica
 from sriov.inventory.settings import InventorySettings
 
 GUIDE_HOST = "c48b1b8b-28a3-453a-863f-ddf7c62bcfe2"
@@ -325,7 +325,7 @@ async def drained(bus: Bus, pool: Pool) -> bool:
     """Every event consumed and acknowledged, and every state change relayed."""
     for stream, durable in (
         (subjects.STREAM_HOST_EVENTS, ingest.DURABLE),
-        (subjects.STREAM_PLACEMENT, placement.DURABLE),
+        (subjects.STREAM_PLACEMENT, placement_events.DURABLE),
     ):
         try:
             info = await bus.js.consumer_info(stream, durable)

@@ -20,7 +20,7 @@ from sriov.common.errors import ConfigError
 from sriov.hostd.pciids import PciIds
 from sriov.offload.checks import ModelName
 from sriov.offload.control import OffloadControl, Restarter
-from sriov.offload.nics import Sysfs
+from sriov.offload.nics import NicSysfs
 from sriov.offload.ovsdb import Ovsdb
 from sriov.offload.probes import Probes, SystemProbes
 from sriov.offload.service import OffloadService
@@ -57,7 +57,7 @@ async def agent(
         control = OffloadControl(settings.host_id, ovsdb, vswitchd, restarter=restarter)
         checker = NicChecker(
             settings.config,
-            Sysfs(settings.sysfs_root),
+            NicSysfs(settings.sysfs_root),
             probes or SystemProbes(),
             model_name=_model_names(),
             host_id=settings.host_id,
