@@ -24,7 +24,7 @@ from sriov.common.bus import Bus, Delivery
 from sriov.inventory import testing as t
 from sriov.inventory.db.pool import open_pool
 from sriov.inventory.ingest import HostEvents
-from sriov.inventory.placement import PlacementEvents
+from sriov.inventory.placement_events import PlacementEvents
 from sriov.inventory.relay import Relay
 
 MODELS = [t.CX5_VF, "ConnectX Family mlx5Gen Virtual Function", t.I350_VF]

@@ -28,7 +28,8 @@ from sriov.common import subjects as s
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.embedded import NatsServer
 from sriov.offload import unixctl
-from sriov.offload.main import OffloadSettings, agent
+from sriov.offload.main import agent
+from sriov.offload.settings import OffloadSettings
 from sriov.offload.testing import OvsSandbox, send_udp
 from sriov.offload.testing.fakes import FakeProbes
 

@@ -312,8 +312,8 @@ def test_services_run_replicated_with_disruption_budgets(rendered: list[Doc]) ->
 
 
 def _known_env() -> dict[str, set[str]]:
-    from sriov.inventory.main import InventorySettings
-    from sriov.offload.main import OffloadSettings
+    from sriov.inventory.settings import InventorySettings
+    from sriov.offload.settings import OffloadSettings
     from sriov.scheduler.settings import SchedulerSettings
 
     def names(cls: Any) -> set[str]:

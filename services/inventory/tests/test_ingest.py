@@ -11,7 +11,7 @@ from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, event_headers
 from sriov.inventory import testing as t
-from sriov.inventory.replica import Replica
+from sriov.inventory.main import Replica
 
 
 async def ingested(rep: Replica, kind: type[m.Message], outcome: str, n: int = 1) -> None:
@@ -61,7 +61,7 @@ async def test_reordered_events_end_in_the_newest_state(
     for ev in (b2, rm_a, b1, ev_a):
         subject = s.host_vf("h1", "removed" if isinstance(ev, m.VfRemoved) else "changed")
         await bus.js_publish(subject, ev, event_id=hostd.event_id(ev))
-    async with t.replica(nats_url, database_url, t.Tuning(batch=1)) as rep:
+    async with t.replica(nats_url, database_url, t.InventorySettings(batch=1)) as rep:
         await t.eventually(lambda: t.drained(bus, rep.pool), what="drained")
         listed = {d.pci_address: d for d in (await t.list_devices(bus, host_id="h1")).devices}
         assert a.pci_address not in listed

@@ -84,10 +84,10 @@ async def publish_history(bus: Bus, hosts: int, rng: random.Random) -> dict[str,
 
 
 async def test_two_replicas_consume_at_once(bus: Bus, nats_url: str, database_url: str) -> None:
-    tuning = t.Tuning(batch=10)
+    settings = t.InventorySettings(batch=10)
     async with (
-        t.replica(nats_url, database_url, tuning, "r1") as r1,
-        t.replica(nats_url, database_url, tuning, "r2") as r2,
+        t.replica(nats_url, database_url, settings, "r1") as r1,
+        t.replica(nats_url, database_url, settings, "r2") as r2,
     ):
         expected = await publish_history(bus, 40, random.Random(7))
         await t.eventually(lambda: t.drained(bus, r1.pool), 60, "both replicas drained")

@@ -19,8 +19,9 @@ from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.errors import BusError
-from sriov.offload.main import OffloadSettings, agent
+from sriov.offload.main import agent
 from sriov.offload.service import OffloadService
+from sriov.offload.settings import OffloadSettings
 from sriov.offload.testing import Endpoint, OvsSandbox
 from sriov.offload.testing.fakes import FakeProbes
 

@@ -1,13 +1,13 @@
 """Process scaffolding every service shares: settings, signals, bus, micro service, shutdown.
 
-A service's ``main`` parses its options, then hands :func:`run` a body coroutine that
+A service's ``main`` parses its settings (a ``BusSettings`` subclass in its ``settings.py``,
+read with :func:`sriov.common.config.parse_args`), then hands :func:`run` a body coroutine that
 registers endpoints and runs its loops until ``ctx.stop`` is set (SIGTERM or SIGINT).
 Everything opened is closed by one ``AsyncExitStack`` in reverse order.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -17,45 +17,68 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Self
 
 import msgspec
 
 from sriov.common import telemetry
 from sriov.common.bus import Bus, ServiceHost
-from sriov.common.config import Settings, from_env
-from sriov.common.errors import BusError, SriovError
+from sriov.common.config import Settings, option
+from sriov.common.errors import BusError, ConfigError, SriovError
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 
-class BusSettings(Settings):
-    """How a process reaches NATS. Environment: ``SRIOV_NATS_URL`` and friends."""
+def default_instance_id() -> str:
+    """A replica's id where none is given: unique per process on a host."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
-    nats_url: str = "nats://127.0.0.1:4222"
-    """One URL or several separated by commas (a cluster)."""
-    nats_user: str | None = None
-    nats_password: str | None = None
-    nats_creds: str | None = None
-    """A ``.creds`` file (JWT + nkey) for decentralised auth."""
-    nats_tls_ca: str | None = None
-    nats_tls_cert: str | None = None
-    nats_tls_key: str | None = None
-    nats_inbox_prefix: str | None = None
+
+class BusSettings(Settings):
+    """NATS (also from SRIOV_NATS_* environment variables)"""
+
+    nats_url: Annotated[str, option("NATS URL(s), comma separated (a cluster)")] = (
+        "nats://127.0.0.1:4222"
+    )
+    nats_user: Annotated[str | None, option("NATS user")] = None
+    nats_password: Annotated[str | None, option("NATS password")] = None
+    nats_creds: Annotated[str | None, option("NATS .creds file (JWT + nkey)")] = None
+    nats_tls_ca: Annotated[str | None, option("CA file to verify the NATS server")] = None
+    nats_tls_cert: Annotated[str | None, option("client certificate for NATS")] = None
+    nats_tls_key: Annotated[str | None, option("client key for NATS")] = None
+    nats_inbox_prefix: Annotated[str | None, option("reply inbox prefix this identity may use")] = (
+        None
+    )
     """Per-host inbox prefix, so a host's credentials can be limited to its own replies."""
-    stream_replicas: int = 1
-    """Replicas of the JetStream streams this process creates (3 in a NATS cluster)."""
-    provision_streams: bool = True
-    """Create/update the streams at start. Host agents' credentials may not; then an
-    identity that may (the stream admin, inventory or scheduler) provisions them."""
-    instance_id: str = msgspec.field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"
+    stream_replicas: Annotated[int, option("replicas of the streams created (3 in a cluster)")] = 1
+    provision_streams: Annotated[bool, option("create/update the streams at start", flag=None)] = (
+        True
+    )
+    """Host agents' credentials may not create streams; then an identity that may (the
+    stream admin, inventory or scheduler) provisions them."""
+    instance_id: Annotated[str, option("replica id for logs, traces and service discovery")] = (
+        msgspec.field(default_factory=default_instance_id)
     )
 
     @property
     def urls(self) -> list[str]:
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+
+class DatabaseSettings(BusSettings):
+    """PostgreSQL (also from SRIOV_DATABASE_URL)"""
+
+    database_url: Annotated[str, option("PostgreSQL DSN; every replica uses the same")] = ""
+
+    def check(self) -> Self:
+        if not self.database_url:
+            raise ConfigError(
+                "no database: give --database-url or set SRIOV_DATABASE_URL "
+                "(e.g. postgresql://user@127.0.0.1:5432/sriov)",
+                key="database_url",
+            )
+        return self
 
 
 class ServiceFailed(SriovError):
@@ -64,33 +87,11 @@ class ServiceFailed(SriovError):
     code = "service_failed"
 
 
-def _default_instance() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def add_bus_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("NATS (also from SRIOV_NATS_* environment variables)")
-    g.add_argument("--nats-url", help="NATS URL(s), comma separated")
-    g.add_argument("--nats-user")
-    g.add_argument("--nats-password")
-    g.add_argument("--nats-creds", help="NATS .creds file")
-    g.add_argument("--nats-tls-ca")
-    g.add_argument("--nats-tls-cert")
-    g.add_argument("--nats-tls-key")
-    g.add_argument("--nats-inbox-prefix", help="reply inbox prefix this identity may use")
-    g.add_argument("--stream-replicas", type=int, help="replicas of the streams created")
-    g.add_argument("--instance-id", help="replica id for logs, traces and service discovery")
-
-
-def settings_from_args(
-    cls: type[Any], args: argparse.Namespace, parser: argparse.ArgumentParser
-) -> Any:
-    """Settings from the environment, overridden by the options given; an invalid value is
-    reported with the option's own spelling (``--reservation-ttl``, not the field's)."""
-    fields = {f for f in cls.__struct_fields__}
-    # argparse has no public list of its actions; _actions is stable since Python 3.2
-    options = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
-    return from_env(cls, options=options, **{k: v for k, v in vars(args).items() if k in fields})
+async def pause(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` or until ``stop`` is set; True when stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
 
 
 async def connect_bus(settings: BusSettings, name: str) -> Bus:

@@ -22,7 +22,7 @@ import msgspec
 from sriov.common import runtime, subjects
 from sriov.common import schemas as m
 from sriov.common.bus import Bus, ServiceHost, event_headers
-from sriov.scheduler import server
+from sriov.scheduler import main
 from sriov.scheduler.projection import durable_name
 from sriov.scheduler.settings import SchedulerSettings
 
@@ -171,7 +171,7 @@ class FleetState:
 @contextlib.asynccontextmanager
 async def run_replica(
     nats_url: str, database_url: str, **overrides: Any
-) -> AsyncIterator[server.Replica]:
+) -> AsyncIterator[main.Replica]:
     """One scheduler replica in this event loop, stopped (and its tasks ended) on exit."""
     opts: dict[str, Any] = {
         "nats_url": nats_url,
@@ -193,7 +193,7 @@ async def run_replica(
         stack.push_async_callback(svc.stop)
         ctx = runtime.ServiceContext("sriov-scheduler", bus, svc, stop, stack, settings)
         try:
-            yield await server.start(ctx)
+            yield await main.start(ctx)
         finally:
             stop.set()
             if ctx.tasks:
