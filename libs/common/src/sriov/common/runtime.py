@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from sriov.common import telemetry
+from sriov.common import probes, telemetry
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.config import Settings, from_env
 from sriov.common.errors import BusError, SriovError
@@ -52,6 +52,11 @@ class BusSettings(Settings):
     instance_id: str = msgspec.field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"
     )
+    http_port: int | None = None
+    """Port of the HTTP probes (/healthz, /readyz, /metrics): 0 picks a free one, unset
+    serves none (``SRIOV_HTTP_PORT``)."""
+    http_host: str = "127.0.0.1"
+    """Address the probes listen on; 0.0.0.0 in a pod, where the kubelet calls its IP."""
 
     @property
     def urls(self) -> list[str]:
@@ -80,6 +85,9 @@ def add_bus_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--nats-inbox-prefix", help="reply inbox prefix this identity may use")
     g.add_argument("--stream-replicas", type=int, help="replicas of the streams created")
     g.add_argument("--instance-id", help="replica id for logs, traces and service discovery")
+    h = parser.add_argument_group("HTTP probes (also SRIOV_HTTP_PORT, SRIOV_HTTP_HOST)")
+    h.add_argument("--http-port", type=int, help="serve /healthz /readyz /metrics (0: any port)")
+    h.add_argument("--http-host", help="address to listen on (default 127.0.0.1)")
 
 
 def settings_from_args(
@@ -157,10 +165,17 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     tele = telemetry.setup(name, settings.instance_id)
+    ready = _Readiness()
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_remove_signal_handlers, loop)
         stack.callback(tele.shutdown)
+        http = None
+        if settings.http_port is not None:  # first: /healthz answers while NATS is slow
+            http = probes.ProbeServer(ready.reason, metrics=tele.metrics_port is not None)
+            await http.start(settings.http_host, settings.http_port)
+            stack.push_async_callback(http.close)
         bus = await connect_bus(settings, name)
+        ready.bus = bus
         stack.push_async_callback(bus.close)
         if ensure_streams and settings.provision_streams:
             try:
@@ -171,12 +186,16 @@ async def serve(
         meta = {"instance": settings.instance_id, **(metadata or {})}
         if tele.metrics_port:
             meta["metrics_port"] = str(tele.metrics_port)
+        if http is not None:
+            meta["http_port"] = str(http.port)
         svc = await ServiceHost.start(bus, name, VERSION, description, meta)
         stack.push_async_callback(svc.stop)
         ctx = ServiceContext(name, bus, svc, stop, stack, settings)
         log.info("%s %s started (instance %s)", name, VERSION, settings.instance_id)
         await body(ctx)
+        ready.registered = True
         await stop.wait()
+        ready.registered = False
         log.info("%s stopping", name)
         for task in ctx.tasks:
             task.cancel()
@@ -187,6 +206,24 @@ async def serve(
                 log.warning("%s did not stop within 10s; leaving it", task.get_name())
     if ctx.crashed:
         raise ServiceFailed(f"{name} stopped because {', '.join(ctx.crashed)} crashed")
+
+
+@dataclass
+class _Readiness:
+    """What ``/readyz`` reports: connected to NATS, service and endpoints registered. Not
+    the database: an outage there makes every replica answer ``unavailable`` and recover
+    by itself, and taking them all out of the Service at once would not help."""
+
+    bus: Bus | None = None
+    registered: bool = False
+
+    def reason(self) -> str | None:
+        if self.bus is None:
+            return "connecting to NATS"
+        # Bus has no public connection state yet: the one place outside bus that asks nats.
+        if not self.bus.nc.is_connected:
+            return "NATS connection lost, reconnecting"
+        return None if self.registered else "starting or stopping"
 
 
 def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
