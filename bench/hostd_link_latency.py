@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench import parser
 from sriov.common import schemas as m
 from sriov.common.bus import Bus
 from sriov.common.embedded import NatsServer
@@ -143,7 +144,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="hostd_link_latency")
+    p = parser(__name__, __doc__)
     p.add_argument("--events", type=int, default=400)
     p.add_argument("--interval-ms", type=float, default=40)
     p.add_argument("--links", type=int, default=15, help="VF links to rotate over")

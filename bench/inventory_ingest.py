@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench import parser
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
 from sriov.inventory import testing as t
@@ -95,7 +96,7 @@ def _cpu(pid: int) -> float:
 
 
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="bench inventory_ingest")
+    p = parser(__name__, __doc__)
     p.add_argument("--hosts", type=int, default=1000)
     p.add_argument("--vfs", type=int, default=64)
     p.add_argument("--batch", type=int, default=100)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench import parser
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, Delivery
@@ -163,7 +164,7 @@ async def _count(dsn: str) -> int:
 
 
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="bench inventory_query")
+    p = parser(__name__, __doc__)
     p.add_argument("--hosts", type=int, default=1000)
     p.add_argument("--vfs", type=int, default=64)
     p.add_argument("--requests", type=int, default=4500)

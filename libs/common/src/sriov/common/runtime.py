@@ -21,9 +21,9 @@ from typing import Annotated, Any, Self
 
 import msgspec
 
-from sriov.common import telemetry
+from sriov.common import probes, telemetry
 from sriov.common.bus import Bus, ServiceHost
-from sriov.common.config import Settings, option
+from sriov.common.config import Settings, option, setting_error
 from sriov.common.errors import BusError, ConfigError, SriovError
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,15 @@ class BusSettings(Settings):
     instance_id: Annotated[str, option("replica id for logs, traces and service discovery")] = (
         msgspec.field(default_factory=default_instance_id)
     )
+    http_port: Annotated[int | None, option("serve /healthz /readyz /metrics (0: any port)")] = None
+    """Port of the HTTP probes: 0 picks a free one, unset serves none."""
+    http_host: Annotated[str, option("address the HTTP probes listen on")] = "127.0.0.1"
+    """0.0.0.0 in a pod, where the kubelet calls the pod's IP."""
+
+    def check(self) -> Self:
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise setting_error(type(self), "http_port", "use 0 to 65535", self.http_port)
+        return self
 
     @property
     def urls(self) -> list[str]:
@@ -72,6 +81,7 @@ class DatabaseSettings(BusSettings):
     database_url: Annotated[str, option("PostgreSQL DSN; every replica uses the same")] = ""
 
     def check(self) -> Self:
+        super().check()
         if not self.database_url:
             raise ConfigError(
                 "no database: give --database-url or set SRIOV_DATABASE_URL "
@@ -158,10 +168,17 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     tele = telemetry.setup(name, settings.instance_id)
+    ready = _Readiness()
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_remove_signal_handlers, loop)
         stack.callback(tele.shutdown)
+        http = None
+        if settings.http_port is not None:  # first: /healthz answers while NATS is slow
+            http = probes.ProbeServer(ready.reason, metrics=tele.metrics_port is not None)
+            await http.start(settings.http_host, settings.http_port)
+            stack.push_async_callback(http.close)
         bus = await connect_bus(settings, name)
+        ready.bus = bus
         stack.push_async_callback(bus.close)
         if ensure_streams and settings.provision_streams:
             try:
@@ -172,12 +189,16 @@ async def serve(
         meta = {"instance": settings.instance_id, **(metadata or {})}
         if tele.metrics_port:
             meta["metrics_port"] = str(tele.metrics_port)
+        if http is not None:
+            meta["http_port"] = str(http.port)
         svc = await ServiceHost.start(bus, name, VERSION, description, meta)
         stack.push_async_callback(svc.stop)
         ctx = ServiceContext(name, bus, svc, stop, stack, settings)
         log.info("%s %s started (instance %s)", name, VERSION, settings.instance_id)
         await body(ctx)
+        ready.registered = True
         await stop.wait()
+        ready.registered = False
         log.info("%s stopping", name)
         for task in ctx.tasks:
             task.cancel()
@@ -188,6 +209,24 @@ async def serve(
                 log.warning("%s did not stop within 10s; leaving it", task.get_name())
     if ctx.crashed:
         raise ServiceFailed(f"{name} stopped because {', '.join(ctx.crashed)} crashed")
+
+
+@dataclass
+class _Readiness:
+    """What ``/readyz`` reports: connected to NATS, service and endpoints registered. Not
+    the database: an outage there makes every replica answer ``unavailable`` and recover
+    by itself, and taking them all out of the Service at once would not help."""
+
+    bus: Bus | None = None
+    registered: bool = False
+
+    def reason(self) -> str | None:
+        if self.bus is None:
+            return "connecting to NATS"
+        # Bus has no public connection state yet: the one place outside bus that asks nats.
+        if not self.bus.nc.is_connected:
+            return "NATS connection lost, reconnecting"
+        return None if self.registered else "starting or stopping"
 
 
 def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:

@@ -35,6 +35,7 @@ class OffloadSettings(BusSettings, kw_only=True):
     restart_timeout: Annotated[float, option("seconds the restart may take")] = 60.0
 
     def check(self) -> Self:
+        super().check()
         try:
             subjects.token(self.host_id, "host_id")
         except InvalidRequest as exc:
