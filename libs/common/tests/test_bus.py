@@ -160,6 +160,7 @@ async def test_connect_error_names_the_server_and_hides_password() -> None:
         )  # fmt: skip
     assert f"127.0.0.1:{port}" in str(err.value)
     assert "s3cret" not in str(err.value)
+    assert f"nats://admin:***@127.0.0.1:{port}" in str(err.value)  # sriov.common.redact
 
 
 async def test_wrong_password_fails_fast_and_clearly(tmp_path: Any) -> None:

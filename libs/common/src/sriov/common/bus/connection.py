@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind
 from sriov.common import subjects as subj
 from sriov.common import telemetry
 from sriov.common.errors import BusError, BusTimeout
+from sriov.common.redact import redact_url
 from sriov.common.schemas import Codec, Message, codec, encode
 
 from . import consumer, streams
@@ -121,7 +122,7 @@ class Bus:
                     last = refusals[0]
                     break
                 await asyncio.sleep(min(2**attempt * 0.2, 2))
-        where = ", ".join(_redact(s) for s in servers)
+        where = ", ".join(redact_url(s) for s in servers)
         raise BusError(
             f"cannot connect to NATS at {where}: {_describe(last)}. "
             "Check that nats-server is running and the URL, credentials and TLS settings.",
@@ -355,13 +356,6 @@ async def _race(connect: Awaitable[None], refused: asyncio.Event, budget: float)
             if not t.done():
                 t.cancel()
         await asyncio.gather(task, waiter, return_exceptions=True)
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def _describe(exc: BaseException | None) -> str:
