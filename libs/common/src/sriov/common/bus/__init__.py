@@ -13,7 +13,8 @@ What it guarantees callers:
 
 Where things are: ``streams`` (the stream catalogue and provisioning), ``headers`` (header
 names, CloudEvents), ``connection`` (:class:`Bus`), ``consumer`` (durable consumers, dead
-letter), ``service`` (micro services and their errors).
+letter), ``stored`` (what the streams hold, read without a durable consumer), ``service``
+(micro services, their errors and discovery).
 """
 
 __all__ = [
@@ -23,11 +24,14 @@ __all__ = [
     "HDR_SRIOV_CODE",
     "STREAMS",
     "Bus",
+    "ConsumerInfo",
     "ConsumerSpec",
     "ConsumerStats",
     "Delivery",
     "ServiceError",
     "ServiceHost",
+    "StoredMessage",
+    "StreamInfo",
     "StreamSpec",
     "event_headers",
     "raise_service_error",
@@ -39,4 +43,5 @@ from .connection import Bus
 from .consumer import ConsumerSpec, ConsumerStats, Delivery
 from .headers import HDR_ERROR, HDR_ERROR_CODE, HDR_MSG_ID, HDR_SRIOV_CODE, event_headers
 from .service import ServiceHost, raise_service_error
+from .stored import ConsumerInfo, StoredMessage, StreamInfo
 from .streams import STREAMS, StreamSpec

@@ -9,17 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
 
 from sriov.common import subjects as subj
@@ -28,10 +25,11 @@ from sriov.common.errors import BusError, BusTimeout
 from sriov.common.redact import redact_url
 from sriov.common.schemas import Codec, Message, codec, encode
 
-from . import consumer, streams
+from . import consumer, service, stored, streams
 from .consumer import ConsumerSpec, ConsumerStats, Delivery
 from .headers import event_headers
 from .service import raise_service_error
+from .stored import ConsumerInfo, StoredMessage, StreamInfo
 from .streams import STREAMS, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -43,8 +41,9 @@ class Bus:
     """One NATS connection of a process, with JetStream; build it at start-up, pass it in."""
 
     def __init__(self, nc: Client, source: str) -> None:
-        self.nc = nc
-        self.js: JetStreamContext = nc.jetstream()
+        # Private: callers use the methods below, so nats stays inside this package.
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
         self.source = source
 
     @classmethod
@@ -131,9 +130,30 @@ class Bus:
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            await self._nc.drain()
         with contextlib.suppress(Exception):
-            await self.nc.close()
+            await self._nc.close()
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def flush(self, timeout: int = 5) -> None:
+        """One round trip: the server has processed everything sent before (subscriptions,
+        publishes), and reported any permissions violation among them."""
+        await self._nc.flush(timeout=timeout)
+
+    def new_inbox(self) -> str:
+        """A fresh reply subject under this connection's inbox prefix."""
+        return self._nc.new_inbox()
+
+    async def jetstream_ready(self) -> bool:
+        """JetStream answers for this account (a cluster has elected its meta leader)."""
+        try:
+            await self._js.account_info()
+        except Exception:  # any failure means "not yet"; the caller retries
+            return False
+        return True
 
     # --- provisioning -----------------------------------------------------------------------
     async def ensure_streams(
@@ -145,7 +165,7 @@ class Bus:
         not scale a 3-replica stream down). A refusal (the server answers nothing to a
         request its permissions deny) is reported as such.
         """
-        await streams.ensure_streams(self.js, specs, replicas)
+        await streams.ensure_streams(self._js, specs, replicas)
 
     # --- publishing -------------------------------------------------------------------------
     async def publish(
@@ -159,7 +179,13 @@ class Bus:
         """Core NATS publish (fire-and-forget; for live notifications)."""
         with telemetry.messaging_span(subject.template, subject.subject, SpanKind.PRODUCER):
             hdrs = event_headers(msg, self.source, event_id, headers)
-            await self.nc.publish(subject.subject, encode(msg), headers=hdrs)
+            await self._nc.publish(subject.subject, encode(msg), headers=hdrs)
+
+    async def publish_raw(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Core publish of arbitrary bytes (tests of malformed input and permissions)."""
+        await self._nc.publish(subject, data, headers=headers)
 
     async def js_publish(
         self,
@@ -180,7 +206,7 @@ class Bus:
     ) -> bool:
         """Publish pre-encoded bytes with pre-built headers (an outbox relay replays these)."""
         try:
-            ack = await self.js.publish(subject, payload, timeout=timeout, headers=headers)
+            ack = await self._js.publish(subject, payload, timeout=timeout, headers=headers)
         except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as exc:
             # nats-py reports "no responders" on a JetStream publish as NoStreamResponseError:
             # no stream captures the subject, or the stream has no leader (a failover).
@@ -226,15 +252,15 @@ class Bus:
         """A "no responders" answer right after a service subscribed can be a routing race
         (the subscription has not reached every server yet): ask once more before failing."""
         try:
-            return await self.nc.request(subject, data, timeout=timeout, headers=headers)
+            return await self._nc.request(subject, data, timeout=timeout, headers=headers)
         except nats.errors.NoRespondersError:
             await asyncio.sleep(0.1)
-            return await self.nc.request(subject, data, timeout=timeout, headers=headers)
+            return await self._nc.request(subject, data, timeout=timeout, headers=headers)
 
     async def request_raw(self, subject: str, data: bytes, timeout: float = 5) -> Msg:
         """Untyped request (service discovery, tests of malformed input)."""
         try:
-            return await self.nc.request(subject, data, timeout=timeout)
+            return await self._nc.request(subject, data, timeout=timeout)
         except nats.errors.NoRespondersError as exc:
             raise BusError(f"no service answers {subject}: is it running?") from exc
         except nats.errors.TimeoutError as exc:
@@ -242,73 +268,46 @@ class Bus:
 
     async def discover(self, verb: str = "INFO", wait: float = 0.5) -> list[dict[str, Any]]:
         """Every running micro service's answer to ``$SRV.<verb>`` (PING, INFO, STATS)."""
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
-        answers: list[dict[str, Any]] = []
-        try:
-            await self.nc.publish(f"$SRV.{verb}", b"", reply=inbox)
-            deadline = time.monotonic() + wait
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    m = await sub.next_msg(timeout=left)
-                except nats.errors.TimeoutError:
-                    break
-                if not m.data:  # "no responders" status: nothing is running
-                    continue
-                with contextlib.suppress(msgspec.DecodeError):
-                    answers.append(msgspec.json.decode(m.data))
-        finally:
-            await sub.unsubscribe()
-        return answers
+        return await service.discover(self._nc, verb, wait)
 
     # --- subscribing ------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def subscribe(self, subject: str, queue: str = "") -> AsyncIterator[Any]:
         """Core subscription as an async iterator of raw messages (live tails, tests)."""
-        sub = await self.nc.subscribe(subject, queue=queue)
+        sub = await self._nc.subscribe(subject, queue=queue)
         try:
             yield sub.messages
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def last_message(self, stream: str, subject: str) -> bytes:
-        """The payload of the newest message on ``subject`` in ``stream`` (what a consumer
-        that reads the stream is sure to get, unlike a live subscription across a restart)."""
-        try:
-            return (await self.js.get_last_msg(stream, subject)).data or b""
-        except nats.js.errors.NotFoundError as exc:
-            raise BusError(f"stream {stream} holds no message on {subject}") from exc
+    # --- what the streams hold (see ``stored``) ----------------------------------------------
+    async def stream_info(self, stream: str) -> StreamInfo:
+        return await stored.stream_info(self._js, stream)
 
-    async def last_values(
+    async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
+        return await stored.consumer_info(self._js, stream, durable)
+
+    async def consumers(self, stream: str) -> list[ConsumerInfo]:
+        return await stored.consumers(self._js, stream)
+
+    async def message(self, stream: str, seq: int) -> StoredMessage:
+        return await stored.message(self._js, stream, seq)
+
+    async def last_message(self, stream: str, subject: str) -> StoredMessage:
+        """The newest message on ``subject`` in ``stream`` (what a consumer that reads the
+        stream is sure to get, unlike a live subscription across a restart)."""
+        return await stored.last_message(self._js, stream, subject)
+
+    def history(self, stream: str, subject: str = ">") -> AsyncIterator[StoredMessage]:
+        """Every message of ``stream`` on ``subject`` (a filter), oldest first."""
+        return stored.history(self._js, stream, subject)
+
+    def last_values(
         self, stream: str, filter_subject: str, idle_s: float = 0.5
     ) -> AsyncIterator[tuple[str, bytes]]:
         """Replay the current last value of every subject in a last-value stream."""
-        info = await self.js.stream_info(stream)
-        if not info.state.messages:
-            return
-        sub = await self.js.pull_subscribe(
-            filter_subject,
-            stream=stream,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=30,
-            ),
-        )
-        try:
-            while True:
-                try:
-                    batch = await sub.fetch(500, timeout=idle_s)
-                except nats.errors.TimeoutError:
-                    return
-                for m in batch:
-                    yield m.subject, m.data
-                if batch and batch[-1].metadata.num_pending == 0:
-                    return
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        return stored.last_values(self._js, stream, filter_subject, idle_s)
 
     async def consume(
         self,
@@ -331,7 +330,7 @@ class Bus:
         a poison message cannot hold the batch.
         """
         await consumer.consume(
-            self.js,
+            self._js,
             spec,
             decoder,
             handler,

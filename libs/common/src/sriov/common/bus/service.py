@@ -1,4 +1,5 @@
-"""``nats.micro`` services whose endpoints take and return msgspec messages, and their errors.
+"""``nats.micro`` services whose endpoints take and return msgspec messages, their errors,
+and their discovery (``$SRV``).
 
 Domain errors become service errors with a stable code and a readable message, never a
 Python repr; :func:`raise_service_error` turns them back into our error types on the caller.
@@ -8,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import nats.errors
 import nats.micro
+from nats.aio.client import Client
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 from opentelemetry.trace import SpanKind
@@ -44,7 +48,7 @@ class ServiceHost:
         cls, bus: Bus, name: str, version: str, description: str, metadata: dict[str, str]
     ) -> ServiceHost:
         svc = await nats.micro.add_service(
-            bus.nc,
+            bus._nc,  # the package's own client: micro registers on it
             config=ServiceConfig(
                 name=name, version=version, description=description, metadata=metadata
             ),
@@ -128,3 +132,25 @@ def raise_service_error(headers: Mapping[str, str] | None, data: bytes) -> None:
         body = msgspec.json.decode(data, type=ErrorReply)
         code, message, details = body.code, body.message, dict(body.details)
     raise error_from_code(code or "internal", message, **details)
+
+
+async def discover(nc: Client, verb: str, wait: float) -> list[dict[str, Any]]:
+    """Every running micro service's answer to ``$SRV.<verb>`` within ``wait`` seconds."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    answers: list[dict[str, Any]] = []
+    try:
+        await nc.publish(f"$SRV.{verb}", b"", reply=inbox)
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                m = await sub.next_msg(timeout=left)
+            except nats.errors.TimeoutError:
+                break
+            if not m.data:  # "no responders" status: nothing is running
+                continue
+            with contextlib.suppress(msgspec.DecodeError):
+                answers.append(msgspec.json.decode(m.data))
+    finally:
+        await sub.unsubscribe()
+    return answers
