@@ -291,9 +291,6 @@ class Bus:
     async def consumers(self, stream: str) -> list[ConsumerInfo]:
         return await stored.consumers(self._js, stream)
 
-    async def message(self, stream: str, seq: int) -> StoredMessage:
-        return await stored.message(self._js, stream, seq)
-
     async def last_message(self, stream: str, subject: str) -> StoredMessage:
         """The newest message on ``subject`` in ``stream`` (what a consumer that reads the
         stream is sure to get, unlike a live subscription across a restart)."""

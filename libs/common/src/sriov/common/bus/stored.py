@@ -100,13 +100,6 @@ def _stored(raw: api.RawStreamMsg) -> StoredMessage:
     )
 
 
-async def message(js: JetStreamContext, stream: str, seq: int) -> StoredMessage:
-    try:
-        return _stored(await js.get_msg(stream, seq))
-    except nats.js.errors.NotFoundError as exc:
-        raise BusError(f"stream {stream} holds no message {seq}", stream=stream) from exc
-
-
 async def last_message(js: JetStreamContext, stream: str, subject: str) -> StoredMessage:
     try:
         return _stored(await js.get_last_msg(stream, subject))
