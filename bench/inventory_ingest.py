@@ -67,8 +67,8 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                 await asyncio.sleep(0.05)
             t_db = time.perf_counter() - t0
             while True:
-                info = await bus.js.stream_info(s.STREAM_STATE)
-                if info.state.messages >= total + args.hosts:
+                info = await bus.stream_info(s.STREAM_STATE)
+                if info.messages >= total + args.hosts:
                     break
                 await asyncio.sleep(0.05)
             t_state = time.perf_counter() - t0

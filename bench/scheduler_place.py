@@ -150,11 +150,9 @@ async def verify(dsn: str, bus: Bus, devices: list[str]) -> None:
         held = await conn.fetchval("SELECT count(*) FROM scheduler.vfs WHERE held_by IS NOT NULL")
     finally:
         await conn.close()
-    info = await bus.js.stream_info(subjects.STREAM_PLACEMENT)
     reserved: collections.Counter[str] = collections.Counter()
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        msg = await bus.js.get_msg(subjects.STREAM_PLACEMENT, seq)
-        ev = m.PLACEMENT_EVENTS.decode(msg.data or b"")
+    async for msg in bus.history(subjects.STREAM_PLACEMENT):
+        ev = m.PLACEMENT_EVENTS.decode(msg.data)
         if isinstance(ev, m.Reserved):
             reserved.update(a.device_id for a in ev.assignments)
     dup_replies = len(devices) - len(set(devices))

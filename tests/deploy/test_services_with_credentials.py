@@ -94,8 +94,8 @@ async def test_services_work_with_only_their_own_permissions(
                 s.endpoint(s.SCHEDULER_GROUP, "get"), m.GetRequest(guest_id="g1"), m.PlacementReply
             )
         for stream in (s.STREAM_HOST_EVENTS, s.STREAM_STATE, s.STREAM_PLACEMENT_REQUESTS):
-            info = await ops.js.stream_info(stream)  # created by the services themselves
-            assert info.config.name == stream
+            info = await ops.stream_info(stream)  # created by the services themselves
+            assert info.name == stream
     finally:
         await ops.close()
     violations = [line for line in secured_nats.log.read_text().splitlines() if "Violation" in line]

@@ -95,10 +95,8 @@ async def test_malformed_events_are_dead_lettered_and_nothing_stored_is_lost(
         await t.eventually(lambda: t.drained(bus, rep.pool), what="drained")
         stats = rep.stats["inventory-host-events"]
         assert (stats.dead_lettered, stats.unknown) == (4, 1)
-        reasons = []
-        dl = await bus.js.pull_subscribe(s.dead_letter("inventory-host-events").subject)
-        for msg in await dl.fetch(4, timeout=5):
-            reasons.append(msg.headers["Sriov-Dead-Letter-Reason"])  # type: ignore[index]
+        dead = bus.history(s.STREAM_DEAD_LETTER, s.dead_letter("inventory-host-events").subject)
+        reasons = [d.headers["Sriov-Dead-Letter-Reason"] async for d in dead]
         text = "\n".join(reasons)
         assert "not valid JSON" in text
         assert "generation" in text

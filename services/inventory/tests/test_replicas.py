@@ -160,17 +160,17 @@ async def test_replica_killed_mid_batch_loses_and_duplicates_nothing(
         states, host_states = await t.state_values(bus)
         assert {k: v.revision for k, v in states.items()} == revisions
         assert len(host_states) == hosts
-        info = await bus.js.stream_info(s.STREAM_STATE)
+        info = await bus.stream_info(s.STREAM_STATE)
 
         async def caught_up() -> bool:
-            return len(set(announced)) >= info.state.last_seq
+            return len(set(announced)) >= info.last_seq
 
         await t.eventually(caught_up, what="the wire tail caught up")
         # every distinct state version was stored exactly once: copies relayed again after
         # the kill were dropped by JetStream (same event id)
-        assert info.state.last_seq == len(set(announced))
-        dead = await bus.js.stream_info(s.STREAM_DEAD_LETTER)
-        assert dead.state.messages == 0
+        assert info.last_seq == len(set(announced))
+        dead = await bus.stream_info(s.STREAM_DEAD_LETTER)
+        assert dead.messages == 0
     finally:
         for task in tails:
             task.cancel()

@@ -102,7 +102,7 @@ async def running_agent(
     stop = asyncio.Event()
     try:
         async with agent(settings, bus, service, probes=FakeProbes()) as svc:
-            await bus.nc.flush()  # the endpoints' subscriptions reach the server first
+            await bus.flush()  # the endpoints' subscriptions reach the server first
             if client is not None:
                 await wait_ready(client, host_id)
             loop = asyncio.create_task(svc.run(stop)) if periodic else None

@@ -87,7 +87,7 @@ async def test_serves_checks_with_the_real_kernel_and_stops_on_sigterm(
         async with asyncio.timeout(15):
             while True:
                 try:
-                    await bus.js.get_last_msg(s.STREAM_OFFLOAD, s.offload_audit("node7").subject)
+                    await bus.last_message(s.STREAM_OFFLOAD, s.offload_audit("node7").subject)
                     break
                 except Exception:
                     await asyncio.sleep(0.1)

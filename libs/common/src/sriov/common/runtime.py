@@ -223,8 +223,7 @@ class _Readiness:
     def reason(self) -> str | None:
         if self.bus is None:
             return "connecting to NATS"
-        # Bus has no public connection state yet: the one place outside bus that asks nats.
-        if not self.bus.nc.is_connected:
+        if not self.bus.is_connected:
             return "NATS connection lost, reconnecting"
         return None if self.registered else "starting or stopping"
 

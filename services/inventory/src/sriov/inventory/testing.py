@@ -328,7 +328,7 @@ async def drained(bus: Bus, pool: Pool) -> bool:
         (subjects.STREAM_PLACEMENT, placement_events.DURABLE),
     ):
         try:
-            info = await bus.js.consumer_info(stream, durable)
+            info = await bus.consumer_info(stream, durable)
         except Exception:  # not created yet: the replica has not started consuming
             return False
         if info.num_pending or info.num_ack_pending:

@@ -106,7 +106,7 @@ async def start(ctx: ServiceContext) -> Replica:
                 subjects.SCHEDULER_GROUP, name, request, handler, queue_group=QUEUE_GROUP
             )
 
-    await ctx.bus.nc.flush()  # the server has our subscriptions: requests reach us from now on
+    await ctx.bus.flush()  # the server has our subscriptions: requests reach us from now on
     ctx.spawn(projection.run(ctx.stop), "scheduler-projection")
     ctx.spawn(relay.run(ctx.stop), "scheduler-outbox-relay")
     ctx.spawn(sweeper.run(ctx.stop), "scheduler-expiry")

@@ -182,7 +182,7 @@ async def follow(
         for subject, kind in watch_subjects(kinds, hosts):
             messages = await stack.enter_async_context(bus.subscribe(subject))
             pumps.append(tg.create_task(pump(kind, messages)))
-        await bus.nc.flush()  # the server has every subscription: nothing from now is missed
+        await bus.flush()  # the server has every subscription: nothing from now is missed
         ready()
         deadline = asyncio.get_running_loop().time() + seconds if seconds else None
         try:
