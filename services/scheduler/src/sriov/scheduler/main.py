@@ -87,7 +87,7 @@ async def start(ctx: ServiceContext) -> Replica:
     # same connection and queue group: a replica has that many requests in flight.
     hosts = [ctx.service]
     for lane in range(2, settings.request_lanes + 1):
-        extra = await ServiceHost.start(
+        extra = ServiceHost.prepare(
             ctx.bus, ctx.name, runtime.VERSION, DESCRIPTION,
             {"instance": settings.instance_id, "lane": str(lane)},
         )  # fmt: skip
@@ -105,8 +105,8 @@ async def start(ctx: ServiceContext) -> Replica:
             await host.add_endpoint(
                 subjects.SCHEDULER_GROUP, name, request, handler, queue_group=QUEUE_GROUP
             )
-
-    await ctx.bus.flush()  # the server has our subscriptions: requests reach us from now on
+    for host in hosts[1:]:  # the first is announced by runtime.serve when this returns
+        await host.announce()
     ctx.spawn(projection.run(ctx.stop), "scheduler-projection")
     ctx.spawn(relay.run(ctx.stop), "scheduler-outbox-relay")
     ctx.spawn(sweeper.run(ctx.stop), "scheduler-expiry")
