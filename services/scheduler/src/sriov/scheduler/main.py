@@ -11,8 +11,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-
 from sriov.common import runtime, subjects
 from sriov.common import schemas as m
 from sriov.common.bus import ServiceHost
@@ -47,17 +45,9 @@ class Replica:
     sweeper: Sweeper
 
 
-def instrument_database() -> None:
-    """Database calls become spans of the request's trace (once per process)."""
-    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()
-
-
 async def start(ctx: ServiceContext) -> Replica:
     """Register the endpoints and start the loops; the runtime keeps them until stop."""
     settings: SchedulerSettings = ctx.settings
-    instrument_database()
     source = f"sriov/{ctx.name}/{settings.instance_id}"
     store = await Store.open(
         settings.database_url,

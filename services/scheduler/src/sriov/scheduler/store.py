@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from sriov.common import migrations
+from sriov.common import database, migrations
 from sriov.common import schemas as m
 from sriov.common.errors import SriovError, Unavailable, error_from_code
 
@@ -114,10 +114,6 @@ def _outbox_row(r: asyncpg.Record) -> OutboxRow:
     )  # fmt: skip
 
 
-def redact(dsn: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
-
-
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release a connection to the pool as it is (asyncpg still rolls back an open
     transaction). Its default reset is a full round trip per call; our sessions keep no state
@@ -150,38 +146,30 @@ class Store:
         timeout: float = 10,
     ) -> Store:
         """Connect, create or upgrade the schema (once, whatever the number of replicas)."""
+        pool = await database.open_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            server_settings={
+                "application_name": application_name,
+                "TimeZone": "UTC",
+                # The functions' queries are single-table index walks that plan the same
+                # whatever the values: plan each once per connection, not at every call.
+                "plan_cache_mode": "force_generic_plan",
+            },
+            reset=_keep_session,
+            prepare=lambda conn: migrations.migrate(
+                conn, "scheduler", schema_migrations(), MIGRATE_LOCK, functions_script()
+            ),
+        )
         try:
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=min_size,
-                max_size=max_size,
-                timeout=timeout,
-                command_timeout=timeout,
-                server_settings={
-                    "application_name": application_name,
-                    "TimeZone": "UTC",
-                    # The functions' queries are single-table index walks that plan the same
-                    # whatever the values: plan each once per connection, not at every call.
-                    "plan_cache_mode": "force_generic_plan",
-                },
-                reset=_keep_session,
-            )
-        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
-            raise Unavailable(
-                f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}. Check that the server "
-                "runs and the URL (--database-url or SRIOV_DATABASE_URL) is right."
-            ) from exc
-        try:
-            async with pool.acquire() as conn:
-                await migrations.migrate(
-                    conn, "scheduler", schema_migrations(), MIGRATE_LOCK, functions_script()
-                )
-                epoch = await conn.fetchval("SELECT value FROM scheduler.meta WHERE key='epoch'")
+            epoch = await pool.fetchval("SELECT value FROM scheduler.meta WHERE key='epoch'")
+            store = cls(pool, str(epoch), dsn, timeout)
+            await store.maintain("vfs", "hosts", "reservations", "requests")
         except BaseException:
             await pool.close()
             raise
-        store = cls(pool, str(epoch), dsn, timeout)
-        await store.maintain("vfs", "hosts", "reservations", "requests")
         return store
 
     async def close(self) -> None:
