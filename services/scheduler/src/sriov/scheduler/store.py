@@ -17,15 +17,16 @@ import importlib.resources
 import logging
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import msgspec
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from sriov.common import database, migrations
+from sriov.common import database, migrations, outbox, subjects
 from sriov.common import schemas as m
 from sriov.common.errors import SriovError, Unavailable, error_from_code
+from sriov.common.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +64,6 @@ class StateResult(msgspec.Struct, kw_only=True):
     hosts_down: list[str]
 
 
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    event_id: str
-    guest_id: str
-    verb: str
-    type: str
-    payload: bytes
-    trace: dict[str, str]
-    source: str
-    created_at: dt.datetime
-
-
 _outcome = msgspec.json.Decoder(Outcome)
 _state_result = msgspec.json.Decoder(StateResult)
 _trace = msgspec.json.Decoder(dict[str, str])
@@ -107,10 +95,14 @@ def functions_script() -> str:
     return _fill_markers("\n".join(f.read_text(encoding="utf-8") for f in files))
 
 
-def _outbox_row(r: asyncpg.Record) -> OutboxRow:
+def _outbox_row(r: asyncpg.Record, bases: dict[str, dict[str, str]]) -> OutboxRow:
+    _id, event_id, guest_id, verb, ce_type, payload, trace, source, created_at = r
+    base = bases.get(source) or bases.setdefault(source, outbox.base_headers(source))
+    subject = subjects.placement_event(guest_id, verb)
     return OutboxRow(
-        id=r[0], event_id=r[1], guest_id=r[2], verb=r[3], type=r[4], payload=r[5].encode(),
-        trace=_trace.decode(r[6]), source=r[7], created_at=r[8],
+        subject.subject, payload.encode(),
+        outbox.stored_headers(base, event_id, ce_type, created_at.isoformat()),
+        template=subject.template, trace=_trace.decode(trace),
     )  # fmt: skip
 
 
@@ -281,8 +273,9 @@ class Store:
             event_id, guest_id, verb, m.type_of(type(msg)), m.encode(msg).decode(), ctx.decode(),
         )  # fmt: skip
 
+    # --- the outbox: an ordered log (sriov.common.outbox) ------------------------------------
     @contextlib.asynccontextmanager
-    async def outbox_batch(self, limit: int) -> AsyncIterator[list[OutboxRow]]:
+    async def claim(self, limit: int) -> AsyncIterator[list[OutboxRow]]:
         """The oldest outbox rows, deleted when the block succeeds (kept when it raises).
 
         One relay at a time (a transaction-scoped advisory lock), so events leave in the
@@ -300,13 +293,17 @@ class Store:
                 "source, created_at FROM scheduler.outbox ORDER BY id LIMIT $1",
                 limit,
             )
-            rows = [_outbox_row(r) for r in records]
-            yield rows
-            if rows:
+            bases: dict[str, dict[str, str]] = {}
+            yield [_outbox_row(r, bases) for r in records]
+            if records:
                 await conn.execute(
                     "DELETE FROM scheduler.outbox WHERE id = ANY($1::bigint[])",
-                    [r.id for r in rows],
+                    [r[0] for r in records],
                 )
+
+    async def has_pending(self) -> bool:
+        with suppress_instrumentation():  # the idle poll is not worth a trace each
+            return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM scheduler.outbox)"))
 
     async def outbox_size(self) -> int:
         return int(await self._call("outbox size", "SELECT count(*) FROM scheduler.outbox"))
