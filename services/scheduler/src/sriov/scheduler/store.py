@@ -1,7 +1,9 @@
 """The scheduler's only module that talks SQL: schema, pool, one call per operation.
 
-Each operation is one SQL function (``sql/*.sql``) called with one JSON argument over a
-prepared statement, so a placement is one database round trip. The functions raise SQLSTATE
+Each operation is one SQL function (``sql/*.sql``) called with one JSON argument (a struct
+of :mod:`sriov.scheduler.validation`; ``tests/test_sql_boundary.py`` checks the keys the SQL
+reads against its fields) and the type tag of the event it emits, over a prepared
+statement, so a placement is one database round trip. The functions raise SQLSTATE
 ``SRV01`` with ``{code, message, details}`` for a refusal, which becomes the matching
 :class:`SriovError`. A unique-index violation (the last guard against double booking),
 a deadlock or a serialization failure is retried; a lost connection becomes ``unavailable``
@@ -15,7 +17,6 @@ import contextlib
 import datetime as dt
 import importlib.resources
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,13 +42,6 @@ RELAY_LOCK = 0x5C4ED02
 # InternalClientError. The call either never committed or did: a retry with the same
 # request_id is safe either way, so all of these are "unavailable", not "internal".
 UNREACHABLE = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
-TYPE_MARKERS: dict[str, type[m.Message]] = {
-    "@RESERVED@": m.Reserved,
-    "@CONFIRMED@": m.Confirmed,
-    "@RELEASED@": m.Released,
-    "@EXPIRED@": m.Expired,
-    "@LOST@": m.Lost,
-}
 
 
 class Outcome(msgspec.Struct, kw_only=True):
@@ -69,19 +63,9 @@ _state_result = msgspec.json.Decoder(StateResult)
 _trace = msgspec.json.Decoder(dict[str, str])
 
 
-def _fill_markers(text: str) -> str:
-    """Message type tags for the ``@MARKER@``s of the SQL (one source of truth: the schemas)."""
-    for marker, cls in TYPE_MARKERS.items():
-        text = text.replace(marker, m.type_of(cls))
-    left = set(re.findall(r"@[A-Z_]+@", text))
-    if left:
-        raise RuntimeError(f"schema SQL has unknown markers {sorted(left)}")
-    return text
-
-
 def schema_migrations() -> list[migrations.Migration]:
     """The tables: versioned migrations (``sql/migrations/``), each applied once."""
-    return migrations.load("sriov.scheduler", "sql/migrations", edit=_fill_markers)
+    return migrations.load("sriov.scheduler", "sql/migrations")
 
 
 def functions_script() -> str:
@@ -92,7 +76,7 @@ def functions_script() -> str:
          if f.name.endswith(".sql")),
         key=lambda f: f.name,
     )  # fmt: skip
-    return _fill_markers("\n".join(f.read_text(encoding="utf-8") for f in files))
+    return "\n".join(f.read_text(encoding="utf-8") for f in files)
 
 
 def _outbox_row(r: asyncpg.Record, bases: dict[str, dict[str, str]]) -> OutboxRow:
@@ -192,19 +176,21 @@ class Store:
                 ) from exc
         raise AssertionError("unreachable")
 
-    async def _operation(self, op: str, args: bytes) -> Outcome:
-        raw = await self._call(op, f"SELECT scheduler.{op}($1::jsonb)::text", args.decode())
+    async def _operation(self, op: str, args: bytes, event: type[m.Message]) -> Outcome:
+        raw = await self._call(
+            op, f"SELECT scheduler.{op}($1::jsonb, $2)::text", args.decode(), m.type_of(event)
+        )
         return _outcome.decode(raw)
 
     async def place(self, args: bytes) -> Outcome:
         """Place or attach (``args`` is :class:`~sriov.scheduler.validation.PlaceArgs`)."""
-        return await self._operation("place", args)
+        return await self._operation("place", args, m.Reserved)
 
     async def release(self, args: bytes) -> Outcome:
-        return await self._operation("release", args)
+        return await self._operation("release", args, m.Released)
 
     async def confirm(self, args: bytes) -> Outcome:
-        return await self._operation("confirm", args)
+        return await self._operation("confirm", args, m.Confirmed)
 
     async def guest(self, guest_id: str) -> Outcome:
         raw = await self._call("get", "SELECT scheduler.guest_assignments($1)::text", guest_id)
@@ -213,8 +199,8 @@ class Store:
     async def apply_state(self, devices: bytes, hosts: bytes, ctx: bytes) -> StateResult:
         raw = await self._call(
             "apply state",
-            "SELECT scheduler.apply_state($1::jsonb, $2::jsonb, $3::jsonb)::text",
-            devices.decode(), hosts.decode(), ctx.decode(),
+            "SELECT scheduler.apply_state($1::jsonb, $2::jsonb, $3::jsonb, $4)::text",
+            devices.decode(), hosts.decode(), ctx.decode(), m.type_of(m.Lost),
         )  # fmt: skip
         return _state_result.decode(raw)
 
@@ -222,8 +208,8 @@ class Store:
         """End unconfirmed reservations whose TTL passed (at ``now``, default the database's)."""
         n = await self._call(
             "expire",
-            "SELECT scheduler.expire($1, coalesce($2, now()), $3::jsonb)",
-            limit, now, ctx.decode(),
+            "SELECT scheduler.expire($1, coalesce($2, now()), $3::jsonb, $4)",
+            limit, now, ctx.decode(), m.type_of(m.Expired),
         )  # fmt: skip
         return int(n)
 
