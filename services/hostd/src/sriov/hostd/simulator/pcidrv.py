@@ -10,6 +10,7 @@ write and the tree, and the VF's veth, change as the kernel would change them.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from sriov.hostd.simulator import models, netdevs
@@ -62,8 +63,6 @@ def unbind(root: str, address: str) -> None:
     for net in (dev / "net").glob("*") if (dev / "net").is_dir() else ():
         (base / "class" / "net" / net.name).unlink(missing_ok=True)
     if (dev / "net").is_dir():
-        import shutil
-
         shutil.rmtree(dev / "net")
     state.netdevs = [d for d in state.netdevs if d.pci_address != address]
     save_state(root, state)
@@ -78,9 +77,8 @@ def probe(root: str, address: str) -> None:
         return
     state = load_state(root)
     found = _vf(base, state, address)
-    override = (dev / "driver_override").read_text().strip() if (
-        dev / "driver_override"
-    ).exists() else ""  # fmt: skip
+    path = dev / "driver_override"
+    override = path.read_text().strip() if path.exists() else ""
     if found is None:
         return  # only VFs are rebound by the simulator
     rec, n = found

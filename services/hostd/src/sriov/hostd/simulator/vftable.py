@@ -281,9 +281,7 @@ class SimulatedVfTable:
         index = await self.index(pf_ifname)
         msg.encode()
         async with self._lock:
-            effects, error = receive(
-                self.root, bytes(msg.data), {pf_ifname: index}.get
-            )  # fmt: skip
+            effects, error = receive(self.root, bytes(msg.data), {pf_ifname: index}.get)
             if effects is not None and self.netns is not None:
                 await self._perform(effects)
         if error is not None:
@@ -325,8 +323,8 @@ def ip_link_set_vf(root: str, pf: str, vf: int, **settings: Any) -> None:
     names = {"spoofchk": "spoof_check", "proto": "vlan_proto"}
     for key, value in settings.items():
         setattr(row, names.get(key, key), value)
-    groups = [g for g, fields in nl.GROUPS.items()
-              if any(names.get(k, k) in fields for k in settings)]  # fmt: skip
+    wanted = {names.get(k, k) for k in settings}
+    groups = [g for g, fields in nl.GROUPS.items() if wanted & set(fields)]
     msg = nl.setlink(
         _ifindex(root, state.netns, rec.ifname), [nl.vf_attr(g, vf, row) for g in groups]
     )

@@ -56,6 +56,7 @@ class VfConfigurator:
         self.table = table if table is not None else vf_table_for(self.sysfs.root, netns)
         self.retries = retries
         self.settle_s = settle_s
+        self._ipr: Any = None
 
     # --- what the PF is ------------------------------------------------------------------
     def pf_ifname(self, pf: str) -> str:
@@ -117,10 +118,10 @@ class VfConfigurator:
         for action in actions:
             where = f"PF {pf} ({ifname}) VF {vf} ({address})"
             if action.kind == "bind":
+                default = desired.driver is None
                 await drv.bind(
-                    self.sysfs, address, action.target, default=desired.driver is None,
-                    timeout=self.settle_s,
-                )  # fmt: skip
+                    self.sysfs, address, action.target, default=default, timeout=self.settle_s
+                )
             elif action.kind == "set":
                 await self._set(ifname, vf, action.target, want, where)
             else:
@@ -128,12 +129,15 @@ class VfConfigurator:
         actual = await self.read_vf(pf, vf)
         diff = want.differences(actual)
         if diff:
-            shown = ", ".join(f"{f}={getattr(actual, f)!r} (wanted {getattr(want, f)!r})"
-                              for f in diff)  # fmt: skip
+            shown = ", ".join(
+                f"{f}={getattr(actual, f)!r} (wanted {getattr(want, f)!r})" for f in diff
+            )
             raise VfConfigError(
                 f"PF {pf} VF {vf} ({address}) reads back {shown}",
-                field=diff[0], pci_address=address, settings=diff,
-            )  # fmt: skip
+                field=diff[0],
+                pci_address=address,
+                settings=diff,
+            )
         return actual
 
     async def _set(self, ifname: str, vf: int, group: str, want: VfConfig, where: str) -> None:
@@ -146,22 +150,33 @@ class VfConfigurator:
                 if exc.code in RETRY and attempt + 1 < self.retries:
                     await asyncio.sleep(0.1)
                     continue
+                values = ", ".join(f"{f}={getattr(want, f)!r}" for f in nl.GROUPS[group])
                 raise VfConfigError(
-                    f"{where}: the PF driver refused {group} "
-                    f"({', '.join(f'{f}={getattr(want, f)!r}' for f in nl.GROUPS[group])}): "
-                    f"{os.strerror(exc.code)}",
-                    field=group, errno=exc.code,
-                ) from None  # fmt: skip
+                    f"{where}: the PF driver refused {group} ({values}): {os.strerror(exc.code)}",
+                    field=group,
+                    errno=exc.code,
+                ) from None
+
+    def _sock(self) -> Any:
+        if self._ipr is None:
+            self._ipr = async_iproute(self.netns)
+        return self._ipr
+
+    def close(self) -> None:
+        """Close the netlink sockets (the configurator's and its VF table's)."""
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+        close = getattr(self.table, "close", None)
+        if close is not None:
+            close()
 
     async def _netdev_mac(self, ifname: str) -> str | None:
-        ipr: Any = async_iproute(self.netns)
         try:
-            found = await ipr.link("get", ifname=ifname)
+            found = await self._sock().link("get", ifname=ifname)
             return str(found[0].get("address")).lower()
         except NetlinkError:
             return None
-        finally:
-            ipr.close()
 
     async def _set_netdev_mac(self, address: str, mac: str, where: str) -> None:
         """The VF netdev's own (effective) MAC, set and read back as the CNI does: some
@@ -172,7 +187,7 @@ class VfConfigurator:
         while loop.time() < deadline:
             netdev = drv.netdev_of(self.sysfs, address)
             if netdev is not None:
-                ipr: Any = async_iproute(self.netns)
+                ipr = self._sock()
                 try:
                     found = await ipr.link_lookup(ifname=netdev)
                     if found:
@@ -183,7 +198,5 @@ class VfConfigurator:
                         last = f"{netdev} reads {got[0].get('address')}"
                 except NetlinkError as exc:
                     last = f"{netdev}: {os.strerror(exc.code)}"
-                finally:
-                    ipr.close()
             await asyncio.sleep(0.1)
         raise VfConfigError(f"{where}: netdev MAC {mac} not applied ({last})", field="mac")

@@ -24,7 +24,7 @@ ETH_P_8021Q, ETH_P_8021AD = 0x8100, 0x88A8
 PROTO = {"802.1Q": ETH_P_8021Q, "802.1ad": ETH_P_8021AD}
 LINK_STATE: dict[VfLinkState, int] = {"auto": 0, "enable": 1, "disable": 2}  # IFLA_VF_LINK_STATE_*
 LINK_STATE_NAME: dict[int, VfLinkState] = {v: k for k, v in LINK_STATE.items()}
-RTEXT_FILTER_VF = 1
+RTEXT_FILTER_VF, RTEXT_FILTER_SKIP_STATS = 1, 8
 ZERO_MAC = "00:00:00:00:00:00"
 #: A u32 the kernel reports for a flag the driver did not fill in (``ivi.spoofchk = -1``).
 UNREPORTED = 0xFFFFFFFF
@@ -164,7 +164,9 @@ class NetlinkVfTable:
     async def link(self, pf_ifname: str) -> Any:
         index = await self.index(pf_ifname)
         async with self._lock:
-            found = await self._sock().link("get", index=index, ext_mask=RTEXT_FILTER_VF)
+            found = await self._sock().link(
+                "get", index=index, ext_mask=RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS
+            )
         return found[0]
 
     def close(self) -> None:
