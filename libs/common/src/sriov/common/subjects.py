@@ -77,6 +77,8 @@ HOST_PF_CHANGED = PREFIX + ".host.{host_id}.pf.changed"
 HOST_LINK = PREFIX + ".host.{host_id}.link.{state}"  # state: up | down
 HOST_HEARTBEAT = PREFIX + ".host.{host_id}.heartbeat.sent"
 HOST_DIAGNOSTICS = PREFIX + ".host.{host_id}.diagnostics.reported"
+HOST_VF_APPLIED = PREFIX + ".host.{host_id}.vf.applied"
+HOST_VF_APPLIED_ALL = PREFIX + ".host.*.vf.applied"
 
 
 def host_snapshot(host_id: str) -> Subject:
@@ -88,6 +90,7 @@ def host_vf(host_id: str, verb: str) -> Subject:
         "discovered": HOST_VF_DISCOVERED,
         "changed": HOST_VF_CHANGED,
         "removed": HOST_VF_REMOVED,
+        "applied": HOST_VF_APPLIED,
     }[verb]
     return _build(template, host_id=token(host_id, "host_id"))
 
@@ -135,7 +138,7 @@ def host_state(host_id: str) -> Subject:
 # --- placement ------------------------------------------------------------------------------
 PLACEMENT_EVENT = PREFIX + ".placement.{guest_id}.{verb}"
 PLACEMENT_EVENTS_ALL = f"{PREFIX}.placement.*.*"
-PLACEMENT_VERBS = ("reserved", "confirmed", "released", "expired", "failed", "lost")
+PLACEMENT_VERBS = ("reserved", "confirmed", "released", "expired", "failed", "lost", "ready")
 PLACEMENT_REQUEST = PREFIX + ".placement.{guest_id}.{op}.requested"
 PLACEMENT_REQUESTS_ALL = f"{PREFIX}.placement.*.*.requested"
 PLACEMENT_OPS = ("place", "attach", "release")
@@ -207,12 +210,27 @@ def endpoint(group: str, name: str) -> Subject:
     return Subject(f"{group}.{token(name, 'endpoint')}", f"{template}.{name}")
 
 
+# --- desired VF state (the scheduler -> one host's hostd; last value per VF) ----------------
+DESIRED_VF = PREFIX + ".desired.{host_id}.{pci}.vf.updated"
+DESIRED_ALL = f"{PREFIX}.desired.>"
+
+
+def desired_vf(host_id: str, pci_address: str) -> Subject:
+    return _build(DESIRED_VF, host_id=token(host_id, "host_id"), pci=pci_token(pci_address))
+
+
+def desired_of_host(host_id: str) -> str:
+    """Wildcard for one host's desired state (its hostd's consumer filter and permission)."""
+    return f"{PREFIX}.desired.{token(host_id, 'host_id')}.>"
+
+
 # --- streams ----------------------------------------------------------------------------------
 STREAM_HOST_EVENTS = "SRIOV_HOST_EVENTS"
 STREAM_STATE = "SRIOV_STATE"
 STREAM_PLACEMENT = "SRIOV_PLACEMENT"
 STREAM_PLACEMENT_REQUESTS = "SRIOV_PLACEMENT_REQUESTS"
 STREAM_OFFLOAD = "SRIOV_OFFLOAD"
+STREAM_DESIRED = "SRIOV_DESIRED"
 DEAD_LETTER = PREFIX + ".deadletter.{consumer}"
 DEAD_LETTER_ALL = f"{PREFIX}.deadletter.>"
 STREAM_DEAD_LETTER = "SRIOV_DEAD_LETTER"
@@ -232,7 +250,7 @@ def template_of(subject: str) -> str:
         parts[3] = "{host_id}"
     elif agg == "placement":
         parts[3] = "{guest_id}"
-    elif agg == "device" and len(parts) >= 5:
+    elif agg in ("device", "desired") and len(parts) >= 5:
         parts[3], parts[4] = "{host_id}", "{pci}"
     elif agg == "deadletter":
         parts[3] = "{consumer}"

@@ -40,7 +40,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
         subj.STREAM_PLACEMENT,
         [subj.PLACEMENT_EVENTS_ALL],
-        "placement events: reserved, confirmed, released, expired, lost, failed",
+        "placement events: reserved, ready, confirmed, released, expired, lost, failed",
         max_age_s=30 * 86400,
     ),
     StreamSpec(
@@ -54,6 +54,12 @@ STREAMS: tuple[StreamSpec, ...] = (
         [subj.OFFLOAD_EVENTS_ALL],
         "offload agent events: config changes, NIC checks, flow audits",
         max_age_s=7 * 86400,
+    ),
+    StreamSpec(
+        subj.STREAM_DESIRED,
+        [subj.DESIRED_ALL],
+        "the scheduler's desired state of each VF, last value per VF subject",
+        last_value=True,
     ),
     StreamSpec(
         subj.STREAM_DEAD_LETTER,

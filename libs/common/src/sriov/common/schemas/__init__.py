@@ -24,6 +24,7 @@ from sriov.common.schemas._host import (
     PfChanged,
     RescanRequest,
     SetNumVfsRequest,
+    VfApplied,
     VfChanged,
     VfDiscovered,
     VfRemoved,
@@ -43,6 +44,16 @@ from sriov.common.schemas._inventory import (
     HostState,
     device_id,
     short_addr,
+)
+from sriov.common.schemas._lifecycle import (
+    CordonReply,
+    CordonRequest,
+    DesiredState,
+    HeldVf,
+    VfDesired,
+    VfLifecycleState,
+    VfResetReply,
+    VfResetRequest,
 )
 from sriov.common.schemas._offload import (
     Audit,
@@ -72,6 +83,7 @@ from sriov.common.schemas._placement import (
     PlacementReply,
     PlacementRequestT,
     PlaceRequest,
+    Ready,
     Released,
     ReleaseRequest,
     Reserved,
@@ -100,6 +112,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     Reserved, Confirmed, Released, Expired, Lost, Failed,
     OffloadGetRequest, OffloadSetRequest, OffloadStatus, OffloadConfigChanged, OffloadChecks,
     AuditRequest, Audit, ErrorReply,
+    VfApplied, Ready, VfDesired, CordonRequest, CordonReply, VfResetRequest, VfResetReply,
 )  # fmt: skip
 
 # One reusable codec per stream/endpoint payload.
@@ -108,6 +121,7 @@ PLACEMENT_EVENTS: Codec[PlacementEventT] = Codec(PlacementEventT, "placement eve
 PLACEMENT_REQUESTS: Codec[PlacementRequestT] = Codec(PlacementRequestT, "placement request")
 OFFLOAD_EVENTS: Codec[OffloadEventT] = Codec(OffloadEventT, "offload event")
 STATE_EVENTS: Codec[DeviceState | HostState] = Codec(DeviceState | HostState, "state event")
+DESIRED: Codec[VfDesired] = Codec(VfDesired, "desired VF state")
 
 
 @functools.cache

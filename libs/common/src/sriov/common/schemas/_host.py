@@ -13,6 +13,7 @@ from sriov.common.schemas._vfconfig import PfCapabilities, VfConfig
 LinkState = Literal["up", "down", "unknown"]
 LinkType = Literal["ethernet", "infiniband", "unknown"]
 Severity = Literal["ok", "info", "warning", "error"]
+AppliedOutcome = Literal["ready", "clean", "failed", "quarantined", "repaired"]
 
 
 class DeviceError(Model, kw_only=True):
@@ -177,6 +178,29 @@ class Diagnostics(HostEvent, kw_only=True, tag="host.diagnostics.v1"):
     findings: list[Finding] = msgspec.field(default_factory=list)
 
 
+class VfApplied(HostEvent, kw_only=True, tag="host.vf.applied.v1"):
+    """hostd's outcome for one revision of a VF's desired state, or a drift it repaired.
+
+    ``ready``: the VF reads back as desired for a guest; ``clean``: it reads back as the clean
+    baseline and may be offered again; ``failed``: the host cannot apply what was asked
+    (``error`` says why; nothing was left half-configured for the guest); ``quarantined``:
+    a restore to clean failed or did not read back clean, so the VF must never be offered
+    until an operator resets it; ``repaired``: a change made behind hostd's back (``drift``
+    names the settings) was put back to the desired state.
+    """
+
+    pci_address: str
+    revision: int
+    outcome: AppliedOutcome
+    actual: VfConfig | None = None
+    """What the kernel reports for the VF after the attempt."""
+    error: str | None = None
+    drift: list[str] = msgspec.field(default_factory=list)
+    iommu_group: int | None = None
+    ifname: str | None = None
+    """The VF's netdev when bound to its netdev driver; None on vfio-pci."""
+
+
 HostEventT = (
     HostSnapshot
     | VfDiscovered
@@ -186,6 +210,7 @@ HostEventT = (
     | LinkChanged
     | Heartbeat
     | Diagnostics
+    | VfApplied
 )
 
 
