@@ -10,6 +10,8 @@ import msgspec
 
 from sriov.common.schemas._base import Message, Model, utcnow
 from sriov.common.schemas._host import LinkState
+from sriov.common.schemas._lifecycle import VfLifecycleState
+from sriov.common.schemas._vfconfig import PfCapabilities, VfConfig
 
 #: Namespace for device ids: uuid5(ns, "<host_id>/<pci_address>") is the same on every
 #: replica and across restarts, so ids are stable without coordination.
@@ -60,6 +62,14 @@ class Device(Model, kw_only=True):
     """Guest holding the VF, from the scheduler's reservation events."""
     offload: bool = False
     updated_at: dt.datetime = msgspec.field(default_factory=utcnow)
+    capabilities: PfCapabilities | None = None
+    """What the VF's PF can apply (from hostd); None from a hostd without the VF lifecycle,
+    whose VFs take no part in it (offered at once after release, never prepared)."""
+    lifecycle: VfLifecycleState | None = None
+    """Where the VF is in its lifecycle, from hostd's last outcome and the placement events
+    (``quarantined`` VFs are never offered until an operator resets them)."""
+    actual: VfConfig | None = None
+    """The configuration hostd last read back from the kernel."""
 
 
 class DeviceState(Message, kw_only=True, tag="device.state.v1"):
