@@ -248,11 +248,11 @@ async def test_nats_node_killed_while_hostd_reports_a_change(
 
 async def test_hostd_restarted_with_a_change_while_down(fleet: Fleet, client: Bus) -> None:
     async def fault() -> None:  # hostd dies; the PF's carrier drops while nobody watches
-        await asyncio.to_thread(fleet.kill, "hostd")
+        await asyncio.to_thread(fleet.kill, "hostd-1")
         await asyncio.to_thread(fleet.set_link, "eth2", False)
 
     async def heal() -> None:
-        fleet.restart("hostd")
+        fleet.restart("hostd-1")
 
     try:
         await survive(
