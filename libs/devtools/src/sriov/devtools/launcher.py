@@ -90,6 +90,7 @@ class Stack:
     # --- bring-up -------------------------------------------------------------------------
     def up(self, nats_port: int = 0, pg_port: int = 0) -> None:
         self._say(f"state directory {self.state}")
+        self.state.mkdir(parents=True, exist_ok=True)
         if not self.nats_urls:
             self.nats = NatsServer(store_dir=self.state / "nats", port=nats_port).start()
             self._owned.append(self.nats)
