@@ -9,7 +9,6 @@ and parsed inside the timing) and repeatedly warm (as the daemon runs). Prints f
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from bench import parser
 from sriov.hostd.discovery import discover
 from sriov.hostd.hostconf import parse_host_conf
 from sriov.hostd.pciids import PciIds
@@ -26,7 +26,7 @@ from sriov.hostd.sysfs import Sysfs
 
 
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="hostd_discovery")
+    p = parser(__name__, __doc__)
     p.add_argument("--pfs", type=int, default=4)
     p.add_argument("--vfs", type=int, default=128)
     p.add_argument("--runs", type=int, default=50)

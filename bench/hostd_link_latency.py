@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench import parser
 from sriov.common import schemas as m
 from sriov.common.bus import Bus
 from sriov.devtools.embedded import NatsServer
@@ -73,7 +74,16 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             elif isinstance(ev, m.Diagnostics):
                 ready.set()
 
-        await bus.nc.subscribe(f"sriov.v1.host.{spec.host_id}.>", cb=on_msg)
+        subscribed = asyncio.Event()
+
+        async def tail() -> None:
+            async with bus.subscribe(f"sriov.v1.host.{spec.host_id}.>") as messages:
+                subscribed.set()
+                async for msg in messages:
+                    await on_msg(msg)
+
+        tailer = asyncio.create_task(tail())
+        await subscribed.wait()
         hostd = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "sriov-hostd"),
             "run",
@@ -129,6 +139,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             f"hostd resident memory: {rss0:.1f} MB after start, {rss1:.1f} MB after the run, "
             f"peak {hwm:.1f} MB  (target < 80 MB)"
         )
+        tailer.cancel()
         await bus.close()
     finally:
         if hostd is not None and hostd.returncode is None:
@@ -143,7 +154,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="hostd_link_latency")
+    p = parser(__name__, __doc__)
     p.add_argument("--events", type=int, default=400)
     p.add_argument("--interval-ms", type=float, default=40)
     p.add_argument("--links", type=int, default=15, help="VF links to rotate over")

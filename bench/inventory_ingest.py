@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench import parser
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
 from sriov.devtools.embedded import local_servers
@@ -67,8 +68,8 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                 await asyncio.sleep(0.05)
             t_db = time.perf_counter() - t0
             while True:
-                info = await bus.js.stream_info(s.STREAM_STATE)
-                if info.state.messages >= total + args.hosts:
+                info = await bus.stream_info(s.STREAM_STATE)
+                if info.messages >= total + args.hosts:
                     break
                 await asyncio.sleep(0.05)
             t_state = time.perf_counter() - t0
@@ -96,7 +97,7 @@ def _cpu(pid: int) -> float:
 
 
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="bench inventory_ingest")
+    p = parser(__name__, __doc__)
     p.add_argument("--hosts", type=int, default=1000)
     p.add_argument("--vfs", type=int, default=64)
     p.add_argument("--batch", type=int, default=100)

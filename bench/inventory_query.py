@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench import parser
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, Delivery
@@ -25,7 +26,7 @@ from sriov.devtools.embedded import local_servers
 from sriov.inventory import testing as t
 from sriov.inventory.db.pool import open_pool
 from sriov.inventory.ingest import HostEvents
-from sriov.inventory.placement import PlacementEvents
+from sriov.inventory.placement_events import PlacementEvents
 from sriov.inventory.relay import Relay
 
 MODELS = [t.CX5_VF, "ConnectX Family mlx5Gen Virtual Function", t.I350_VF]
@@ -164,7 +165,7 @@ async def _count(dsn: str) -> int:
 
 
 def main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="bench inventory_query")
+    p = parser(__name__, __doc__)
     p.add_argument("--hosts", type=int, default=1000)
     p.add_argument("--vfs", type=int, default=64)
     p.add_argument("--requests", type=int, default=4500)

@@ -23,23 +23,18 @@ from pathlib import Path
 
 import ovs.unixctl.client
 
+from bench import parser
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, ServiceHost
 from sriov.devtools.embedded import NatsServer
 from sriov.offload import unixctl
-from sriov.offload.main import OffloadSettings, agent
+from sriov.offload.main import agent
+from sriov.offload.settings import OffloadSettings
 from sriov.offload.testing import OvsSandbox, send_udp
 from sriov.offload.testing.fakes import FakeProbes
 
 DP = "netdev@ovs-netdev"
-
-
-def _option(argv: list[str], name: str, default: int) -> int:
-    for arg in argv:
-        if arg.startswith(f"--{name}="):
-            return int(arg.split("=", 1)[1])
-    return default
 
 
 def _ms(values: list[float]) -> str:
@@ -156,7 +151,9 @@ async def _compare_clients(sb: OvsSandbox, tmp: Path, n: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    rounds = _option(argv, "rounds", 30)
-    flows = _option(argv, "flows", 20000)
+    p = parser(__name__, __doc__)
+    p.add_argument("--rounds", type=int, default=30, help="audits timed per measurement")
+    p.add_argument("--flows", type=int, default=20000, help="extra flows for the scale run")
+    args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-offload-") as tmp:
-        asyncio.run(run(Path(tmp), rounds, flows))
+        asyncio.run(run(Path(tmp), args.rounds, args.flows))

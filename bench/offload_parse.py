@@ -14,19 +14,13 @@ import time
 import uuid
 from pathlib import Path
 
+from bench import parser
 from sriov.offload.audit import DatapathDump, build_audit
 from sriov.offload.flows import parse_dump
 
 FIXTURES = Path(__file__).resolve().parents[1] / "services" / "offload" / "tests" / "fixtures"
 SOURCES = ("netdev-m.txt", "netdev-hw-offload-on-m.txt", "tc-m.txt", "kernel-m.txt",
            "dpdk-pmd-m.txt")  # fmt: skip
-
-
-def _option(argv: list[str], name: str, default: int) -> int:
-    for arg in argv:
-        if arg.startswith(f"--{name}="):
-            return int(arg.split("=", 1)[1])
-    return default
 
 
 def templates() -> list[str]:
@@ -54,8 +48,11 @@ def make_dump(n: int, seed: int = 7) -> str:
 
 
 def main(argv: list[str]) -> None:
-    n = _option(argv, "flows", 100_000)
-    rounds = _option(argv, "rounds", 5)
+    p = parser(__name__, __doc__)
+    p.add_argument("--flows", type=int, default=100_000, help="flows in the dump")
+    p.add_argument("--rounds", type=int, default=5, help="parses timed")
+    args = p.parse_args(argv)
+    n, rounds = args.flows, args.rounds
     text = make_dump(n)
     print(f"dump: {n} flows, {len(text) / 1e6:.1f} MB, {len(templates())} line shapes")
     parse_s, parse_cpu, audit_s = [], [], []

@@ -14,6 +14,7 @@ check (replies, database and the Reserved events in JetStream).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import os
@@ -30,6 +31,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
+from bench import parser
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
@@ -39,14 +41,6 @@ from sriov.scheduler.testing import CX5, I350, FleetState, PfSpec
 
 PFS = ((CX5, 0), (CX5, 0), (I350, 1), (I350, 1))
 VFS_PER_PF = 64
-
-
-def options(argv: list[str]) -> dict[str, str]:
-    out = {}
-    for a in argv:
-        key, _, value = a.lstrip("-").partition("=")
-        out[key] = value or "1"
-    return out
 
 
 def pct(sorted_values: list[float], q: float) -> float:
@@ -156,11 +150,9 @@ async def verify(dsn: str, bus: Bus, devices: list[str]) -> None:
         held = await conn.fetchval("SELECT count(*) FROM scheduler.vfs WHERE held_by IS NOT NULL")
     finally:
         await conn.close()
-    info = await bus.js.stream_info(subjects.STREAM_PLACEMENT)
     reserved: collections.Counter[str] = collections.Counter()
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        msg = await bus.js.get_msg(subjects.STREAM_PLACEMENT, seq)
-        ev = m.PLACEMENT_EVENTS.decode(msg.data or b"")
+    async for msg in bus.history(subjects.STREAM_PLACEMENT):
+        ev = m.PLACEMENT_EVENTS.decode(msg.data)
         if isinstance(ev, m.Reserved):
             reserved.update(a.device_id for a in ev.assignments)
     dup_replies = len(devices) - len(set(devices))
@@ -189,14 +181,24 @@ def spawn_replica(
     )
 
 
-async def run(opts: dict[str, str], tmp: Path) -> None:
-    vfs = int(opts.get("vfs", 64000))
-    nreq = int(opts.get("requesters", 8))
-    nrep = int(opts.get("replicas", 2))
-    seconds = float(opts.get("seconds", 10))
-    durable = "nondurable" not in opts
+def arguments(argv: list[str]) -> argparse.Namespace:
+    p = parser(__name__, __doc__)
+    p.add_argument("--vfs", type=int, default=64000, help="VFs in the synthetic fleet")
+    p.add_argument("--requesters", type=int, default=8, help="concurrent requesters")
+    p.add_argument("--replicas", type=int, default=2, help="scheduler processes")
+    p.add_argument("--seconds", type=float, default=10, help="measured duration")
+    p.add_argument("--nondurable", action="store_true", help="PostgreSQL with fsync off")
+    p.add_argument("--lanes", type=int, help="requests each replica answers at once (default 4)")
+    p.add_argument("--pg-detail", action="store_true", help="PostgreSQL CPU and statistics")
+    p.add_argument("--profile", metavar="PATH", help="cProfile each replica to PATH.<i>")
+    return p.parse_args(argv)
+
+
+async def run(opts: argparse.Namespace, tmp: Path) -> None:
+    vfs, nreq, nrep, seconds = opts.vfs, opts.requesters, opts.replicas, opts.seconds
+    durable = not opts.nondurable
     nats = NatsServer(store_dir=tmp / "nats").start()
-    pg_settings = {"track_functions": "all"} if "pg-detail" in opts else {}
+    pg_settings = {"track_functions": "all"} if opts.pg_detail else {}
     pg = PostgresServer(data_dir=tmp / "pg", durable=durable, settings=pg_settings).start()
     replicas: list[subprocess.Popen[bytes]] = []
     try:
@@ -207,9 +209,9 @@ async def run(opts: dict[str, str], tmp: Path) -> None:
         print(f"  fleet: {n} VFs on {n // (len(PFS) * VFS_PER_PF)} hosts published in {took:.1f}s "
               f"(PostgreSQL {'durable, fsync on' if durable else 'fsync off'})")  # fmt: skip
         env = {**os.environ, "SRIOV_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none"}
-        if opts.get("lanes"):  # requests each replica answers at once (default 4)
-            env["BENCH_LANES"] = opts["lanes"]
-        profile = opts.get("profile")  # --profile=PATH: cProfile each replica to PATH.<i>
+        if opts.lanes:
+            env["BENCH_LANES"] = str(opts.lanes)
+        profile = opts.profile
         replicas.extend(spawn_replica(dsn, nats.url, i, env, profile) for i in range(nrep))
         took = await wait_projection(dsn, n)
         print(f"  projection: {n} VFs applied in {took:.1f}s by {nrep} replica(s)")
@@ -235,7 +237,7 @@ async def run(opts: dict[str, str], tmp: Path) -> None:
                                for w in range(nreq)))  # fmt: skip
         elapsed = time.perf_counter() - started
         used = {k: cpu_seconds(v) - before[k] for k, v in procs.items()}
-        if "pg-detail" in opts:
+        if opts.pg_detail:
             detail = collections.Counter()
             for p, c0 in pg_before.values():
                 try:
@@ -292,7 +294,7 @@ async def run(opts: dict[str, str], tmp: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    opts = options(argv)
+    opts = arguments(argv)
     tmp = Path(tempfile.mkdtemp(prefix="sched-bench-"))
     try:
         asyncio.run(run(opts, tmp))

@@ -132,7 +132,7 @@ async def test_daemon_connects_with_its_generated_env_file(
                 else:
                     hb = m.Heartbeat(host_id="node-a", generation=1, seq=1, interval_s=10)
                     assert await bus.js_publish(s.host_heartbeat("node-a"), hb)
-                    assert bus.nc.new_inbox().startswith(host_env["SRIOV_NATS_INBOX_PREFIX"])
+                    assert bus.new_inbox().startswith(host_env["SRIOV_NATS_INBOX_PREFIX"])
             finally:
                 await bus.close()
     finally:

@@ -300,9 +300,6 @@ def test_services_run_replicated_with_disruption_budgets(rendered: list[Doc]) ->
         assert pdb["spec"]["selector"] == dep["spec"]["selector"]
         c = containers(dep)[0]
         assert c["command"] == [name]
-        probe = c["readinessProbe"]["exec"]["command"]
-        assert probe[0] == "sriovctl" and {"--self", "--require"} <= set(probe)
-        assert probe[probe.index("--name") + 1] == name  # this pod's replica, not any
         assert env_of(c)["SRIOV_INSTANCE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
         assert env_of(c)["SRIOV_STREAM_REPLICAS"] == "3"  # as many as the NATS cluster's nodes
         assert {"secretRef": {"name": f"sriov-nats-{name.removeprefix('sriov-')}"}} in c["envFrom"]
@@ -312,8 +309,8 @@ def test_services_run_replicated_with_disruption_budgets(rendered: list[Doc]) ->
 
 
 def _known_env() -> dict[str, set[str]]:
-    from sriov.inventory.main import InventorySettings
-    from sriov.offload.main import OffloadSettings
+    from sriov.inventory.settings import InventorySettings
+    from sriov.offload.settings import OffloadSettings
     from sriov.scheduler.settings import SchedulerSettings
 
     def names(cls: Any) -> set[str]:
@@ -354,6 +351,27 @@ def test_environment_variables_are_ones_the_services_read(rendered: list[Doc]) -
             assert env["OTEL_SERVICE_NAME"] == program
             metrics_port = int(env["OTEL_EXPORTER_PROMETHEUS_PORT"])
             assert metrics_port in {p["containerPort"] for p in c["ports"]}
+
+
+def test_services_are_probed_over_their_own_http_listener(rendered: list[Doc]) -> None:
+    """Every service answers /readyz and /healthz itself (runtime.serve, SRIOV_HTTP_PORT):
+    no probe execs sriovctl, and each probe names the port the service listens on."""
+    probed = set()
+    for w in workloads(rendered):
+        for c in containers(w):
+            program = shell_command(c)[0]
+            if program not in _known_env():
+                continue
+            env, where = env_of(c), f"{key(w)} container {c['name']}"
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            assert env["SRIOV_HTTP_HOST"] == "0.0.0.0", f"{where}: the kubelet calls the pod IP"
+            for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"),
+                                ("startupProbe", "/healthz")):  # fmt: skip
+                get = c[probe]["httpGet"]
+                assert get["path"] == path and "exec" not in c[probe], f"{where}: {probe}"
+                assert ports[get["port"]] == int(env["SRIOV_HTTP_PORT"]), f"{where}: {probe}"
+            probed.add(program)
+    assert probed == {"sriov-hostd", "sriov-offload", "sriov-inventory", "sriov-scheduler"}
 
 
 def test_services_select_pods_and_name_their_ports(rendered: list[Doc]) -> None:

@@ -123,11 +123,11 @@ async def test_client_with_the_ca_connects_over_tls(
     bus = await _connect(server.url, env, tls_ca=str(pki.ca))
     try:
         # The server requires TLS (a plain client is refused, below), so this is TLS.
-        assert bus.nc.is_connected
+        assert bus.is_connected
         await bus.publish(
             s.host_heartbeat(HOST), m.Heartbeat(host_id=HOST, generation=1, seq=1, interval_s=1)
         )
-        await bus.nc.flush()
+        await bus.flush()
     finally:
         await bus.close()
 

@@ -59,7 +59,7 @@ async def test_a_running_service_logs_no_password(
     stop = asyncio.Event()
 
     async def body(ctx: runtime.ServiceContext) -> None:
-        await ctx.bus.nc.flush()
+        await ctx.bus.flush()
         stop.set()
 
     await asyncio.wait_for(runtime.serve("sriov-inventory", "test", settings, body, stop=stop), 20)

@@ -60,21 +60,34 @@ def services(secured_nats: Any, database_url: str, tmp_path: Path) -> Iterator[l
                 proc.wait(5)
 
 
+HOSTS_LIST = s.endpoint(s.INVENTORY_HOSTS_GROUP, "list")
+SCHEDULER_GET = s.endpoint(s.SCHEDULER_GROUP, "get")
+CALLED = {"sriov-inventory": HOSTS_LIST.subject, "sriov-scheduler": SCHEDULER_GET.subject}
+
+
 async def _wait_for_services(ops: Any, logs: list[Path]) -> set[str]:
-    names: set[str] = set()
+    """Until each service lists the endpoint the test calls. A service answers discovery as
+    soon as it registers, before its body has added the endpoints: waiting for a PING alone
+    let the first request find no responder (a flake seen under load)."""
+    ready: set[str] = set()
     for _ in range(150):  # bounded: 30 s at most on a loaded machine
         try:
-            names = {p["name"] for p in await ops.discover("PING", wait=0.2)}
+            infos = await ops.discover("INFO", wait=0.2)
         except msgspec.DecodeError:  # Bus.discover chokes on the no-responders status
             await asyncio.sleep(0.2)
             continue
-        if set(SERVICES) <= names:
-            return names
+        ready = {
+            i["name"]
+            for i in infos
+            if CALLED.get(i["name"]) in {e.get("subject") for e in i.get("endpoints") or []}
+        }
+        if set(SERVICES) <= ready:
+            return ready
         for log in logs:
             text = log.read_text(errors="replace")
             assert "Traceback" not in text, text[-2000:]
     raise AssertionError(
-        f"services did not come up: {names}; logs:\n"
+        f"services did not come up: {ready}; logs:\n"
         + "\n".join(log.read_text(errors="replace")[-1500:] for log in logs)
     )
 
@@ -85,17 +98,13 @@ async def test_services_work_with_only_their_own_permissions(
     ops = await secured_nats.connect("sriov-operator")
     try:
         await _wait_for_services(ops, services)
-        hosts = await ops.request(
-            s.endpoint(s.INVENTORY_HOSTS_GROUP, "list"), m.HostListRequest(), m.HostListReply
-        )
+        hosts = await ops.request(HOSTS_LIST, m.HostListRequest(), m.HostListReply)
         assert hosts.total == 0
         with pytest.raises(NotFound, match="guest g1"):  # an answer: the service error
-            await ops.request(
-                s.endpoint(s.SCHEDULER_GROUP, "get"), m.GetRequest(guest_id="g1"), m.PlacementReply
-            )
+            await ops.request(SCHEDULER_GET, m.GetRequest(guest_id="g1"), m.PlacementReply)
         for stream in (s.STREAM_HOST_EVENTS, s.STREAM_STATE, s.STREAM_PLACEMENT_REQUESTS):
-            info = await ops.js.stream_info(stream)  # created by the services themselves
-            assert info.config.name == stream
+            info = await ops.stream_info(stream)  # created by the services themselves
+            assert info.name == stream
     finally:
         await ops.close()
     violations = [line for line in secured_nats.log.read_text().splitlines() if "Violation" in line]

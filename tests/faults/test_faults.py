@@ -99,13 +99,11 @@ async def survive(
 async def streams_current(client: Bus) -> str | None:
     """Every replicated stream has a leader and all its replicas caught up."""
     for name in (subjects.STREAM_HOST_EVENTS, subjects.STREAM_STATE, subjects.STREAM_PLACEMENT):
-        info = await client.js.stream_info(name)
-        cl = info.cluster
-        if cl is None or not cl.leader:
+        info = await client.stream_info(name)
+        if not info.leader:
             return f"{name} has no leader"
-        behind = [r.name for r in cl.replicas or [] if not r.current or r.offline]
-        if len(cl.replicas or []) != 2 or behind:
-            return f"{name} replicas not current: {behind or cl.replicas}"
+        if len(info.followers) != 2 or info.lagging:
+            return f"{name} replicas not current: {info.lagging or info.followers}"
     return None
 
 
@@ -118,9 +116,9 @@ async def offload_answers(client: Bus, host_id: str) -> str | None:
 async def test_nats_node_killed_and_restarted(
     fleet: Fleet, client: Bus, cluster: NatsCluster
 ) -> None:
-    info = await client.js.stream_info(subjects.STREAM_PLACEMENT)
-    assert info.cluster is not None and info.cluster.leader
-    node = next(n for n in cluster.nodes if n.name == info.cluster.leader)
+    info = await client.stream_info(subjects.STREAM_PLACEMENT)
+    assert info.leader
+    node = next(n for n in cluster.nodes if n.name == info.leader)
 
     async def fault() -> None:  # the placement stream's leader crashes
         await asyncio.to_thread(node.kill)
@@ -187,7 +185,7 @@ async def test_inventory_replica_killed_mid_batch(fleet: Fleet, client: Bus) -> 
         ids.extend(await _synthetic_hosts(client, "burst", 30))
         async with asyncio.timeout(30):  # a batch is being applied (fetched, not yet acked)
             while not (
-                await client.js.consumer_info(subjects.STREAM_HOST_EVENTS, ingest.DURABLE)
+                await client.consumer_info(subjects.STREAM_HOST_EVENTS, ingest.DURABLE)
             ).num_ack_pending:
                 await asyncio.sleep(0.01)
         await asyncio.to_thread(fleet.kill, "inventory-1")
@@ -225,9 +223,9 @@ async def test_nats_node_killed_while_hostd_reports_a_change(
 ) -> None:
     """The host-events stream's leader dies and a PF's carrier drops during the outage:
     hostd's event must still reach inventory once the cluster has a new leader."""
-    info = await client.js.stream_info(subjects.STREAM_HOST_EVENTS)
-    assert info.cluster is not None and info.cluster.leader
-    node = next(n for n in cluster.nodes if n.name == info.cluster.leader)
+    info = await client.stream_info(subjects.STREAM_HOST_EVENTS)
+    assert info.leader
+    node = next(n for n in cluster.nodes if n.name == info.leader)
 
     async def fault() -> None:
         await asyncio.to_thread(node.kill)

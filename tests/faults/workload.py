@@ -150,8 +150,8 @@ async def consumers_drained(bus: Bus) -> str | None:
         subjects.STREAM_STATE,
         subjects.STREAM_PLACEMENT_REQUESTS,
     ):
-        for info in await bus.js.consumers_info(stream):
-            if not info.config.durable_name:
+        for info in await bus.consumers(stream):
+            if not info.durable:
                 continue
             if info.num_pending or info.num_ack_pending:
                 return (
@@ -169,8 +169,7 @@ async def inventory_devices(bus: Bus, host_id: str) -> list[m.Device]:
 
 
 async def dead_letters(bus: Bus) -> int:
-    info = await bus.js.stream_info(subjects.STREAM_DEAD_LETTER)
-    return int(info.state.messages)
+    return (await bus.stream_info(subjects.STREAM_DEAD_LETTER)).messages
 
 
 @dataclass

@@ -235,12 +235,9 @@ def stream_targets(host_id: str) -> list[tuple[str, str, m.Message]]:
 
 async def dead_lettered(client: Bus) -> dict[str, dict[str, str]]:
     """ce-id -> headers of every dead-lettered message."""
-    info = await client.js.stream_info(subjects.STREAM_DEAD_LETTER)
     out: dict[str, dict[str, str]] = {}
-    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
-        raw = await client.js.get_msg(subjects.STREAM_DEAD_LETTER, seq)
-        headers = dict(raw.headers or {})
-        out[headers.get("ce-id", f"seq-{seq}")] = headers
+    async for dead in client.history(subjects.STREAM_DEAD_LETTER):
+        out[dead.headers.get("ce-id", f"seq-{dead.seq}")] = dead.headers
     return out
 
 
@@ -258,8 +255,8 @@ async def test_hostile_events_are_dead_lettered_or_dropped(
             if len(payload) > HUGE // 2 and "huge" not in what:
                 continue
             ce_id = uuid.uuid4().hex
-            await client.js.publish(
-                subject, payload, headers={"ce-id": ce_id, "Nats-Msg-Id": ce_id}, timeout=10
+            await client.js_publish_raw(
+                subject, payload, {"ce-id": ce_id, "Nats-Msg-Id": ce_id}, timeout=10
             )
             sent[ce_id] = (consumer, subject, what)
     # well-formed but forged: another host's snapshot (no VFs) on a hostile host's subject,
@@ -273,7 +270,7 @@ async def test_hostile_events_are_dead_lettered_or_dropped(
     ]  # fmt: skip
     for consumer, subject, msg in forged:
         ce_id = uuid.uuid4().hex
-        await client.js.publish(subject, m.encode(msg), headers={"ce-id": ce_id}, timeout=10)
+        await client.js_publish_raw(subject, m.encode(msg), {"ce-id": ce_id}, timeout=10)
         sent[ce_id] = (consumer, subject, f"forged {m.type_of(type(msg))}")
     async with asyncio.timeout(60):  # every consumer works through all of it
         while await consumers_drained(client) is not None:

@@ -36,8 +36,8 @@ async def run_consumer(
 async def test_duplicate_event_id_is_dropped_by_jetstream(bus: Bus) -> None:
     assert await bus.js_publish(s.host_heartbeat("h1"), hb(1), event_id="e-1") is True
     assert await bus.js_publish(s.host_heartbeat("h1"), hb(1), event_id="e-1") is False
-    info = await bus.js.stream_info(s.STREAM_HOST_EVENTS)
-    assert info.state.messages == 1
+    info = await bus.stream_info(s.STREAM_HOST_EVENTS)
+    assert info.messages == 1
 
 
 async def test_consume_acks_after_handler_and_carries_cloudevents(bus: Bus) -> None:
@@ -56,7 +56,7 @@ async def test_consume_acks_after_handler_and_carries_cloudevents(bus: Bus) -> N
     assert d.headers["ce-type"] == "host.heartbeat.v1"
     assert d.event_id in {f"e{i}" for i in range(5)}
     assert stats.dead_lettered == 0
-    consumer = await bus.js.consumer_info(s.STREAM_HOST_EVENTS, "test")
+    consumer = await bus.consumer_info(s.STREAM_HOST_EVENTS, "test")
     assert consumer.num_ack_pending == 0
     assert consumer.num_pending == 0
 
@@ -74,8 +74,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(bus: Bus) -> None:
     stats = await run_consumer(bus, handler, lambda st: st.dead_lettered == 1 and st.handled == 1)
     assert attempts == {1: 3, 2: 1}
     assert stats.retried == 2
-    dl = await bus.js.get_last_msg(s.STREAM_DEAD_LETTER, s.dead_letter("test").subject)
-    assert dl.headers is not None
+    dl = await bus.last_message(s.STREAM_DEAD_LETTER, s.dead_letter("test").subject)
     assert "database is on fire" in dl.headers["Sriov-Dead-Letter-Reason"]
     assert dl.headers["Sriov-Original-Subject"] == "sriov.v1.host.h1.heartbeat.sent"
     dead = m.HOST_EVENTS.decode(dl.data)
@@ -84,9 +83,10 @@ async def test_failing_handler_is_retried_then_dead_lettered(bus: Bus) -> None:
 
 
 async def test_malformed_goes_to_dead_letter_at_once_unknown_type_is_acked(bus: Bus) -> None:
-    await bus.js.publish("sriov.v1.host.h1.heartbeat.sent", b'{"type": "host.heartbeat.v1"}')
-    await bus.js.publish("sriov.v1.host.h1.heartbeat.sent", b"\xff not json")
-    await bus.js.publish("sriov.v1.host.h1.heartbeat.sent", b'{"type": "host.future.v9", "x": 1}')
+    subject = "sriov.v1.host.h1.heartbeat.sent"
+    await bus.js_publish_raw(subject, b'{"type": "host.heartbeat.v1"}', {})
+    await bus.js_publish_raw(subject, b"\xff not json", {})
+    await bus.js_publish_raw(subject, b'{"type": "host.future.v9", "x": 1}', {})
     await bus.js_publish(s.host_heartbeat("h1"), hb(7))
     handled: list[int] = []
 
@@ -97,10 +97,9 @@ async def test_malformed_goes_to_dead_letter_at_once_unknown_type_is_acked(bus: 
         bus, handler, lambda st: st.handled == 1 and st.dead_lettered == 2 and st.unknown == 1
     )
     assert handled == [7]
-    info = await bus.js.stream_info(s.STREAM_DEAD_LETTER)
-    assert info.state.messages == 2
-    dl = await bus.js.get_last_msg(s.STREAM_DEAD_LETTER, s.dead_letter("test").subject)
-    assert dl.headers is not None
+    info = await bus.stream_info(s.STREAM_DEAD_LETTER)
+    assert info.messages == 2
+    dl = await bus.last_message(s.STREAM_DEAD_LETTER, s.dead_letter("test").subject)
     assert dl.headers["Sriov-Dead-Letter-Reason"].startswith("malformed: host event")
 
 
@@ -160,6 +159,7 @@ async def test_connect_error_names_the_server_and_hides_password() -> None:
         )  # fmt: skip
     assert f"127.0.0.1:{port}" in str(err.value)
     assert "s3cret" not in str(err.value)
+    assert f"nats://admin:***@127.0.0.1:{port}" in str(err.value)  # sriov.common.redact
 
 
 async def test_wrong_password_fails_fast_and_clearly(tmp_path: Any) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 
-from sriov.common.config import Settings, from_env, load_file
+from sriov.common.config import Settings, add_options, from_args, from_env, load_file, option
 from sriov.common.errors import ConfigError
 
 
@@ -64,12 +66,33 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_env_errors_name_the_variable() -> None:
     conf = from_env(Conf, env={"SRIOV_HOST_ID": "h2", "SRIOV_RESYNC_S": "30"})
     assert conf.resync_s == 30
-    with pytest.raises(ConfigError, match="SRIOV_RESYNC_S"):
+    with pytest.raises(ConfigError, match=r"--resync-s \(SRIOV_RESYNC_S\) is soon: expected"):
         from_env(Conf, env={"SRIOV_HOST_ID": "h2", "SRIOV_RESYNC_S": "soon"})
-    with pytest.raises(ConfigError, match="SRIOV_HOST_ID or option --host-id"):
+    with pytest.raises(ConfigError, match=r"--host-id \(SRIOV_HOST_ID\) is required"):
         from_env(Conf, env={})
 
 
 def test_self_referencing_alias_is_an_error_not_a_hang(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"host\.conf"):
         load_file(write(tmp_path, "host_id: h1\nnets: &x [*x]\n"), Conf)
+
+
+class Tuned(Settings):
+    """tuned (also from SRIOV_* environment variables)"""
+
+    ttl_s: Annotated[float, option("seconds before expiry", gt=0, flag="--ttl")] = 300.0
+    batch: Annotated[int, option("rows per round", ge=1, le=1000)] = 100
+    secret: Annotated[str | None, option("from the environment only", flag=None)] = None
+
+
+def test_a_field_declares_its_option_variable_and_limits_once() -> None:
+    parser = argparse.ArgumentParser()
+    add_options(parser, Tuned)
+    assert "--ttl" in parser.format_help() and "--secret" not in parser.format_help()
+    env = {"SRIOV_BATCH": "50", "SRIOV_SECRET": "s"}
+    tuned = from_env(Tuned, env=env, **vars(parser.parse_args(["--ttl", "2.5"])))
+    assert (tuned.ttl_s, tuned.batch, tuned.secret) == (2.5, 50, "s")
+    with pytest.raises(ConfigError, match=r"^--ttl \(SRIOV_TTL_S\) is 0: must be greater than 0$"):
+        from_args(Tuned, parser.parse_args(["--ttl", "0"]))
+    with pytest.raises(ConfigError, match=r"^--batch \(SRIOV_BATCH\) is 0: use 1 to 1000$"):
+        from_args(Tuned, parser.parse_args(["--batch", "0"]))

@@ -37,3 +37,42 @@ async def test_stop_event_ends_the_service_cleanly(nats_url: str) -> None:
     await asyncio.wait_for(started.wait(), 10)
     stop.set()
     await asyncio.wait_for(task, 15)
+
+
+async def test_http_probes_follow_the_service_lifecycle(nats_url: str) -> None:
+    """--http-port 0 picks a port (announced as http_port); /readyz is 503 until the body
+    registered its endpoints, then 200; /metrics is 404 without Prometheus metrics."""
+    settings = from_env(runtime.BusSettings, nats_url=nats_url, instance_id="t3", http_port=0)
+    stop, started, proceed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    ports: list[int] = []
+
+    async def body(ctx: runtime.ServiceContext) -> None:
+        infos = await ctx.bus.discover("INFO", 0.5)
+        ports.extend(int(i["metadata"]["http_port"]) for i in infos if i["name"] == "sriov-test")
+        started.set()
+        await proceed.wait()
+
+    task = asyncio.create_task(runtime.serve("sriov-test", "test", settings, body, stop=stop))
+    await asyncio.wait_for(started.wait(), 10)
+    (port,) = ports
+
+    async def get(path: str) -> tuple[int, str]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head, _, body = (await reader.read()).decode().partition("\r\n\r\n")
+        writer.close()
+        return int(head.split(" ", 2)[1]), body
+
+    assert await get("/readyz") == (503, "not ready: starting or stopping\n")
+    assert await get("/healthz") == (200, "ok\n")
+    proceed.set()
+    for _ in range(100):
+        if (await get("/readyz"))[0] == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert await get("/readyz") == (200, "ready\n")
+    assert (await get("/metrics"))[0] == 404 and (await get("/"))[0] == 404
+    stop.set()
+    await asyncio.wait_for(task, 15)
+    with pytest.raises(OSError):  # the listener closed with the service
+        await get("/healthz")

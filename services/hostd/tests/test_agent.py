@@ -212,7 +212,8 @@ async def test_nats_outage_is_healed_by_a_snapshot(
     snapshots = subjects.host_snapshot(HOST).subject
 
     async def last_snapshot() -> m.HostSnapshot:
-        event = m.HOST_EVENTS.decode(await bus.last_message(subjects.STREAM_HOST_EVENTS, snapshots))
+        stored = await bus.last_message(subjects.STREAM_HOST_EVENTS, snapshots)
+        event = m.HOST_EVENTS.decode(stored.data)
         assert isinstance(event, m.HostSnapshot)
         return event
 

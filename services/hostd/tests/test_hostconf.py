@@ -9,10 +9,10 @@ import pytest
 from sriov.common.errors import ConfigError
 from sriov.hostd.hostconf import (
     Network,
-    bus_overrides,
     configured_pfs,
     load_host_conf,
     offload_pfs,
+    read_host_conf,
 )
 
 GUIDE = """\
@@ -35,7 +35,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_guide_host_conf(tmp_path: Path) -> None:
-    conf = load_host_conf(write(tmp_path, GUIDE + "nats_url: nats://127.0.0.1:4333\n"))
+    conf, bus_keys = read_host_conf(write(tmp_path, GUIDE + "nats_url: nats://127.0.0.1:4333\n"))
     assert conf.host_id == "c48b1b8b-28a3-453a-863f-ddf7c62bcfe2"
     assert conf.networks == [
         Network(ifname="eth1", bridge="br0", ip="192.168.100.111"),
@@ -47,7 +47,7 @@ def test_guide_host_conf(tmp_path: Path) -> None:
     assert conf.network_of("eth2") == (conf.networks[1], False)
     # not in networks: the first network's entry (its wire), marked inherited
     assert conf.network_of("eth3") == (conf.networks[0], True)
-    assert bus_overrides(conf) == {"nats_url": "nats://127.0.0.1:4333"}
+    assert bus_keys == {"nats_url": "nats://127.0.0.1:4333"}  # only what the file gives
 
 
 def test_offload_bond_expands_to_members(tmp_path: Path) -> None:

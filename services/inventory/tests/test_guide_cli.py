@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from sriov.common import schemas as m
 from sriov.common.bus import Bus
 from sriov.inventory import testing as t
@@ -77,6 +79,12 @@ async def test_guide_host_is_listed_exactly_as_the_guide_lists_it(
         assert (data["total"], data["limit"], data["offset"]) == (24, 2, 0)
         assert [d["addr"] for d in data["devices"]] == ["0a:01.1", "0a:01.0"]
         assert data["devices"][0]["host_status"] == "online"
+        page = [(d["id"], d["addr"]) for d in data["devices"]]  # state may change in between
+        for output in (("-o", "json"), ("--json",), ("-o", "yaml")):  # after the command
+            code, out, _ = await sriovctl(nats_url, "isolated-device-list", "--limit", "2", *output)
+            again = yaml.safe_load(out) if "yaml" in output else json.loads(out)
+            assert code == 0 and [(d["id"], d["addr"]) for d in again["devices"]] == page
+            assert isinstance(again["devices"][0]["updated_at"], str)  # as in JSON
 
         code, out, err = await sriovctl(nats_url, "host-list")
         assert code == 0, err

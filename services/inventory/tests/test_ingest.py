@@ -11,7 +11,7 @@ from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, event_headers
 from sriov.inventory import testing as t
-from sriov.inventory.replica import Replica
+from sriov.inventory.main import Replica
 
 
 async def ingested(rep: Replica, kind: type[m.Message], outcome: str, n: int = 1) -> None:
@@ -61,7 +61,7 @@ async def test_reordered_events_end_in_the_newest_state(
     for ev in (b2, rm_a, b1, ev_a):
         subject = s.host_vf("h1", "removed" if isinstance(ev, m.VfRemoved) else "changed")
         await bus.js_publish(subject, ev, event_id=hostd.event_id(ev))
-    async with t.replica(nats_url, database_url, t.Tuning(batch=1)) as rep:
+    async with t.replica(nats_url, database_url, t.InventorySettings(batch=1)) as rep:
         await t.eventually(lambda: t.drained(bus, rep.pool), what="drained")
         listed = {d.pci_address: d for d in (await t.list_devices(bus, host_id="h1")).devices}
         assert a.pci_address not in listed
@@ -95,10 +95,8 @@ async def test_malformed_events_are_dead_lettered_and_nothing_stored_is_lost(
         await t.eventually(lambda: t.drained(bus, rep.pool), what="drained")
         stats = rep.stats["inventory-host-events"]
         assert (stats.dead_lettered, stats.unknown) == (4, 1)
-        reasons = []
-        dl = await bus.js.pull_subscribe(s.dead_letter("inventory-host-events").subject)
-        for msg in await dl.fetch(4, timeout=5):
-            reasons.append(msg.headers["Sriov-Dead-Letter-Reason"])  # type: ignore[index]
+        dead = bus.history(s.STREAM_DEAD_LETTER, s.dead_letter("inventory-host-events").subject)
+        reasons = [d.headers["Sriov-Dead-Letter-Reason"] async for d in dead]
         text = "\n".join(reasons)
         assert "not valid JSON" in text
         assert "generation" in text

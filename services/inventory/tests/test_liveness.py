@@ -23,9 +23,9 @@ async def test_host_offline_and_back(bus: Bus, nats_url: str, database_url: str)
         return m.CommandAck(snapshot_seq=snap.seq)
 
     await hostd_svc.add_endpoint(s.hostcmd_group("h1"), "rescan", m.RescanRequest, rescan)
-    tuning = t.Tuning(heartbeat_timeout_s=0.4, rescan_interval_s=0)
+    settings = t.InventorySettings(heartbeat_timeout=0.4, rescan_interval=0)
     try:
-        async with t.replica(nats_url, database_url, tuning) as rep:
+        async with t.replica(nats_url, database_url, settings) as rep:
             await hostd.snapshot(pfs, vfs)
             await hostd.heartbeat(interval_s=0.1)
 

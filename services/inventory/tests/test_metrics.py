@@ -29,10 +29,10 @@ def points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any],
 async def test_fleet_gauges_and_event_counters(bus: Bus, nats_url: str, database_url: str) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    tuning = t.Tuning(gauges_interval_s=0.1)
+    settings = t.InventorySettings(gauges_interval=0.1)
     try:
         async with t.replica(
-            nats_url, database_url, tuning, meter=provider.get_meter("test")
+            nats_url, database_url, settings, meter=provider.get_meter("test")
         ) as rep:
             await t.Hostd(bus, t.GUIDE_HOST).snapshot(*t.guide_host())
             await bus.js_publish_raw(s.host_heartbeat("h9").subject, b"[", {"Nats-Msg-Id": "x"})

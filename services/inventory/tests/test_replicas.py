@@ -84,10 +84,10 @@ async def publish_history(bus: Bus, hosts: int, rng: random.Random) -> dict[str,
 
 
 async def test_two_replicas_consume_at_once(bus: Bus, nats_url: str, database_url: str) -> None:
-    tuning = t.Tuning(batch=10)
+    settings = t.InventorySettings(batch=10)
     async with (
-        t.replica(nats_url, database_url, tuning, "r1") as r1,
-        t.replica(nats_url, database_url, tuning, "r2") as r2,
+        t.replica(nats_url, database_url, settings, "r1") as r1,
+        t.replica(nats_url, database_url, settings, "r2") as r2,
     ):
         expected = await publish_history(bus, 40, random.Random(7))
         await t.eventually(lambda: t.drained(bus, r1.pool), 60, "both replicas drained")
@@ -160,17 +160,17 @@ async def test_replica_killed_mid_batch_loses_and_duplicates_nothing(
         states, host_states = await t.state_values(bus)
         assert {k: v.revision for k, v in states.items()} == revisions
         assert len(host_states) == hosts
-        info = await bus.js.stream_info(s.STREAM_STATE)
+        info = await bus.stream_info(s.STREAM_STATE)
 
         async def caught_up() -> bool:
-            return len(set(announced)) >= info.state.last_seq
+            return len(set(announced)) >= info.last_seq
 
         await t.eventually(caught_up, what="the wire tail caught up")
         # every distinct state version was stored exactly once: copies relayed again after
         # the kill were dropped by JetStream (same event id)
-        assert info.state.last_seq == len(set(announced))
-        dead = await bus.js.stream_info(s.STREAM_DEAD_LETTER)
-        assert dead.state.messages == 0
+        assert info.last_seq == len(set(announced))
+        dead = await bus.stream_info(s.STREAM_DEAD_LETTER)
+        assert dead.messages == 0
     finally:
         for task in tails:
             task.cancel()

@@ -46,8 +46,8 @@ async def test_newcomer_rebuilds_current_state_from_the_last_value_stream(
         assert set(host_states) == {"h0", "h1", "h2"}
         assert host_states["h0"].host.vf_count == 5
         # one message per subject: the stream holds state, not history
-        info = await bus.js.stream_info(s.STREAM_STATE)
-        assert info.state.messages == len(devices) + len(host_states)
+        info = await bus.stream_info(s.STREAM_STATE)
+        assert info.messages == len(devices) + len(host_states)
 
 
 async def test_relay_crash_after_publishing_duplicates_nothing(bus: Bus, database_url: str) -> None:
@@ -69,13 +69,13 @@ async def test_relay_crash_after_publishing_duplicates_nothing(bus: Bus, databas
             await relay.publish(rows)
             await tx.rollback()
         assert len(rows) == 9  # 8 devices + the host
-        info = await bus.js.stream_info(s.STREAM_STATE)
-        assert info.state.last_seq == 9
+        info = await bus.stream_info(s.STREAM_STATE)
+        assert info.last_seq == 9
 
         # Second attempt (another replica, after the crash): same rows, same event ids.
         assert await relay.relay_once() == 9
-        info = await bus.js.stream_info(s.STREAM_STATE)
-        assert info.state.last_seq == 9  # JetStream dropped every copy
+        info = await bus.stream_info(s.STREAM_STATE)
+        assert info.last_seq == 9  # JetStream dropped every copy
         async with pool.acquire() as conn:
             assert await outbox.pending(conn) == 0
     finally:
@@ -102,8 +102,8 @@ async def test_relays_of_several_replicas_never_publish_a_state_twice(
 
         counts = await asyncio.gather(*(drain(r) for r in relays))
         assert sum(counts) == 20 * 11
-        info = await bus.js.stream_info(s.STREAM_STATE)
-        assert info.state.last_seq == 20 * 11 and info.state.messages == 20 * 11
+        info = await bus.stream_info(s.STREAM_STATE)
+        assert info.last_seq == 20 * 11 and info.messages == 20 * 11
     finally:
         for p in pools:
             await p.close()

@@ -19,8 +19,9 @@ from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.errors import BusError
-from sriov.offload.main import OffloadSettings, agent
+from sriov.offload.main import agent
 from sriov.offload.service import OffloadService
+from sriov.offload.settings import OffloadSettings
 from sriov.offload.testing import Endpoint, OvsSandbox
 from sriov.offload.testing.fakes import FakeProbes
 
@@ -101,7 +102,7 @@ async def running_agent(
     stop = asyncio.Event()
     try:
         async with agent(settings, bus, service, probes=FakeProbes()) as svc:
-            await bus.nc.flush()  # the endpoints' subscriptions reach the server first
+            await bus.flush()  # the endpoints' subscriptions reach the server first
             if client is not None:
                 await wait_ready(client, host_id)
             loop = asyncio.create_task(svc.run(stop)) if periodic else None

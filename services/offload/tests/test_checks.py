@@ -10,7 +10,7 @@ from pyroute2 import IPRoute
 
 from sriov.common.schemas import Finding
 from sriov.offload.checks import check_nics
-from sriov.offload.nics import Sysfs
+from sriov.offload.nics import NicSysfs
 from sriov.offload.probes import SystemProbes
 from sriov.offload.testing.fakes import FakeProbes, FakeSys
 from sriov.offload.topology import NicChecker
@@ -31,7 +31,9 @@ def fake(tmp_path: Path) -> FakeSys:
 async def run(
     fake: FakeSys, names: list[str], probes: FakeProbes, sg: bool = False
 ) -> list[Finding]:
-    return await check_nics(names, sysfs=Sysfs(fake.root), probes=probes, disable_security_group=sg)
+    return await check_nics(
+        names, sysfs=NicSysfs(fake.root), probes=probes, disable_security_group=sg
+    )
 
 
 async def test_healthy_connectx5_in_switchdev_passes_everything(fake: FakeSys) -> None:
@@ -144,11 +146,11 @@ async def test_checker_reads_host_conf_and_maps_ports_to_pfs(fake: FakeSys, tmp_
         "host_id: h1\nnetworks:\n- bond0/br1/bcast0\novs_offload_nics:\n- bond0\n- eth2\n"
         "disable_security_group: true\n"
     )
-    checker = NicChecker(conf, Sysfs(fake.root), FakeProbes(), host_id="h1")
+    checker = NicChecker(conf, NicSysfs(fake.root), FakeProbes(), host_id="h1")
     topo = await checker.run()
     assert topo.offload_nics == ["bond0", "eth2"]
     assert not [f for f in topo.findings if f.check == "hostconf.host_id"]
-    other = await NicChecker(conf, Sysfs(fake.root), FakeProbes(), host_id="h2").run()
+    other = await NicChecker(conf, NicSysfs(fake.root), FakeProbes(), host_id="h2").run()
     assert next(f for f in other.findings if f.check == "hostconf.host_id").severity == "warning"
     assert topo.port_pf == {
         "bond0": "bond0", "ens1f0": "bond0", "ens1f0_0": "bond0", "ens1f0_1": "bond0",
@@ -159,11 +161,11 @@ async def test_checker_reads_host_conf_and_maps_ports_to_pfs(fake: FakeSys, tmp_
 
 
 async def test_checker_without_or_with_a_broken_host_conf(fake: FakeSys, tmp_path: Path) -> None:
-    none = await NicChecker(None, Sysfs(fake.root), FakeProbes()).run()
+    none = await NicChecker(None, NicSysfs(fake.root), FakeProbes()).run()
     assert [f.check for f in none.findings] == ["hostconf.missing"]
     bad = tmp_path / "host.conf"
     bad.write_text("host_id: h1\novs_offload_nics: eth2\n")
-    broken = await NicChecker(bad, Sysfs(fake.root), FakeProbes()).run()
+    broken = await NicChecker(bad, NicSysfs(fake.root), FakeProbes()).run()
     [finding] = broken.findings
     assert finding.check == "hostconf.invalid" and finding.severity == "error"
     assert f"{bad}:2" in finding.evidence and "ovs_offload_nics" in finding.evidence
@@ -196,7 +198,7 @@ async def test_real_devlink_absence_is_a_finding_with_evidence(tmp_path: Path) -
     fake = FakeSys(tmp_path / "sys")
     fake.connectx_pf("eth2", "0000:3b:00.0")
     findings = await check_nics(
-        ["eth2"], sysfs=Sysfs(fake.root), probes=SystemProbes(), disable_security_group=True
+        ["eth2"], sysfs=NicSysfs(fake.root), probes=SystemProbes(), disable_security_group=True
     )
     mode = by_check(findings)["nic.eswitch_mode"]
     assert mode.severity == "error"
@@ -218,7 +220,7 @@ async def test_the_project_simulator_host_with_an_offload_bond(tmp_path: Path) -
         modes={pci: "switchdev" for pci in pfs.values()},
         features_by_if={name: ON for name in pfs},
     )
-    topo = await NicChecker(conf, Sysfs(tmp_path / "sys"), probes, host_id=spec.host_id).run()
+    topo = await NicChecker(conf, NicSysfs(tmp_path / "sys"), probes, host_id=spec.host_id).run()
     assert by_check(topo.findings, "bond0")["bond.mode"].severity == "ok"  # 802.3ad
     for name, pci in pfs.items():
         found = by_check(topo.findings, name)

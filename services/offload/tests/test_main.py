@@ -31,14 +31,17 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_host_id_is_required() -> None:
     proc = run("--nats-url", "nats://127.0.0.1:1")
     assert proc.returncode == 2
-    assert "host_id" in proc.stderr and "SRIOV_HOST_ID" in proc.stderr
+    assert "--host-id (SRIOV_HOST_ID) is required" in proc.stderr
 
 
 def test_bad_host_id_and_interval_are_refused() -> None:
     proc = run("--host-id", "a b")
     assert proc.returncode == 2 and "--host-id" in proc.stderr
     proc = run("--host-id", "h1", "--audit-interval", "0")
-    assert proc.returncode == 2 and "--audit-interval must be greater than 0" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "--audit-interval (SRIOV_AUDIT_INTERVAL) is 0: must be greater than 0" in proc.stderr
+    )
 
 
 def test_broken_host_conf_names_file_and_line(tmp_path: Path) -> None:
@@ -84,7 +87,7 @@ async def test_serves_checks_with_the_real_kernel_and_stops_on_sigterm(
         async with asyncio.timeout(15):
             while True:
                 try:
-                    await bus.js.get_last_msg(s.STREAM_OFFLOAD, s.offload_audit("node7").subject)
+                    await bus.last_message(s.STREAM_OFFLOAD, s.offload_audit("node7").subject)
                     break
                 except Exception:
                     await asyncio.sleep(0.1)

@@ -23,7 +23,7 @@ def ep(host: str, name: str) -> s.Subject:
 
 
 async def last_event(bus: Bus, subject: s.Subject, cls: type[Any]) -> Any:
-    msg = await bus.js.get_last_msg(s.STREAM_OFFLOAD, subject.subject)
+    msg = await bus.last_message(s.STREAM_OFFLOAD, subject.subject)
     return m.codec(cls).decode(msg.data)
 
 
@@ -205,8 +205,8 @@ async def test_loop_publishes_audits_checks_and_outside_config_changes(
             bus, s.offload_config(host), m.OffloadConfigChanged, lambda e: e.status.hw_offload
         )
         assert changed.status.flow_api is True
-        info = await bus.js.stream_info(s.STREAM_OFFLOAD)
-        assert info.state.messages >= 3
+        info = await bus.stream_info(s.STREAM_OFFLOAD)
+        assert info.messages >= 3
 
 
 async def test_daemons_down_give_clear_errors_the_agent_survives_and_recovers(

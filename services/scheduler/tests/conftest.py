@@ -17,7 +17,7 @@ import pytest
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
-from sriov.scheduler.server import Replica
+from sriov.scheduler.main import Replica
 from sriov.scheduler.testing import FleetState, run_replica, settle
 
 

@@ -83,14 +83,14 @@ async def test_malformed_requests_are_answered_and_dead_lettered(fleet, sync, bu
     # the malformed ones are also in the dead-letter stream for an operator
     async with asyncio.timeout(10):
         while True:
-            info = await bus.js.stream_info(subjects.STREAM_DEAD_LETTER)
-            if info.state.messages >= 2:
+            info = await bus.stream_info(subjects.STREAM_DEAD_LETTER)
+            if info.messages >= 2:
                 break
             await asyncio.sleep(0.05)
-    dl = await bus.js.get_last_msg(
+    dl = await bus.last_message(
         subjects.STREAM_DEAD_LETTER, subjects.dead_letter("scheduler-requests").subject
     )
-    assert dl.headers is not None and "rejected" in dl.headers["Sriov-Dead-Letter-Reason"]
+    assert "rejected" in dl.headers["Sriov-Dead-Letter-Reason"]
 
 
 async def test_guest_of_the_subject_must_match(fleet, sync, bus, client) -> None:

@@ -38,9 +38,9 @@ async def test_bad_setting_names_the_variable(nats_url: str, database_url: str) 
     code, out = await scheduler(
         "--nats-url", nats_url, "--database-url", database_url, "--request-lanes", "0"
     )
-    assert code == 2 and "request_lanes must be at least 1" in out
+    assert code == 2 and "--request-lanes (SRIOV_REQUEST_LANES) is 0: must be at least 1" in out
     code, out = await scheduler(
         "--nats-url", nats_url, env={"SRIOV_DATABASE_URL": database_url,
                                      "SRIOV_RESERVATION_TTL_S": "soon"},
     )  # fmt: skip
-    assert code == 2 and "SRIOV_RESERVATION_TTL_S or option --reservation-ttl)" in out
+    assert code == 2 and "--reservation-ttl (SRIOV_RESERVATION_TTL_S) is soon: expected" in out

@@ -7,8 +7,8 @@ import asyncpg
 import pytest
 
 from sriov.common import schemas as m
+from sriov.scheduler.operations import Scheduler
 from sriov.scheduler.outbox import Relay
-from sriov.scheduler.service import Scheduler
 from sriov.scheduler.store import Store
 from sriov.scheduler.testing import CX5, PfSpec, read_events, run_replica, wait_events
 

@@ -1,4 +1,4 @@
-"""What every command needs: where NATS is, output format, a connected bus for one call."""
+"""What every command needs: where NATS is and a connected bus for one call."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ def stack_nats_url() -> str | None:
 @dataclass
 class CliContext:
     nats_url: str | None
-    as_json: bool
     timeout: float
 
     def settings(self) -> BusSettings:

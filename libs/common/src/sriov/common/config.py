@@ -2,16 +2,19 @@
 
 Errors name the file, line and key (``host.conf:7: sriov_nics[1]: expected str, got int``)
 or the environment variable, so an operator can fix them without reading code. Settings
-Structs should be declared with ``forbid_unknown_fields=True`` so a typo is an error.
+Structs derive from :class:`Settings` (unknown keys are errors, so a typo shows up). A
+service's settings also come from ``--options`` and ``SRIOV_<FIELD>`` variables, each declared
+once on its field with :func:`option` (see "options and environment" below).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar, get_type_hints
 
 import msgspec
 import yaml
@@ -24,6 +27,13 @@ PathKey = tuple[str | int, ...]
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Base for settings Structs: unknown keys are errors."""
+
+    def check(self) -> Self:
+        """Checks across fields or beyond a field's limits; raise ConfigError. Returns self."""
+        return self
+
+
+SettingsT = TypeVar("SettingsT", bound=Settings)
 
 
 def _walk(
@@ -139,17 +149,75 @@ def load_file(path: Path | str, cls: type[S]) -> S:
     return convert(data if data is not None else {}, cls, source=str(path), lines=lines)
 
 
+# --- options and environment ----------------------------------------------------------------
+# A settings field declares its option, help and limits once, in its annotation:
+#     reservation_ttl_s: Annotated[float, option("seconds before ...", gt=0,
+#                                                flag="--reservation-ttl")] = 300.0
+# and the same declaration gives the ``--option``, the ``SRIOV_<FIELD>`` variable, the range
+# check and an error that names both as the operator typed them.
+
+
+def option(help: str, *, flag: str | None = "", **limits: Any) -> msgspec.Meta:
+    """The metadata of one setting: its help, its limits (``ge``, ``gt``, ``le``, ``lt``,
+    ``min_length``...) and its option (default ``--<field-name>``; None: environment only)."""
+    return msgspec.Meta(description=help, extra={"flag": flag}, **limits)
+
+
+def _meta(cls: type[Any], name: str) -> msgspec.Meta | None:
+    hint = get_type_hints(cls, include_extras=True).get(name)
+    found = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, msgspec.Meta)]
+    return found[-1] if found else None
+
+
+def flag_of(cls: type[Any], name: str) -> str | None:
+    """The option that sets field ``name`` (``--reservation-ttl``), or None if it has none."""
+    meta = _meta(cls, name)
+    flag = (meta.extra or {}).get("flag", "") if meta is not None else ""
+    return "--" + name.replace("_", "-") if flag == "" else flag
+
+
+def _limits(cls: type[Any], name: str) -> str | None:
+    meta = _meta(cls, name)
+    if meta is None:
+        return None
+    low, high = meta.ge if meta.ge is not None else meta.gt, meta.le
+    if low is not None and high is not None:
+        return f"use {low:g} to {high:g}"
+    if meta.ge is not None:
+        return f"must be at least {meta.ge:g}"
+    if meta.gt is not None:
+        return f"must be greater than {meta.gt:g}"
+    if high is not None:
+        return f"must be at most {high:g}"
+    return None
+
+
+def setting_error(
+    cls: type[Any], name: str, problem: str, value: Any = None, prefix: str = "SRIOV_"
+) -> ConfigError:
+    """``--reservation-ttl (SRIOV_RESERVATION_TTL_S) is soon: expected float``: the option
+    and the variable as the operator wrote them, the value, and what would be accepted."""
+    flag, var = flag_of(cls, name), prefix + name.upper()
+    where = f"{flag} ({var})" if flag else var
+    shown = "empty" if value == "" else str(value)
+    text = f"{where} is required" if value is None else f"{where} is {shown}: {problem}"
+    return ConfigError(text, key=name)
+
+
+def _problem(cls: type[Any], name: str, msgspec_text: str) -> str:
+    if re.match(r"Expected `\w+` [<>]", msgspec_text):  # a limit, not a type
+        return _limits(cls, name) or msgspec_text
+    m = re.match(r"Expected `([^`]+)`", msgspec_text)
+    return f"expected {m.group(1)}" if m else msgspec_text
+
+
 def from_env(
     cls: type[S],
     prefix: str = "SRIOV_",
     env: Mapping[str, str] | None = None,
-    options: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> S:
-    """Build settings from ``<prefix><FIELD>`` variables; ``overrides`` (non-None) win.
-
-    ``options`` names the command-line option of a field where it is not ``--<field>``, so an
-    error names what the operator typed."""
+    """Build settings from ``<prefix><FIELD>`` variables; ``overrides`` (non-None) win."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     for f in msgspec.structs.fields(cls):  # type: ignore[arg-type]
@@ -166,17 +234,62 @@ def from_env(
     except msgspec.ValidationError as exc:
         problem, _, where = str(exc).partition(" - at `")
         path = parse_json_path(where.rstrip("`")) if where else ()
-        key = str(path[0]) if path else "?"
         m = re.match(r"Object missing required field `([^`]+)`", problem)
         if m:
-            key, problem = m.group(1), "is required"
-        option = (options or {}).get(key) or f"--{key.replace('_', '-')}"
-        raise ConfigError(
-            f"setting {key} (environment variable {prefix}{key.upper()} or option "
-            f"{option}): {problem}",
-            key=key,
-        ) from exc
+            raise setting_error(cls, m.group(1), "", None, prefix) from exc
+        key = str(path[0]) if path else "?"
+        raise setting_error(cls, key, _problem(cls, key, problem), data.get(key), prefix) from exc
 
 
 def _looks_json(raw: str) -> bool:
     return raw[:1] in "[{" or raw in ("true", "false", "null")
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
+    """One option per field of ``cls`` that has one, grouped by the class declaring it.
+
+    Options take strings and have no default: the value is converted, checked and
+    reported by :func:`from_args` like an environment variable's."""
+    for owner in reversed(cls.__mro__):
+        own = getattr(owner, "__annotations__", {})
+        fields = [f for f in msgspec.structs.fields(cls) if f.name in own]  # type: ignore[arg-type]
+        if not fields or not issubclass(owner, Settings):
+            continue
+        title = (owner.__doc__ or owner.__name__).strip().splitlines()[0]
+        group = parser.add_argument_group(title)
+        for f in fields:
+            flag = flag_of(cls, f.name)
+            if not flag:
+                continue
+            meta = _meta(cls, f.name)
+            help = meta.description if meta is not None and meta.description else ""
+            default = "" if f.required or f.default in (None, msgspec.NODEFAULT) else f.default
+            shown = f"default {default}; " if default not in ("", False) else ""
+            help = f"{help} ({shown}SRIOV_{f.name.upper()})".strip()
+            if f.type is bool:
+                group.add_argument(flag, dest=f.name, action="store_true", default=None, help=help)
+            else:
+                group.add_argument(flag, dest=f.name, help=help)
+
+
+def from_args(cls: type[SettingsT], args: argparse.Namespace, **base: Any) -> SettingsT:
+    """Settings from the environment, then ``base`` (non-None), then the options given,
+    checked (``Settings.check``)."""
+    given = {k: v for k, v in vars(args).items() if k in cls.__struct_fields__}
+    layers = [base, given]
+    merged = {k: v for layer in layers for k, v in layer.items() if v is not None}
+    return from_env(cls, **merged).check()
+
+
+def argument_parser(cls: type[Any], prog: str, description: str) -> argparse.ArgumentParser:
+    """A service's command line: the options of its settings' fields."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_options(parser, cls)
+    return parser
+
+
+def parse_args(
+    cls: type[SettingsT], argv: Sequence[str] | None, *, prog: str, description: str
+) -> SettingsT:
+    """A service's settings from its command line and environment, checked."""
+    return from_args(cls, argument_parser(cls, prog, description).parse_args(argv))

@@ -1,13 +1,13 @@
 """Process scaffolding every service shares: settings, signals, bus, micro service, shutdown.
 
-A service's ``main`` parses its options, then hands :func:`run` a body coroutine that
+A service's ``main`` parses its settings (a ``BusSettings`` subclass in its ``settings.py``,
+read with :func:`sriov.common.config.parse_args`), then hands :func:`run` a body coroutine that
 registers endpoints and runs its loops until ``ctx.stop`` is set (SIGTERM or SIGINT).
 Everything opened is closed by one ``AsyncExitStack`` in reverse order.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -17,45 +17,78 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Self
 
 import msgspec
 
-from sriov.common import telemetry
+from sriov.common import probes, telemetry
 from sriov.common.bus import Bus, ServiceHost
-from sriov.common.config import Settings, from_env
-from sriov.common.errors import BusError, SriovError
+from sriov.common.config import Settings, option, setting_error
+from sriov.common.errors import BusError, ConfigError, SriovError
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 
-class BusSettings(Settings):
-    """How a process reaches NATS. Environment: ``SRIOV_NATS_URL`` and friends."""
+def default_instance_id() -> str:
+    """A replica's id where none is given: unique per process on a host."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
-    nats_url: str = "nats://127.0.0.1:4222"
-    """One URL or several separated by commas (a cluster)."""
-    nats_user: str | None = None
-    nats_password: str | None = None
-    nats_creds: str | None = None
-    """A ``.creds`` file (JWT + nkey) for decentralised auth."""
-    nats_tls_ca: str | None = None
-    nats_tls_cert: str | None = None
-    nats_tls_key: str | None = None
-    nats_inbox_prefix: str | None = None
-    """Per-host inbox prefix, so a host's credentials can be limited to its own replies."""
-    stream_replicas: int = 1
-    """Replicas of the JetStream streams this process creates (3 in a NATS cluster)."""
-    provision_streams: bool = True
-    """Create/update the streams at start. Host agents' credentials may not; then an
-    identity that may (the stream admin, inventory or scheduler) provisions them."""
-    instance_id: str = msgspec.field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"
+
+class BusSettings(Settings):
+    """NATS (also from SRIOV_NATS_* environment variables)"""
+
+    nats_url: Annotated[str, option("NATS URL(s), comma separated (a cluster)")] = (
+        "nats://127.0.0.1:4222"
     )
+    nats_user: Annotated[str | None, option("NATS user")] = None
+    nats_password: Annotated[str | None, option("NATS password")] = None
+    nats_creds: Annotated[str | None, option("NATS .creds file (JWT + nkey)")] = None
+    nats_tls_ca: Annotated[str | None, option("CA file to verify the NATS server")] = None
+    nats_tls_cert: Annotated[str | None, option("client certificate for NATS")] = None
+    nats_tls_key: Annotated[str | None, option("client key for NATS")] = None
+    nats_inbox_prefix: Annotated[str | None, option("reply inbox prefix this identity may use")] = (
+        None
+    )
+    """Per-host inbox prefix, so a host's credentials can be limited to its own replies."""
+    stream_replicas: Annotated[int, option("replicas of the streams created (3 in a cluster)")] = 1
+    provision_streams: Annotated[bool, option("create/update the streams at start", flag=None)] = (
+        True
+    )
+    """Host agents' credentials may not create streams; then an identity that may (the
+    stream admin, inventory or scheduler) provisions them."""
+    instance_id: Annotated[str, option("replica id for logs, traces and service discovery")] = (
+        msgspec.field(default_factory=default_instance_id)
+    )
+    http_port: Annotated[int | None, option("serve /healthz /readyz /metrics (0: any port)")] = None
+    """Port of the HTTP probes: 0 picks a free one, unset serves none."""
+    http_host: Annotated[str, option("address the HTTP probes listen on")] = "127.0.0.1"
+    """0.0.0.0 in a pod, where the kubelet calls the pod's IP."""
+
+    def check(self) -> Self:
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise setting_error(type(self), "http_port", "use 0 to 65535", self.http_port)
+        return self
 
     @property
     def urls(self) -> list[str]:
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+
+class DatabaseSettings(BusSettings):
+    """PostgreSQL (also from SRIOV_DATABASE_URL)"""
+
+    database_url: Annotated[str, option("PostgreSQL DSN; every replica uses the same")] = ""
+
+    def check(self) -> Self:
+        super().check()
+        if not self.database_url:
+            raise ConfigError(
+                "no database: give --database-url or set SRIOV_DATABASE_URL "
+                "(e.g. postgresql://user@127.0.0.1:5432/sriov)",
+                key="database_url",
+            )
+        return self
 
 
 class ServiceFailed(SriovError):
@@ -64,33 +97,11 @@ class ServiceFailed(SriovError):
     code = "service_failed"
 
 
-def _default_instance() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def add_bus_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("NATS (also from SRIOV_NATS_* environment variables)")
-    g.add_argument("--nats-url", help="NATS URL(s), comma separated")
-    g.add_argument("--nats-user")
-    g.add_argument("--nats-password")
-    g.add_argument("--nats-creds", help="NATS .creds file")
-    g.add_argument("--nats-tls-ca")
-    g.add_argument("--nats-tls-cert")
-    g.add_argument("--nats-tls-key")
-    g.add_argument("--nats-inbox-prefix", help="reply inbox prefix this identity may use")
-    g.add_argument("--stream-replicas", type=int, help="replicas of the streams created")
-    g.add_argument("--instance-id", help="replica id for logs, traces and service discovery")
-
-
-def settings_from_args(
-    cls: type[Any], args: argparse.Namespace, parser: argparse.ArgumentParser
-) -> Any:
-    """Settings from the environment, overridden by the options given; an invalid value is
-    reported with the option's own spelling (``--reservation-ttl``, not the field's)."""
-    fields = {f for f in cls.__struct_fields__}
-    # argparse has no public list of its actions; _actions is stable since Python 3.2
-    options = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
-    return from_env(cls, options=options, **{k: v for k, v in vars(args).items() if k in fields})
+async def pause(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` or until ``stop`` is set; True when stopping."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
 
 
 async def connect_bus(settings: BusSettings, name: str) -> Bus:
@@ -157,10 +168,17 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     tele = telemetry.setup(name, settings.instance_id)
+    ready = _Readiness()
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_remove_signal_handlers, loop)
         stack.callback(tele.shutdown)
+        http = None
+        if settings.http_port is not None:  # first: /healthz answers while NATS is slow
+            http = probes.ProbeServer(ready.reason, metrics=tele.metrics_port is not None)
+            await http.start(settings.http_host, settings.http_port)
+            stack.push_async_callback(http.close)
         bus = await connect_bus(settings, name)
+        ready.bus = bus
         stack.push_async_callback(bus.close)
         if ensure_streams and settings.provision_streams:
             try:
@@ -171,12 +189,16 @@ async def serve(
         meta = {"instance": settings.instance_id, **(metadata or {})}
         if tele.metrics_port:
             meta["metrics_port"] = str(tele.metrics_port)
+        if http is not None:
+            meta["http_port"] = str(http.port)
         svc = await ServiceHost.start(bus, name, VERSION, description, meta)
         stack.push_async_callback(svc.stop)
         ctx = ServiceContext(name, bus, svc, stop, stack, settings)
         log.info("%s %s started (instance %s)", name, VERSION, settings.instance_id)
         await body(ctx)
+        ready.registered = True
         await stop.wait()
+        ready.registered = False
         log.info("%s stopping", name)
         for task in ctx.tasks:
             task.cancel()
@@ -187,6 +209,23 @@ async def serve(
                 log.warning("%s did not stop within 10s; leaving it", task.get_name())
     if ctx.crashed:
         raise ServiceFailed(f"{name} stopped because {', '.join(ctx.crashed)} crashed")
+
+
+@dataclass
+class _Readiness:
+    """What ``/readyz`` reports: connected to NATS, service and endpoints registered. Not
+    the database: an outage there makes every replica answer ``unavailable`` and recover
+    by itself, and taking them all out of the Service at once would not help."""
+
+    bus: Bus | None = None
+    registered: bool = False
+
+    def reason(self) -> str | None:
+        if self.bus is None:
+            return "connecting to NATS"
+        if not self.bus.is_connected:
+            return "NATS connection lost, reconnecting"
+        return None if self.registered else "starting or stopping"
 
 
 def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:

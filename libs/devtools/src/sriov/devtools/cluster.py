@@ -60,10 +60,7 @@ def _wait_meta_leader(cluster: NatsCluster, timeout: float) -> None:
         except BusError:
             return False
         try:
-            await bus.js.account_info()
-            return True
-        except Exception:
-            return False
+            return await bus.jetstream_ready()
         finally:
             await bus.close()
 

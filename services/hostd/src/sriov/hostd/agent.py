@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sriov.common import runtime, subjects, telemetry
 from sriov.common import schemas as m
-from sriov.common import subjects, telemetry
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.errors import ConfigError, InvalidRequest, SriovError
 from sriov.hostd import doctor
@@ -280,9 +280,7 @@ class HostAgent:
     # lost inside asyncio.wait_for (used by the NATS client), so cancel alone may not end it.
     async def _pause(self, seconds: float) -> bool:
         """Sleep; True when the daemon is stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        return self._stop.is_set()
+        return await runtime.pause(self._stop, seconds)
 
     async def _rescan_loop(self) -> None:
         while not self._stop.is_set():

@@ -1,5 +1,6 @@
 """host.conf: the guide's keys (``networks``, ``sriov_nics``, ``ovs_offload_nics``,
-``disable_security_group``) plus hostd's own (host id, NATS, desired VF counts, paths).
+``disable_security_group``) plus hostd's own (host id, desired VF counts, paths) and the
+NATS keys of ``BusSettings``.
 
 The guide's format is kept as operators write it: a network is ``ifname/bridge/ip-or-wire``;
 a NIC in ``sriov_nics`` that is not in ``networks`` takes the first network's wire; a bond in
@@ -17,8 +18,9 @@ from typing import Any
 
 import msgspec
 
-from sriov.common.config import PathKey, Settings, convert, load_yaml, locate
+from sriov.common.config import PathKey, convert, load_yaml, locate
 from sriov.common.errors import ConfigError
+from sriov.common.runtime import BusSettings
 
 DEFAULT_SYSFS = "/sys"
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
@@ -46,8 +48,11 @@ class Network(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.ifname}/{self.bridge}/{self.target}"
 
 
-class HostConf(Settings, kw_only=True):
-    """Everything hostd reads from host.conf. Unknown keys are errors (typos show up)."""
+class HostConf(BusSettings, kw_only=True):
+    """Everything hostd reads from host.conf. Unknown keys are errors (typos show up).
+
+    The NATS keys are ``BusSettings``' own (``nats_url``, ``nats_creds``...): those the file
+    gives override ``SRIOV_*`` variables, and command-line options override both."""
 
     host_id: str
     """Stable id of this host in the fleet (the guide's ``Host_id``)."""
@@ -62,15 +67,6 @@ class HostConf(Settings, kw_only=True):
     management_ip: str | None = None
     """The host's management address: a PF carrying it (or the default route) is never
     reconfigured."""
-    # NATS (same names as runtime.BusSettings; command-line options win)
-    nats_url: str | None = None
-    nats_user: str | None = None
-    nats_password: str | None = None
-    nats_creds: str | None = None
-    nats_tls_ca: str | None = None
-    nats_tls_cert: str | None = None
-    nats_tls_key: str | None = None
-    nats_inbox_prefix: str | None = None
     # where to look (command-line options win)
     sysfs_root: str = DEFAULT_SYSFS
     netns: str | None = None
@@ -117,14 +113,21 @@ class ConfiguredPf:
 
 def load_host_conf(path: str | Path) -> HostConf:
     """Read and validate host.conf; raise ConfigError ``file:line: key: problem``."""
+    return read_host_conf(path)[0]
+
+
+def read_host_conf(path: str | Path) -> tuple[HostConf, dict[str, Any]]:
+    """host.conf, and the ``BusSettings`` keys it gives (they override the environment)."""
     try:
         data, lines = load_yaml(path)
-        return parse_host_conf(data, str(path), lines)
+        conf = parse_host_conf(data, str(path), lines)
     except RecursionError:  # `a: &x [*x]`: an alias inside itself
         raise ConfigError(
             f"{path}: not valid here: a YAML alias refers to itself (recursive structure)",
             file=str(path),
         ) from None
+    given = data if isinstance(data, dict) else {}
+    return conf, {k: getattr(conf, k) for k in BusSettings.__struct_fields__ if k in given}
 
 
 def parse_host_conf(data: Any, source: str, lines: Mapping[PathKey, int] | None = None) -> HostConf:
@@ -275,18 +278,3 @@ def configured_pfs(conf: HostConf, sysfs_root: str | Path | None = None) -> list
     names = {p.ifname for p in out}
     out += [ConfiguredPf(n, False, True, b) for n, b in offload.items() if n not in names]
     return out
-
-
-def bus_overrides(conf: HostConf) -> dict[str, Any]:
-    """NATS settings from host.conf, in ``runtime.BusSettings`` field names."""
-    keys = (
-        "nats_url",
-        "nats_user",
-        "nats_password",
-        "nats_creds",
-        "nats_tls_ca",
-        "nats_tls_cert",
-        "nats_tls_key",
-        "nats_inbox_prefix",
-    )
-    return {k: getattr(conf, k) for k in keys if getattr(conf, k) is not None}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sriov.common import runtime
-from sriov.common.config import from_env
+from sriov.common.config import add_options, from_args
 from sriov.common.errors import ConfigError, SriovError
 
 NAME = "sriov-hostd"
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the host daemon")
     _add_host_args(run)
-    runtime.add_bus_args(run)
+    add_options(run, runtime.BusSettings)
     sim = sub.add_parser("simulate", help="write a simulated host (sysfs tree, veth netdevs)")
     sim.add_argument("--spec", default="guide", help="guide, models, bench or a YAML spec file")
     sim.add_argument("--root", required=True, help="directory to write the sysfs tree into")
@@ -74,11 +74,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
 
 
-def _options(args: argparse.Namespace) -> tuple[object, object]:
+def _options(args: argparse.Namespace) -> tuple[object, object, dict[str, Any]]:
     from sriov.hostd.agent import Options
-    from sriov.hostd.hostconf import load_host_conf
+    from sriov.hostd.hostconf import read_host_conf
 
-    conf = load_host_conf(args.config)
+    conf, bus_keys = read_host_conf(args.config)
     opts = Options(
         config_path=Path(args.config),
         sysfs_root=args.sysfs_root,
@@ -86,18 +86,16 @@ def _options(args: argparse.Namespace) -> tuple[object, object]:
         cmdline_file=args.cmdline_file,
         kmsg_file=args.kmsg_file,
     )
-    return conf, opts
+    return conf, opts, bus_keys
 
 
 def _run(args: argparse.Namespace) -> None:
     from sriov.hostd.agent import HostAgent, Options
-    from sriov.hostd.hostconf import HostConf, bus_overrides
+    from sriov.hostd.hostconf import HostConf
 
-    conf, opts = _options(args)
+    conf, opts, bus_keys = _options(args)
     assert isinstance(conf, HostConf) and isinstance(opts, Options)
-    cli = {k: v for k, v in vars(args).items() if k in runtime.BusSettings.__struct_fields__}
-    merged = {**bus_overrides(conf), **{k: v for k, v in cli.items() if v is not None}}
-    settings = from_env(runtime.BusSettings, **merged)
+    settings = from_args(runtime.BusSettings, args, **bus_keys)
 
     async def body(ctx: runtime.ServiceContext) -> None:
         agent = HostAgent(ctx.bus, conf, opts, stop=ctx.stop)
@@ -179,7 +177,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from sriov.hostd.pciids import PciIds
     from sriov.hostd.sysfs import Sysfs
 
-    conf, opts = _options(args)
+    conf, opts, _ = _options(args)
     assert isinstance(conf, HostConf) and isinstance(opts, Options)
     netns = opts.netns if opts.netns is not None else conf.netns
     sysfs = Sysfs(opts.sysfs_root or conf.sysfs_root)

@@ -8,13 +8,12 @@ comes back only with its next snapshot (see :mod:`model`), which hostd is asked 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from sriov.common import telemetry
+from sriov.common import runtime, telemetry
 from sriov.inventory.db import store
 from sriov.inventory.db.conn import Pool
 
@@ -46,8 +45,7 @@ class Liveness:
                     pass
             except Exception as exc:  # database trouble: try again next round
                 log.warning("liveness sweep failed, will retry: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_s)
+            await runtime.pause(stop, self.interval_s)
 
     async def sweep_once(self, limit: int = 200) -> int:
         """Mark up to ``limit`` overdue hosts offline; return how many."""

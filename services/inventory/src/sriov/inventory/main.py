@@ -1,4 +1,6 @@
-"""Entry point of sriov-inventory: ``sriov-inventory --database-url DSN`` + NATS options.
+"""sriov-inventory: ``sriov-inventory --database-url DSN`` + NATS options; this file wires one
+replica: two durable consumers, the outbox relay, the liveness sweep, the rescan requester,
+the gauges' refresher and the query endpoints, sharing one pool and bus.
 
 Several replicas may run against the same database and NATS: they share the durable
 consumers, the outbox and the query queue group.
@@ -6,105 +8,168 @@ consumers, the outbox and the query queue group.
 
 from __future__ import annotations
 
-import argparse
-import os
-import socket
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-import msgspec
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.metrics import Meter
 
 from sriov.common import runtime
-from sriov.common.errors import ConfigError
+from sriov.common import schemas as m
+from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery, ServiceHost
+from sriov.common.config import parse_args
+from sriov.common.schemas import Codec
+from sriov.inventory import ingest, placement_events
+from sriov.inventory.api import QueryApi
+from sriov.inventory.db import outbox, reads
+from sriov.inventory.db.conn import Pool
 from sriov.inventory.db.pool import open_pool
-from sriov.inventory.replica import Replica, Tuning
+from sriov.inventory.liveness import Liveness
+from sriov.inventory.metrics import Metrics
+from sriov.inventory.relay import Relay
+from sriov.inventory.rescan import Rescanner
+from sriov.inventory.settings import InventorySettings
+
+log = logging.getLogger(__name__)
 
 NAME = "sriov-inventory"
 DESCRIPTION = "fleet device table and queries"
 
 
-class InventorySettings(runtime.BusSettings, kw_only=True, forbid_unknown_fields=True):
-    """Environment: ``SRIOV_DATABASE_URL``, ``SRIOV_HEARTBEAT_TIMEOUT``... (``SRIOV_`` + name)."""
-
-    database_url: str = ""
-    """PostgreSQL DSN; the ``inventory`` schema is created and migrated at start."""
-    heartbeat_timeout: float = 15.0
-    """Seconds without any event (at least twice hostd's heartbeat interval) before a host
-    is marked offline."""
-    batch: int = 100
-    """Events fetched and applied per transaction."""
-    relay_batch: int = 500
-    """Outbox rows published per relay round."""
-    db_pool_size: int = 10
-    rescan_interval: float = 30.0
-    """Least seconds between two rescan requests to the same host."""
-    ack_wait: float = 60.0
-    """Seconds before an unacknowledged event (a crashed replica's) is redelivered."""
-    gauges_interval: float = 15.0
-    """Seconds between two refreshes of the fleet gauges (VFs by host/model, hosts)."""
-
-    def check(self) -> None:
-        if not self.database_url:
-            raise ConfigError(
-                "no database: give --database-url or set SRIOV_DATABASE_URL "
-                "(e.g. postgresql://user@127.0.0.1:5432/sriov)",
-                key="database_url",
-            )
-        for key, value, low, high in (
-            ("heartbeat_timeout", self.heartbeat_timeout, 0.05, 86400),
-            ("batch", self.batch, 1, 1000),
-            ("relay_batch", self.relay_batch, 1, 10000),
-            ("db_pool_size", self.db_pool_size, 2, 500),
-            ("rescan_interval", self.rescan_interval, 0, 86400),
-            ("ack_wait", self.ack_wait, 1, 3600),
-            ("gauges_interval", self.gauges_interval, 0.1, 3600),
-        ):
-            if not low <= value <= high:
-                option = "--" + key.replace("_", "-")
-                raise ConfigError(
-                    f"{option} (SRIOV_{key.upper()}) is {value}: use {low} to {high}", key=key
-                )
-
-    def tuning(self) -> Tuning:
-        return Tuning(
-            heartbeat_timeout_s=self.heartbeat_timeout,
-            batch=self.batch,
-            relay_batch=self.relay_batch,
-            rescan_interval_s=self.rescan_interval,
-            ack_wait_s=self.ack_wait,
-            gauges_interval_s=self.gauges_interval,
+class Replica:
+    def __init__(
+        self,
+        pool: Pool,
+        bus: Bus,
+        settings: InventorySettings | None = None,
+        meter: Meter | None = None,
+    ) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.settings = t = settings or InventorySettings()
+        self.stats = {ingest.DURABLE: ConsumerStats(), placement_events.DURABLE: ConsumerStats()}
+        self.metrics = Metrics(self.stats, meter)
+        self.relay = Relay(pool, bus, batch=t.relay_batch, published=self._published)
+        self.rescanner = Rescanner(bus, min_interval_s=t.rescan_interval)
+        self.host_events = ingest.HostEvents(
+            pool,
+            bus.source,
+            committed=self.relay.poke,
+            rescan=self.rescanner.want,
+            counted=lambda c: self._count("host", c),
         )
+        self.placement_events = placement_events.PlacementEvents(
+            pool,
+            bus.source,
+            committed=self.relay.poke,
+            counted=lambda c: self._count("placement", c),
+        )
+        self.liveness = Liveness(pool, bus.source, t.heartbeat_timeout, committed=self.relay.poke)
+        self.api = QueryApi(pool)
+        self.ingested: Counter[tuple[str, str]] = Counter()
+
+    def _count(self, stream: str, outcomes: Counter[tuple[str, str]]) -> None:
+        self.ingested.update(outcomes)
+        self.metrics.count(stream, outcomes)
+
+    def _published(self, n: int) -> None:
+        self.metrics.published.add(n)
+
+    async def register(self, service: ServiceHost) -> None:
+        await self.api.register(service)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every loop until ``stop`` is set; a loop that crashes takes the replica down."""
+        t = self.settings
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(
+                self._consume(
+                    ingest.consumer_spec(t.batch, t.ack_wait),
+                    m.HOST_EVENTS,
+                    self.host_events.handle,
+                    self.host_events.handle_batch,
+                    stop,
+                )
+            )
+            tg.create_task(
+                self._consume(
+                    placement_events.consumer_spec(t.batch, t.ack_wait),
+                    m.PLACEMENT_EVENTS,
+                    self.placement_events.handle,
+                    self.placement_events.handle_batch,
+                    stop,
+                )
+            )
+            tg.create_task(self.relay.run(stop))
+            tg.create_task(self.liveness.run(stop))
+            tg.create_task(_until(stop, self.rescanner.run(stop)))
+            tg.create_task(self._gauges(stop))
+
+    async def _consume(
+        self,
+        spec: ConsumerSpec,
+        codec: Codec[Any],
+        handler: Callable[[Any, Delivery], Awaitable[None]],
+        batch_handler: Callable[[list[tuple[Any, Delivery]]], Awaitable[None]],
+        stop: asyncio.Event,
+    ) -> None:
+        """``bus.consume`` until stop; it returns when the connection closes: bind again."""
+        while not stop.is_set():
+            await self.bus.consume(
+                spec,
+                codec,
+                handler,
+                stop=stop,
+                stats=self.stats[spec.durable],
+                batch_handler=batch_handler,
+            )
+            if not stop.is_set():
+                log.warning("%s: consumer stopped; resuming in 1s", spec.durable)
+                await runtime.pause(stop, 1.0)
+
+    async def _gauges(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                with suppress_instrumentation():  # periodic bookkeeping, not worth traces
+                    async with self.pool.acquire() as conn:
+                        vfs, hosts = await reads.fleet_counts(conn)
+                        statuses = await reads.host_statuses(conn)
+                        pending = await outbox.pending(conn)
+                fleet = self.metrics.fleet
+                fleet.vfs, fleet.hosts, fleet.outbox = vfs, hosts, pending
+                fleet.host_status = statuses
+            except Exception as exc:  # gauges are best effort
+                log.warning("refreshing fleet gauges failed: %s", exc)
+            await runtime.pause(stop, self.settings.gauges_interval)
+
+
+async def _until(stop: asyncio.Event, coro: object) -> None:
+    """Run ``coro`` until it ends or ``stop`` is set, whichever is first."""
+    assert asyncio.iscoroutine(coro)
+    task = asyncio.ensure_future(coro)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, waiter):
+            t.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
 
 
 def parse(argv: Sequence[str] | None = None) -> InventorySettings:
-    parser = argparse.ArgumentParser(prog=NAME, description=DESCRIPTION)
-    g = parser.add_argument_group("inventory (also from SRIOV_* environment variables)")
-    g.add_argument("--database-url", help="PostgreSQL DSN (SRIOV_DATABASE_URL)")
-    g.add_argument(
-        "--heartbeat-timeout", type=float, help="seconds of silence before a host is offline"
-    )
-    g.add_argument("--batch", type=int, help="events applied per transaction (default 100)")
-    g.add_argument("--relay-batch", type=int, help="outbox rows published per round")
-    g.add_argument("--db-pool-size", type=int, help="PostgreSQL connections (default 10)")
-    g.add_argument("--rescan-interval", type=float, help="least seconds between rescans")
-    g.add_argument("--ack-wait", type=float, help="seconds before a crashed batch is redelivered")
-    g.add_argument("--gauges-interval", type=float, help="seconds between fleet gauge refreshes")
-    runtime.add_bus_args(parser)
-    settings: InventorySettings = runtime.settings_from_args(
-        InventorySettings, parser.parse_args(argv), parser
-    )
-    if not isinstance(settings.instance_id, str):  # work around BusSettings' default
-        settings = msgspec.structs.replace(
-            settings, instance_id=f"{socket.gethostname()}-{os.getpid()}"
-        )
-    settings.check()
-    return settings
+    return parse_args(InventorySettings, argv, prog=NAME, description=DESCRIPTION)
 
 
 async def serve(settings: InventorySettings) -> None:
     async def body(ctx: runtime.ServiceContext) -> None:
         pool = await open_pool(settings.database_url, min_size=2, max_size=settings.db_pool_size)
         ctx.stack.push_async_callback(pool.close)
-        replica = Replica(pool, ctx.bus, settings.tuning())
+        replica = Replica(pool, ctx.bus, settings)
         await replica.register(ctx.service)
         ctx.spawn(replica.run(ctx.stop), "inventory")
 
@@ -112,11 +177,10 @@ async def serve(settings: InventorySettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    try:
-        settings = parse(argv)
-    except ConfigError as exc:
-        raise SystemExit(f"{NAME}: error: {exc}") from exc
-    runtime.run(lambda: serve(settings), NAME)
+    async def go() -> None:
+        await serve(parse(argv))
+
+    runtime.run(go, NAME)
 
 
 if __name__ == "__main__":

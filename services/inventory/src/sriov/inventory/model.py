@@ -365,22 +365,18 @@ class HostView:
 
     def info(self, with_last_seen: bool = True) -> m.HostInfo:
         h = self.host
-        return host_info(h, with_last_seen)
-
-
-def host_info(h: HostRow, with_last_seen: bool = True) -> m.HostInfo:
-    return m.HostInfo(
-        host_id=h.host_id,
-        hostname=h.hostname,
-        status=h.status,
-        last_seen=h.last_seen if with_last_seen else None,
-        generation=max(h.generation, 0),
-        pf_count=h.pf_count,
-        vf_count=h.vf_count,
-        vf_free=h.vf_free,
-        errors=h.errors,
-        problems=h.problems,
-    )
+        return m.HostInfo(
+            host_id=h.host_id,
+            hostname=h.hostname,
+            status=h.status,
+            last_seen=h.last_seen if with_last_seen else None,
+            generation=max(h.generation, 0),
+            pf_count=h.pf_count,
+            vf_count=h.vf_count,
+            vf_free=h.vf_free,
+            errors=h.errors,
+            problems=h.problems,
+        )
 
 
 # --- pure helpers -------------------------------------------------------------------------

@@ -26,11 +26,12 @@ from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.errors import NotFound
-from sriov.inventory import ingest, placement
+from sriov.inventory import ingest, placement_events
 from sriov.inventory.db import outbox
 from sriov.inventory.db.conn import Pool
 from sriov.inventory.db.pool import open_pool
-from sriov.inventory.replica import Replica, Tuning
+from sriov.inventory.main import Replica
+from sriov.inventory.settings import InventorySettings
 
 GUIDE_HOST = "c48b1b8b-28a3-453a-863f-ddf7c62bcfe2"
 CX5_VF = "ConnectX-5 Virtual Function"
@@ -255,7 +256,7 @@ def inventory_process(
 async def replica(
     nats_url: str,
     database_url: str,
-    tuning: Tuning | None = None,
+    settings: InventorySettings | None = None,
     name: str = "r1",
     meter: Meter | None = None,
 ) -> AsyncIterator[Replica]:
@@ -264,7 +265,7 @@ async def replica(
     await bus.ensure_streams()
     pool = await open_pool(database_url, min_size=2, max_size=8)
     svc = await ServiceHost.start(bus, "sriov-inventory", "0.1.0", "test replica", {})
-    rep = Replica(pool, bus, tuning, meter)
+    rep = Replica(pool, bus, settings, meter)
     await rep.register(svc)
     stop = asyncio.Event()
     task = asyncio.create_task(rep.run(stop))
@@ -324,10 +325,10 @@ async def drained(bus: Bus, pool: Pool) -> bool:
     """Every event consumed and acknowledged, and every state change relayed."""
     for stream, durable in (
         (subjects.STREAM_HOST_EVENTS, ingest.DURABLE),
-        (subjects.STREAM_PLACEMENT, placement.DURABLE),
+        (subjects.STREAM_PLACEMENT, placement_events.DURABLE),
     ):
         try:
-            info = await bus.js.consumer_info(stream, durable)
+            info = await bus.consumer_info(stream, durable)
         except Exception:  # not created yet: the replica has not started consuming
             return False
         if info.num_pending or info.num_ack_pending:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sriov.common.schemas import Finding
-from sriov.offload.nics import SUPPORTED_BOND_MODES, PfInfo, Sysfs
+from sriov.offload.nics import SUPPORTED_BOND_MODES, NicSysfs, PfInfo
 from sriov.offload.probes import ProbeError, Probes
 
 MELLANOX = "15b3"
@@ -56,7 +56,7 @@ def _finding(
 async def check_nics(
     names: list[str],
     *,
-    sysfs: Sysfs,
+    sysfs: NicSysfs,
     probes: Probes,
     disable_security_group: bool,
     model_name: ModelName | None = None,

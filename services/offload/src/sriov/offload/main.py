@@ -11,90 +11,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import socket
 from collections.abc import AsyncIterator, Sequence
 
-from sriov.common import runtime, subjects
+from sriov.common import runtime
 from sriov.common.bus import Bus, ServiceHost
-from sriov.common.errors import ConfigError, InvalidRequest
-from sriov.hostd.hostconf import load_host_conf
+from sriov.common.config import argument_parser, from_args
+from sriov.common.errors import ConfigError
 from sriov.hostd.pciids import PciIds
 from sriov.offload.checks import ModelName
 from sriov.offload.control import OffloadControl, Restarter
-from sriov.offload.nics import Sysfs
+from sriov.offload.nics import NicSysfs
 from sriov.offload.ovsdb import Ovsdb
 from sriov.offload.probes import Probes, SystemProbes
 from sriov.offload.service import OffloadService
+from sriov.offload.settings import OffloadSettings
 from sriov.offload.topology import NicChecker
 from sriov.offload.vswitchd import Vswitchd
 
 NAME = "sriov-offload"
 DESCRIPTION = "OVS hw-offload control and audit"
-DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
-DEFAULT_CTL = "/var/run/openvswitch/ovs-vswitchd.pid"
-DEFAULT_RESTART = "systemctl restart ovs-vswitchd"
-
-
-class OffloadSettings(runtime.BusSettings, kw_only=True):
-    host_id: str
-    ovsdb: str = DEFAULT_OVSDB
-    """OVSDB remote (``unix:PATH``)."""
-    vswitchd_ctl: str = DEFAULT_CTL
-    """ovs-vswitchd's unixctl socket, or its pidfile (the socket is ``ovs-vswitchd.<pid>.ctl``)."""
-    config: str | None = None
-    """host.conf (``ovs_offload_nics``, ``disable_security_group``)."""
-    sysfs_root: str = "/sys"
-    audit_interval: float = 30.0
-    allow_restart: bool = False
-    """May restart ovs-vswitchd when a change needs it and the request allows it."""
-    restart_command: str = DEFAULT_RESTART
-    restart_timeout: float = 60.0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=NAME, description=DESCRIPTION)
-    p.add_argument("--host-id", help="this host's id (as in host.conf)")
-    p.add_argument("--ovsdb", help=f"OVSDB remote (default {DEFAULT_OVSDB})")
-    p.add_argument(
-        "--vswitchd-ctl", help=f"ovs-vswitchd control socket or pidfile (default {DEFAULT_CTL})"
-    )
-    p.add_argument("--config", help="host.conf to read ovs_offload_nics from")
-    p.add_argument("--sysfs-root", help="where sysfs is mounted (default /sys)")
-    p.add_argument("--audit-interval", type=float, help="seconds between audits (default 30)")
-    p.add_argument(
-        "--allow-restart",
-        action="store_true",
-        default=None,
-        help="allow restarting ovs-vswitchd when a change needs it and the request asks",
-    )
-    p.add_argument("--restart-command", help=f"how to restart it (default: {DEFAULT_RESTART})")
-    p.add_argument("--restart-timeout", type=float, help="seconds the restart may take")
-    runtime.add_bus_args(p)
-    return p
-
-
-def settings_from(argv: Sequence[str] | None) -> OffloadSettings:
-    p = parser()
-    args = p.parse_args(argv)
-    if not args.instance_id:
-        args.instance_id = f"{socket.gethostname()}-{os.getpid()}"
-    settings: OffloadSettings = runtime.settings_from_args(OffloadSettings, args, p)
-    validate(settings)
-    return settings
-
-
-def validate(s: OffloadSettings) -> None:
-    try:
-        subjects.token(s.host_id, "host_id")
-    except InvalidRequest as exc:
-        raise ConfigError(f"--host-id: {exc}") from exc
-    if s.audit_interval <= 0:
-        raise ConfigError(f"--audit-interval must be greater than 0, got {s.audit_interval}")
-    if s.config is not None:
-        load_host_conf(s.config)  # fail fast on a broken file: file:line: key: problem
-    if s.allow_restart:
-        Restarter.from_string(s.restart_command, s.restart_timeout)
+    return argument_parser(OffloadSettings, NAME, DESCRIPTION)
 
 
 @contextlib.asynccontextmanager
@@ -118,7 +57,7 @@ async def agent(
         control = OffloadControl(settings.host_id, ovsdb, vswitchd, restarter=restarter)
         checker = NicChecker(
             settings.config,
-            Sysfs(settings.sysfs_root),
+            NicSysfs(settings.sysfs_root),
             probes or SystemProbes(),
             model_name=_model_names(),
             host_id=settings.host_id,
@@ -149,7 +88,7 @@ async def body(ctx: runtime.ServiceContext) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     async def run() -> None:
-        settings = settings_from(argv)
+        settings = from_args(OffloadSettings, parser().parse_args(argv))
         await runtime.serve(
             NAME, DESCRIPTION, settings, body, metadata={"host_id": settings.host_id}
         )

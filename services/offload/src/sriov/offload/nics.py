@@ -54,7 +54,9 @@ class PfInfo:
     """What was read, path by path, for findings."""
 
 
-class Sysfs:
+class NicSysfs:
+    """An offload NIC's view of sysfs (hostd's ``Sysfs`` reads PFs and VFs for discovery)."""
+
     def __init__(self, root: str | Path = "/sys") -> None:
         self.root = Path(root)
 

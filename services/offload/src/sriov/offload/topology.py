@@ -14,7 +14,7 @@ from sriov.common.errors import ConfigError
 from sriov.common.schemas import Finding
 from sriov.hostd.hostconf import load_host_conf
 from sriov.offload.checks import ModelName, check_nics
-from sriov.offload.nics import Sysfs
+from sriov.offload.nics import NicSysfs
 from sriov.offload.probes import Probes
 
 
@@ -30,7 +30,7 @@ class NicChecker:
     def __init__(
         self,
         config: str | Path | None,
-        sysfs: Sysfs,
+        sysfs: NicSysfs,
         probes: Probes,
         model_name: ModelName | None = None,
         host_id: str | None = None,

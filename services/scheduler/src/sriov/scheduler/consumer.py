@@ -1,9 +1,8 @@
 """Run a durable consumer until stop, surviving what ``Bus.consume`` lets escape.
 
-Work-around: under CPU load nats-py's pull ``fetch`` can raise a bare ``asyncio.TimeoutError``
-(not ``nats.errors.TimeoutError``, which ``Bus.consume`` catches), which would end the consume
-loop and with it the replica. Re-entering ``consume`` re-binds the same durable and carries on;
-unacked messages are redelivered, which the handlers tolerate (idempotent).
+``Bus.consume`` returns when the connection closes and raises when binding the durable fails
+(NATS away for longer than a reconnect). Re-entering it re-binds the same durable and carries
+on; unacked messages are redelivered, which the handlers tolerate (idempotent).
 """
 
 from __future__ import annotations
@@ -11,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from sriov.common import runtime
 from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery
 from sriov.common.schemas import Codec
 
@@ -35,18 +35,9 @@ async def consume(
             await bus.consume(
                 spec, codec, handler, stop=stop, stats=stats, batch_handler=batch_handler
             )
-        except TimeoutError:
-            log.info("%s: fetch timed out under load; resuming", spec.durable)
         except Exception as exc:  # NATS away for longer than a reconnect: keep trying
             if stop.is_set():
                 return
             log.warning("%s: consumer stopped (%s: %s); resuming", spec.durable,
                         type(exc).__name__, exc)  # fmt: skip
-            await _pause(stop, 1.0)
-
-
-async def _pause(stop: asyncio.Event, seconds: float) -> Any:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return None
+            await runtime.pause(stop, 1.0)

@@ -7,14 +7,13 @@ each expiry commits with its Expired event in the outbox.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 import msgspec
 
-from sriov.common import telemetry
+from sriov.common import runtime, telemetry
 from sriov.scheduler.metrics import Metrics
 from sriov.scheduler.store import Store
 
@@ -83,5 +82,4 @@ class Sweeper:
                 await self.housekeeping()
             except Exception as exc:  # the database is away: try again next round
                 log.warning("expiry sweep failed: %s: %s", type(exc).__name__, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_s)
+            await runtime.pause(stop, self.interval_s)

@@ -23,7 +23,7 @@ from sriov.common import subjects, telemetry
 from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery
 from sriov.common.errors import InvalidRequest, SriovError, Unavailable, UnknownMessageType
 from sriov.scheduler.consumer import consume
-from sriov.scheduler.service import Scheduler, op_of
+from sriov.scheduler.operations import Scheduler, op_of
 from sriov.scheduler.store import Store
 
 log = logging.getLogger(__name__)

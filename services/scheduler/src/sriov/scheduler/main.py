@@ -1,4 +1,5 @@
-"""Entry point of sriov-scheduler: ``sriov-scheduler --database-url DSN [--nats-url ...]``.
+"""sriov-scheduler: ``sriov-scheduler --database-url DSN [--nats-url ...]``; this file wires one
+replica: settings, database, endpoints, projection, inbox, relay, sweeper.
 
 Any number of replicas may run against the same database and NATS; they share one queue
 group for requests and one durable consumer for state and for asynchronous requests.
@@ -6,27 +7,124 @@ group for requests and one durable consumer for state and for asynchronous reque
 
 from __future__ import annotations
 
-import argparse
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sriov.common import runtime
-from sriov.scheduler import server
-from sriov.scheduler.server import DESCRIPTION, NAME
-from sriov.scheduler.settings import SchedulerSettings, add_args
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+from sriov.common import runtime, subjects
+from sriov.common import schemas as m
+from sriov.common.bus import ServiceHost
+from sriov.common.config import parse_args
+from sriov.common.runtime import ServiceContext
+from sriov.scheduler.expiry import Sweeper
+from sriov.scheduler.inbox import Inbox
+from sriov.scheduler.metrics import Metrics
+from sriov.scheduler.operations import Scheduler
+from sriov.scheduler.outbox import Relay
+from sriov.scheduler.projection import Projection
+from sriov.scheduler.settings import SchedulerSettings
+from sriov.scheduler.store import Store
+
+log = logging.getLogger(__name__)
+
+NAME = "sriov-scheduler"
+DESCRIPTION = "VF placement: reservations that never double-book"
+QUEUE_GROUP = "sriov-scheduler"
+"""Every replica's endpoints share it, so each request reaches exactly one replica."""
 
 
-async def body(ctx: runtime.ServiceContext) -> None:
-    await server.start(ctx)
+@dataclass
+class Replica:
+    """The parts of a running replica (tests look inside)."""
+
+    store: Store
+    app: Scheduler
+    relay: Relay
+    projection: Projection
+    inbox: Inbox
+    sweeper: Sweeper
+
+
+def instrument_database() -> None:
+    """Database calls become spans of the request's trace (once per process)."""
+    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+
+
+async def start(ctx: ServiceContext) -> Replica:
+    """Register the endpoints and start the loops; the runtime keeps them until stop."""
+    settings: SchedulerSettings = ctx.settings
+    instrument_database()
+    source = f"sriov/{ctx.name}/{settings.instance_id}"
+    store = await Store.open(
+        settings.database_url,
+        max_size=settings.db_pool_size,
+        min_size=min(2, settings.db_pool_size),
+        application_name=f"{ctx.name}/{settings.instance_id}"[:63],
+    )
+    ctx.stack.push_async_callback(store.close)
+    # Stop answering before the pool closes (the exit stack unwinds in reverse).
+    ctx.stack.push_async_callback(ctx.service.stop)
+
+    metrics = Metrics()
+    relay = Relay(store, ctx.bus, batch=settings.relay_batch, metrics=metrics)
+    app = Scheduler(
+        store, source=source, default_ttl_s=settings.reservation_ttl_s, metrics=metrics,
+        on_commit=relay.wake,
+    )  # fmt: skip
+    projection = Projection(store, ctx.bus, source=source, metrics=metrics, on_commit=relay.wake)
+    inbox = Inbox(app, store, ctx.bus, source=source, concurrency=settings.requests_concurrency)
+    sweeper = Sweeper(
+        store, source=source, interval_s=settings.expiry_interval_s,
+        retention_s=settings.request_retention_s, metrics=metrics, on_commit=relay.wake,
+    )  # fmt: skip
+
+    # nats-py runs one subscription's callbacks one at a time, so one micro service instance
+    # answers one request at a time. Each "lane" is another instance of the service on the
+    # same connection and queue group: a replica has that many requests in flight.
+    hosts = [ctx.service]
+    for lane in range(2, settings.request_lanes + 1):
+        extra = await ServiceHost.start(
+            ctx.bus, ctx.name, runtime.VERSION, DESCRIPTION,
+            {"instance": settings.instance_id, "lane": str(lane)},
+        )  # fmt: skip
+        ctx.stack.push_async_callback(extra.stop)
+        hosts.append(extra)
+    endpoints = (
+        ("place", m.PlaceRequest, app.place),
+        ("attach", m.AttachRequest, app.attach),
+        ("release", m.ReleaseRequest, app.release),
+        ("confirm", m.ConfirmRequest, app.confirm),
+        ("get", m.GetRequest, app.get),
+    )
+    for host in hosts:
+        for name, request, handler in endpoints:
+            await host.add_endpoint(
+                subjects.SCHEDULER_GROUP, name, request, handler, queue_group=QUEUE_GROUP
+            )
+
+    await ctx.bus.flush()  # the server has our subscriptions: requests reach us from now on
+    ctx.spawn(projection.run(ctx.stop), "scheduler-projection")
+    ctx.spawn(relay.run(ctx.stop), "scheduler-outbox-relay")
+    ctx.spawn(sweeper.run(ctx.stop), "scheduler-expiry")
+    ctx.spawn(inbox.run(ctx.stop), "scheduler-inbox")
+    log.info(
+        "scheduler ready: database epoch %s, state consumer %s, reservation TTL %.0fs",
+        store.epoch, projection.spec.durable, settings.reservation_ttl_s,
+    )  # fmt: skip
+    return Replica(store, app, relay, projection, inbox, sweeper)
+
+
+async def body(ctx: ServiceContext) -> None:
+    await start(ctx)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=NAME, description=DESCRIPTION)
-    runtime.add_bus_args(parser)
-    add_args(parser)
-    args = parser.parse_args(argv)
-
     async def go() -> None:
-        settings = runtime.settings_from_args(SchedulerSettings, args, parser).check()
+        settings = parse_args(SchedulerSettings, argv, prog=NAME, description=DESCRIPTION)
         await runtime.serve(NAME, DESCRIPTION, settings, body)
 
     runtime.run(go, NAME)

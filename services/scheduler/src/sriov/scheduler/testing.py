@@ -22,7 +22,7 @@ import msgspec
 from sriov.common import runtime, subjects
 from sriov.common import schemas as m
 from sriov.common.bus import Bus, ServiceHost, event_headers
-from sriov.scheduler import server
+from sriov.scheduler import main
 from sriov.scheduler.projection import durable_name
 from sriov.scheduler.settings import SchedulerSettings
 
@@ -171,7 +171,7 @@ class FleetState:
 @contextlib.asynccontextmanager
 async def run_replica(
     nats_url: str, database_url: str, **overrides: Any
-) -> AsyncIterator[server.Replica]:
+) -> AsyncIterator[main.Replica]:
     """One scheduler replica in this event loop, stopped (and its tasks ended) on exit."""
     opts: dict[str, Any] = {
         "nats_url": nats_url,
@@ -193,7 +193,7 @@ async def run_replica(
         stack.push_async_callback(svc.stop)
         ctx = runtime.ServiceContext("sriov-scheduler", bus, svc, stop, stack, settings)
         try:
-            yield await server.start(ctx)
+            yield await main.start(ctx)
         finally:
             stop.set()
             if ctx.tasks:
@@ -223,27 +223,23 @@ async def settle(bus: Bus, durable: str, timeout: float = 30) -> None:
     """Wait until the state consumer ``durable`` has applied and acked everything published so
     far: its ack floor reaches the stream's last sequence as of now. (Its ``num_pending`` is no
     proof: the server updates it asynchronously after acknowledging a publish.)"""
-    target = (await bus.js.stream_info(subjects.STREAM_STATE)).state.last_seq
+    target = (await bus.stream_info(subjects.STREAM_STATE)).last_seq
     async with asyncio.timeout(timeout):
         while True:
-            with contextlib.suppress(Exception):
-                info = await bus.js.consumer_info(subjects.STREAM_STATE, durable)
-                floor = info.ack_floor.stream_seq if info.ack_floor else 0
-                if (floor or 0) >= target and not info.num_ack_pending:
+            with contextlib.suppress(Exception):  # not created yet, or a transient error
+                info = await bus.consumer_info(subjects.STREAM_STATE, durable)
+                if info.ack_floor >= target and not info.num_ack_pending:
                     return
             await asyncio.sleep(0.02)
 
 
 async def read_events(bus: Bus, guest_id: str | None = None) -> list[m.PlacementEventT]:
     """Every placement event in the stream (oldest first), optionally of one guest."""
-    info = await bus.js.stream_info(subjects.STREAM_PLACEMENT)
+    flt = subjects.PLACEMENT_EVENTS_ALL
     out: list[m.PlacementEventT] = []
-    if not info.state.messages:
-        return out
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+    async for stored in bus.history(subjects.STREAM_PLACEMENT, flt):
         with contextlib.suppress(Exception):
-            raw = await bus.js.get_msg(subjects.STREAM_PLACEMENT, seq)
-            ev = m.PLACEMENT_EVENTS.decode(raw.data or b"")
+            ev = m.PLACEMENT_EVENTS.decode(stored.data)
             if guest_id is None or ev.guest_id == guest_id:
                 out.append(ev)
     return out

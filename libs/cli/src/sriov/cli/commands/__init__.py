@@ -1,1 +1,1 @@
-"""One module per command family; each defines ``register(cli)``."""
+"""One module per command family; each lists its commands in ``COMMANDS`` (see ``main``)."""

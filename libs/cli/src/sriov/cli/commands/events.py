@@ -22,6 +22,7 @@ import click
 import msgspec
 
 from sriov.cli.context import CliContext
+from sriov.cli.output import command, output_format, render_item
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
@@ -36,10 +37,6 @@ _CODECS: dict[str, Codec[Any]] = {
     "placement": m.PLACEMENT_EVENTS,
     "offload": m.OFFLOAD_EVENTS,
 }
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(events)
 
 
 def watch_subjects(kinds: tuple[str, ...], hosts: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -185,7 +182,7 @@ async def follow(
         for subject, kind in watch_subjects(kinds, hosts):
             messages = await stack.enter_async_context(bus.subscribe(subject))
             pumps.append(tg.create_task(pump(kind, messages)))
-        await bus.nc.flush()  # the server has every subscription: nothing from now is missed
+        await bus.flush()  # the server has every subscription: nothing from now is missed
         ready()
         deadline = asyncio.get_running_loop().time() + seconds if seconds else None
         try:
@@ -208,11 +205,7 @@ def _line(ev: Event) -> str:
     return f"{ev.time[11:23]}  {ev.kind:<9}  {ev.host_id or '-':<36}  {ev.summary}"
 
 
-def _json_line(ev: Event) -> str:
-    return msgspec.json.encode(ev).decode()
-
-
-@click.command()
+@command()
 @click.option("--host", "hosts", multiple=True, help="Only this host (repeatable).")
 @click.option(
     "--kind", "kinds", multiple=True, type=click.Choice(KINDS),
@@ -226,8 +219,9 @@ def events(
 ) -> None:
     """Follow device, link, placement, offload and host events live (Ctrl-C stops).
 
-    One line per event: time (UTC), kind, host, what happened; with --json one JSON object
-    per line (time, kind, host_id, subject, type, summary, event).
+    One line per event: time (UTC), kind, host, what happened; with -o json (--json) one
+    JSON object per line (time, kind, host_id, subject, type, summary, event), with -o yaml
+    one YAML document per event.
     """
     for host in hosts:
         try:
@@ -235,10 +229,10 @@ def events(
         except InvalidRequest as exc:
             raise click.BadParameter(str(exc), param_hint="--host") from exc
     chosen = tuple(dict.fromkeys(kinds)) or KINDS
-    fmt = _json_line if obj.as_json else _line
+    fmt = output_format()
 
     def emit(ev: Event) -> None:
-        click.echo(fmt(ev))
+        click.echo(render_item(ev, fmt, _line))
         sys.stdout.flush()
 
     def ready() -> None:
@@ -248,3 +242,6 @@ def events(
     with contextlib.suppress(KeyboardInterrupt):
         obj.run(lambda bus: follow(bus, chosen, hosts, emit, count=count, seconds=seconds,
                                    ready=ready))  # fmt: skip
+
+
+COMMANDS = (events,)

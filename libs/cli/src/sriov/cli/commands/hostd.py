@@ -7,12 +7,10 @@ gate on it.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from sriov.cli.context import CliContext
-from sriov.cli.output import echo_table, emit_json
+from sriov.cli.output import Report, Table, command
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
@@ -20,17 +18,8 @@ from sriov.common.bus import Bus
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2, "ok": 3}
 
 
-def register(cli: click.Group) -> None:
-    for command in (host_doctor, host_rescan, host_set_numvfs):
-        cli.add_command(command)
-
-
 def _host_option(fn: click.decorators.FC) -> click.decorators.FC:
     return click.option("--host", "host_id", required=True, help="The host's id (host_id).")(fn)
-
-
-def _json_flag(fn: click.decorators.FC) -> click.decorators.FC:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")(fn)
 
 
 def finding_rows(findings: list[m.Finding], verbose: bool) -> list[list[str]]:
@@ -45,12 +34,11 @@ def finding_rows(findings: list[m.Finding], verbose: bool) -> list[list[str]]:
     return rows
 
 
-@click.command("host-doctor")
+@command("host-doctor")
 @_host_option
 @click.option("--all", "verbose", is_flag=True, help="Also list the checks that passed.")
-@_json_flag
 @click.pass_obj
-def host_doctor(obj: CliContext, host_id: str, verbose: bool, as_json: bool) -> None:
+def host_doctor(obj: CliContext, host_id: str, verbose: bool) -> Report:
     """Run every check of the guide on a host: IOMMU, SR-IOV, MMIO, ACS/ARI, vfio, IB, offload."""
     subject = s.endpoint(s.hostcmd_group(host_id), "doctor")
 
@@ -60,23 +48,18 @@ def host_doctor(obj: CliContext, host_id: str, verbose: bool, as_json: bool) -> 
     diag = obj.run(call)
     errors = sum(1 for f in diag.findings if f.severity == "error")
     warnings = sum(1 for f in diag.findings if f.severity == "warning")
-    if obj.as_json or as_json:
-        emit_json(diag)
-    else:
-        echo_table(
-            ["Severity", "Check", "Device", "Finding", "Fix"],
-            finding_rows(diag.findings, verbose),
-            f"*** {host_id}: {len(diag.findings)} checks, {errors} errors, {warnings} warnings ***",
-        )
-    if errors:
-        sys.exit(1)
+    summary = (
+        f"*** {host_id}: {len(diag.findings)} checks, {errors} errors, {warnings} warnings ***"
+    )
+    rows = finding_rows(diag.findings, verbose)
+    table = Table(["Severity", "Check", "Device", "Finding", "Fix"], rows, summary)
+    return Report(diag, [table], exit_code=1 if errors else 0)
 
 
-@click.command("host-rescan")
+@command("host-rescan")
 @_host_option
-@_json_flag
 @click.pass_obj
-def host_rescan(obj: CliContext, host_id: str, as_json: bool) -> None:
+def host_rescan(obj: CliContext, host_id: str) -> Report:
     """Make a host rediscover its PFs and VFs and publish a fresh snapshot."""
     subject = s.endpoint(s.hostcmd_group(host_id), "rescan")
 
@@ -84,19 +67,15 @@ def host_rescan(obj: CliContext, host_id: str, as_json: bool) -> None:
         return await bus.request(subject, m.RescanRequest(), m.CommandAck, timeout=obj.timeout)
 
     ack = obj.run(call)
-    if obj.as_json or as_json:
-        emit_json(ack)
-        return
-    click.echo(f"{host_id}: {ack.message} (snapshot seq {ack.snapshot_seq})")
+    return Report(ack, [f"{host_id}: {ack.message} (snapshot seq {ack.snapshot_seq})"])
 
 
-@click.command("host-set-numvfs")
+@command("host-set-numvfs")
 @_host_option
 @click.option("--pf", required=True, help="PF netdev name (eth1) or PCI address.")
 @click.option("--num", "num_vfs", required=True, type=click.IntRange(0), help="VF count.")
-@_json_flag
 @click.pass_obj
-def host_set_numvfs(obj: CliContext, host_id: str, pf: str, num_vfs: int, as_json: bool) -> None:
+def host_set_numvfs(obj: CliContext, host_id: str, pf: str, num_vfs: int) -> Report:
     """Set a PF's VF count (written as 0 then N, bounded by sriov_totalvfs)."""
     subject = s.endpoint(s.hostcmd_group(host_id), "set-numvfs")
     req = m.SetNumVfsRequest(pf=pf, num_vfs=num_vfs)
@@ -106,7 +85,7 @@ def host_set_numvfs(obj: CliContext, host_id: str, pf: str, num_vfs: int, as_jso
         return await bus.request(subject, req, m.CommandAck, timeout=max(obj.timeout, 30))
 
     ack = obj.run(call)
-    if obj.as_json or as_json:
-        emit_json(ack)
-        return
-    click.echo(f"{host_id}: {ack.message}")
+    return Report(ack, [f"{host_id}: {ack.message}"])
+
+
+COMMANDS = (host_doctor, host_rescan, host_set_numvfs)

@@ -8,20 +8,16 @@ from __future__ import annotations
 import datetime as dt
 
 import click
+import msgspec
 
 from sriov.cli.context import CliContext
-from sriov.cli.output import echo_table, emit_json
+from sriov.cli.output import Report, Table, command
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
 
 DEVICE_COLUMNS = ["ID", "Dev_type", "Model", "Addr", "Vendor_device_id", "Host_id", "Guest_id"]
 HOST_COLUMNS = ["ID", "Name", "Status", "Last_seen", "Generation", "PFs", "VFs", "Free", "Errors"]
-
-
-def register(cli: click.Group) -> None:
-    for command in (isolated_device_list, isolated_device_show, host_list, host_show):
-        cli.add_command(command)
 
 
 def footer(total: int, limit: int, offset: int) -> str:
@@ -34,11 +30,7 @@ def device_row(d: m.Device) -> list[str | None]:
     return [d.id, d.dev_type, d.model, d.addr, d.vendor_device_id, d.host_id, d.guest_id]
 
 
-def _json_flag(fn: click.decorators.FC) -> click.decorators.FC:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")(fn)
-
-
-@click.command("isolated-device-list")
+@command("isolated-device-list")
 @click.option("--host", "host_id", help="Only this host's devices.")
 @click.option("--model", help="Exact model, e.g. 'I350 Ethernet Controller Virtual Function'.")
 @click.option("--dev-type", help="Device type (NIC).")
@@ -48,7 +40,6 @@ def _json_flag(fn: click.decorators.FC) -> click.decorators.FC:
 @click.option("--attached", "state", flag_value="attached", help="Only devices guests hold.")
 @click.option("--limit", default=15, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
-@_json_flag
 @click.pass_obj
 def isolated_device_list(
     obj: CliContext,
@@ -60,8 +51,7 @@ def isolated_device_list(
     state: str | None,
     limit: int,
     offset: int,
-    as_json: bool,
-) -> None:
+) -> Report:
     """List SR-IOV VFs of the fleet (like `climc isolated-device-list`)."""
     req = m.DeviceListRequest(
         host_id=host_id,
@@ -79,22 +69,17 @@ def isolated_device_list(
         return await bus.request(subject, req, m.DeviceListReply, timeout=obj.timeout)
 
     reply = obj.run(call)
-    if obj.as_json or as_json:
-        emit_json(reply)
-        return
-    echo_table(
-        DEVICE_COLUMNS,
-        [device_row(d) for d in reply.devices],
-        footer(reply.total, reply.limit, reply.offset),
+    rows = [device_row(d) for d in reply.devices]
+    return Report(
+        reply, [Table(DEVICE_COLUMNS, rows, footer(reply.total, reply.limit, reply.offset))]
     )
 
 
-@click.command("isolated-device-show")
+@command("isolated-device-show")
 @click.argument("device")
 @click.option("--host", "host_id", help="With DEVICE a PCI address: the host it is on.")
-@_json_flag
 @click.pass_obj
-def isolated_device_show(obj: CliContext, device: str, host_id: str | None, as_json: bool) -> None:
+def isolated_device_show(obj: CliContext, device: str, host_id: str | None) -> Report:
     """Show one VF by id (or by PCI address with --host)."""
     req = (
         m.DeviceGetRequest(host_id=host_id, pci_address=device)
@@ -107,22 +92,17 @@ def isolated_device_show(obj: CliContext, device: str, host_id: str | None, as_j
         return await bus.request(subject, req, m.DeviceGetReply, timeout=obj.timeout)
 
     dev = obj.run(call).device
-    if obj.as_json or as_json:
-        emit_json(dev)
-        return
-    rows = [[f, _text(getattr(dev, f))] for f in m.Device.__struct_fields__]
-    echo_table(["Field", "Value"], rows)
+    return Report(dev, [fields_table(dev)])
 
 
-@click.command("host-list")
+@command("host-list")
 @click.option(
     "--status", type=click.Choice(["online", "offline", "unknown"]), help="Only these hosts."
 )
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
-@_json_flag
 @click.pass_obj
-def host_list(obj: CliContext, status: str | None, limit: int, offset: int, as_json: bool) -> None:
+def host_list(obj: CliContext, status: str | None, limit: int, offset: int) -> Report:
     """List hosts with their liveness and VF counts."""
     req = m.HostListRequest(status=status, limit=limit, offset=offset)  # type: ignore[arg-type]
 
@@ -131,21 +111,16 @@ def host_list(obj: CliContext, status: str | None, limit: int, offset: int, as_j
         return await bus.request(subject, req, m.HostListReply, timeout=obj.timeout)
 
     reply = obj.run(call)
-    if obj.as_json or as_json:
-        emit_json(reply)
-        return
-    echo_table(
-        HOST_COLUMNS,
-        [host_row(h) for h in reply.hosts],
-        footer(reply.total, reply.limit, reply.offset),
+    rows = [host_row(h) for h in reply.hosts]
+    return Report(
+        reply, [Table(HOST_COLUMNS, rows, footer(reply.total, reply.limit, reply.offset))]
     )
 
 
-@click.command("host-show")
+@command("host-show")
 @click.argument("host_id")
-@_json_flag
 @click.pass_obj
-def host_show(obj: CliContext, host_id: str, as_json: bool) -> None:
+def host_show(obj: CliContext, host_id: str) -> Report:
     """Show one host."""
 
     async def call(bus: Bus) -> m.HostGetReply:
@@ -154,10 +129,7 @@ def host_show(obj: CliContext, host_id: str, as_json: bool) -> None:
         return await bus.request(subject, req, m.HostGetReply, timeout=obj.timeout)
 
     host = obj.run(call).host
-    if obj.as_json or as_json:
-        emit_json(host)
-        return
-    echo_table(["Field", "Value"], [[f, _text(getattr(host, f))] for f in host.__struct_fields__])
+    return Report(host, [fields_table(host)])
 
 
 def host_row(h: m.HostInfo) -> list[object]:
@@ -167,7 +139,17 @@ def host_row(h: m.HostInfo) -> list[object]:
     ]  # fmt: skip
 
 
+def fields_table(struct: msgspec.Struct) -> Table:
+    """One object as a Field/Value table, in its fields' order."""
+    return Table(
+        ["Field", "Value"], [[f, _text(getattr(struct, f))] for f in struct.__struct_fields__]
+    )
+
+
 def _text(value: object) -> str:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     return "" if value is None else str(value)
+
+
+COMMANDS = (isolated_device_list, isolated_device_show, host_list, host_show)

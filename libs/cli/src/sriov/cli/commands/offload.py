@@ -13,7 +13,7 @@ import click
 import msgspec
 
 from sriov.cli.context import CliContext
-from sriov.cli.output import echo_table, emit_json, fail
+from sriov.cli.output import Report, Table, command
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
@@ -29,17 +29,8 @@ FLOW_COLUMNS = ["In_port", "Packets", "Bytes", "Used", "Layer", "Datapath", "Act
 PROBLEM = ("warning", "error")
 
 
-def register(cli: click.Group) -> None:
-    for command in (offload_status, offload_enable, offload_disable, offload_audit):
-        cli.add_command(command)
-
-
 def _ep(host: str, name: str) -> s.Subject:
     return s.endpoint(s.offloadcmd_group(host), name)
-
-
-def _json_flag(fn: click.decorators.FC) -> click.decorators.FC:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")(fn)
 
 
 def _yes(flag: bool | None) -> str:
@@ -55,14 +46,14 @@ def status_row(st: m.OffloadStatus) -> list[object]:
     ]  # fmt: skip
 
 
-def echo_findings(findings: Sequence[tuple[str, m.Finding]], everything: bool) -> None:
+def findings_table(findings: Sequence[tuple[str, m.Finding]], everything: bool) -> list[Table]:
+    """The findings worth showing, as a table (none when there are none)."""
     rows = [
         [host, f.severity, f.check, f.device or "", f.message, f.fix]
         for host, f in findings
         if everything or f.severity in PROBLEM
     ]
-    if rows:
-        echo_table(FINDING_COLUMNS, rows)
+    return [Table(FINDING_COLUMNS, rows)] if rows else []
 
 
 async def discover_hosts(bus: Bus, wait: float) -> list[str]:
@@ -80,15 +71,14 @@ async def discover_hosts(bus: Bus, wait: float) -> list[str]:
     return sorted(h for h in hosts if h)
 
 
-@click.command("offload-status")
+@command("offload-status")
 @click.option("--host", "hosts", multiple=True, help="Only this host (repeatable).")
 @click.option("--all-findings", is_flag=True, help="Also show checks that passed.")
 @click.option("--wait", default=0.5, show_default=True, help="Seconds to discover agents.")
-@_json_flag
 @click.pass_obj
 def offload_status(
-    obj: CliContext, hosts: tuple[str, ...], all_findings: bool, wait: float, as_json: bool
-) -> None:
+    obj: CliContext, hosts: tuple[str, ...], all_findings: bool, wait: float
+) -> Report:
     """hw-offload settings, the NIC checks and whether ovs-vswitchd must restart, per host."""
 
     async def call(bus: Bus) -> list[m.OffloadStatus | SriovError]:
@@ -109,39 +99,36 @@ def offload_status(
     results = obj.run(call)
     statuses = [r for r in results if isinstance(r, m.OffloadStatus)]
     errors = [r for r in results if not isinstance(r, m.OffloadStatus)]
-    if obj.as_json or as_json:
-        emit_json(statuses)
-    else:
-        echo_table(STATUS_COLUMNS, [status_row(st) for st in statuses],
-                   f"*** Total: {len(statuses)} ***")  # fmt: skip
-        echo_findings([(st.host_id, f) for st in statuses for f in st.findings], all_findings)
-    for err in errors:
-        click.echo(f"sriovctl: {err} [{err.code}]", err=True)
+    notes = [f"sriovctl: {err} [{err.code}]" for err in errors]
     if not results:
-        fail("no offload agent answered: is sriov-offload running on the hosts?")
-    if errors:
-        raise SystemExit(1)
+        notes.append("sriovctl: error: no offload agent answered: is sriov-offload running on "
+                     "the hosts?")  # fmt: skip
+    found = [(st.host_id, f) for st in statuses for f in st.findings]
+    return Report(
+        statuses,
+        [Table(STATUS_COLUMNS, [status_row(st) for st in statuses],
+               f"*** Total: {len(statuses)} ***"),
+         *findings_table(found, all_findings)],
+        notes,
+        exit_code=1 if errors or not results else 0,
+    )  # fmt: skip
 
 
-def _set(obj: CliContext, host: str, req: m.OffloadSetRequest, as_json: bool) -> None:
+def _set(obj: CliContext, host: str, req: m.OffloadSetRequest) -> Report:
     async def call(bus: Bus) -> m.OffloadStatus:
         timeout = max(obj.timeout, 90.0 if req.allow_restart else 15.0)
         return await bus.request(_ep(host, "set"), req, m.OffloadStatus, timeout=timeout)
 
     st = obj.run(call)
-    if obj.as_json or as_json:
-        emit_json(st)
-        return
-    echo_table(STATUS_COLUMNS, [status_row(st)])
+    human: list[Table | str] = [Table(STATUS_COLUMNS, [status_row(st)])]
     if st.restarted:
-        click.echo("ovs-vswitchd was restarted.")
+        human.append("ovs-vswitchd was restarted.")
     if st.restart_required:
-        click.echo("ovs-vswitchd must restart for this to take effect:")
-        for reason in st.restart_reasons:
-            click.echo(f"  - {reason}")
+        human.append("ovs-vswitchd must restart for this to take effect:")
+        human += [f"  - {reason}" for reason in st.restart_reasons]
         if not req.allow_restart:
-            click.echo("Run again with --allow-restart to let the agent restart it.")
-    echo_findings([(st.host_id, f) for f in st.findings], False)
+            human.append("Run again with --allow-restart to let the agent restart it.")
+    return Report(st, [*human, *findings_table([(st.host_id, f) for f in st.findings], False)])
 
 
 _restart_opt = click.option(
@@ -151,12 +138,11 @@ _restart_opt = click.option(
 )
 
 
-@click.command("offload-enable")
+@command("offload-enable")
 @click.option("--host", required=True, help="Host id.")
 @click.option("--tc-policy", type=click.Choice(["none", "skip_sw", "skip_hw"]))
 @click.option("--max-idle", "max_idle_ms", type=click.IntRange(500), help="Flow idle ms.")
 @_restart_opt
-@_json_flag
 @click.pass_obj
 def offload_enable(
     obj: CliContext,
@@ -164,33 +150,30 @@ def offload_enable(
     tc_policy: str | None,
     max_idle_ms: int | None,
     allow_restart: bool,
-    as_json: bool,
-) -> None:
+) -> Report:
     """Set other_config:hw-offload=true on HOST's Open vSwitch."""
     req = m.OffloadSetRequest(
         hw_offload=True, tc_policy=tc_policy, max_idle_ms=max_idle_ms, allow_restart=allow_restart
     )
-    _set(obj, host, req, as_json)
+    return _set(obj, host, req)
 
 
-@click.command("offload-disable")
+@command("offload-disable")
 @click.option("--host", required=True, help="Host id.")
 @_restart_opt
-@_json_flag
 @click.pass_obj
-def offload_disable(obj: CliContext, host: str, allow_restart: bool, as_json: bool) -> None:
+def offload_disable(obj: CliContext, host: str, allow_restart: bool) -> Report:
     """Set other_config:hw-offload=false (takes effect when ovs-vswitchd restarts)."""
-    _set(obj, host, m.OffloadSetRequest(hw_offload=False, allow_restart=allow_restart), as_json)
+    return _set(obj, host, m.OffloadSetRequest(hw_offload=False, allow_restart=allow_restart))
 
 
-@click.command("offload-audit")
+@command("offload-audit")
 @click.option("--host", required=True, help="Host id.")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(0, 1000),
               help="How many software (non-offloaded) flows to name.")  # fmt: skip
 @click.option("--ports/--no-ports", default=True, show_default=True, help="Per-port table.")
-@_json_flag
 @click.pass_obj
-def offload_audit(obj: CliContext, host: str, top: int, ports: bool, as_json: bool) -> None:
+def offload_audit(obj: CliContext, host: str, top: int, ports: bool) -> Report:
     """Audit HOST's datapath flows now: how many are offloaded, and the busiest that are not."""
 
     async def call(bus: Bus) -> m.Audit:
@@ -200,26 +183,23 @@ def offload_audit(obj: CliContext, host: str, top: int, ports: bool, as_json: bo
         )
 
     a = obj.run(call)
-    if obj.as_json or as_json:
-        emit_json(a)
-        return
-    echo_table(
+    human: list[Table | str] = [Table(
         ["Host", "HW_offload", "Flows", "Offloaded", "Partial", "Software", "Ratio", "Bytes",
          "Offloaded_bytes", "Datapaths"],
         [[a.host_id, _yes(a.hw_offload), a.flows, a.offloaded, a.partial, a.not_offloaded,
           f"{a.ratio:.1%}", a.bytes, a.offloaded_bytes, ", ".join(a.datapaths) or "-"]],
-    )  # fmt: skip
+    )]  # fmt: skip
     if ports and a.per_port:
         rows = [
             [p.port, p.pf or "", p.flows, p.offloaded, p.partial, p.not_offloaded, p.packets,
              p.bytes, p.offloaded_bytes]
             for p in [*a.per_pf, *a.per_port]
         ]  # fmt: skip
-        echo_table(PORT_COLUMNS, rows)
+        human.append(Table(PORT_COLUMNS, rows))
     if a.top_not_offloaded:
-        click.echo("Top non-offloaded flows:")
-        echo_table(FLOW_COLUMNS, [_flow_row(f) for f in a.top_not_offloaded])
-    echo_findings([(a.host_id, f) for f in a.findings], True)
+        human.append("Top non-offloaded flows:")
+        human.append(Table(FLOW_COLUMNS, [_flow_row(f) for f in a.top_not_offloaded]))
+    return Report(a, [*human, *findings_table([(a.host_id, f) for f in a.findings], True)])
 
 
 def _flow_row(f: m.FlowSummary) -> list[object]:
@@ -227,3 +207,6 @@ def _flow_row(f: m.FlowSummary) -> list[object]:
     match = f.match if len(f.match) <= 80 else f.match[:77] + "..."
     return [f.in_port or "", f.packets, f.bytes, used, f.dp or "", f.datapath or "", f.actions,
             match]  # fmt: skip
+
+
+COMMANDS = (offload_status, offload_enable, offload_disable, offload_audit)

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from sriov.cli.context import CliContext
-from sriov.cli.output import echo_table, emit_json
+from sriov.cli.output import Report, Table, command
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
@@ -26,12 +26,6 @@ COLUMNS = ["Guest_id", "Host_id", "Device_id", "Addr", "Model", "Vendor_device_i
            "NUMA", "Net", "State", "Expires_at"]  # fmt: skip
 ATTEMPTS = 3
 NOT_HANDLED = ("disk", "ncpu", "mem_spec", "auto_start")
-
-
-def register(cli: click.Group) -> None:
-    for command in (server_create, server_attach_network, server_release, server_show,
-                    server_confirm):  # fmt: skip
-        cli.add_command(command)
 
 
 async def call(bus: Bus, name: str, req: m.Message, timeout: float) -> m.PlacementReply:
@@ -55,15 +49,10 @@ def rows(reply: m.PlacementReply) -> list[list[Any]]:
     ]  # fmt: skip
 
 
-def show(obj: CliContext, reply: m.PlacementReply, as_json: bool, what: str) -> None:
-    if as_json or obj.as_json:
-        emit_json(reply)
-        return
-    echo_table(COLUMNS, rows(reply), f"*** {what}: {len(reply.assignments)} VF(s) ***")
-
-
-def _json_flag(fn: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")(fn)
+def show(reply: m.PlacementReply, what: str) -> Report:
+    return Report(
+        reply, [Table(COLUMNS, rows(reply), f"*** {what}: {len(reply.assignments)} VF(s) ***")]
+    )
 
 
 def _request_id(fn: Any) -> Any:
@@ -72,7 +61,7 @@ def _request_id(fn: Any) -> Any:
     )(fn)
 
 
-@click.command("server-create")
+@command("server-create")
 @click.argument("guest")
 @click.option(
     "--net",
@@ -111,12 +100,11 @@ def _request_id(fn: Any) -> Any:
 @click.option("--mem-spec", help="Accepted for the guide's command; not handled here.")
 @click.option("--auto-start", is_flag=True, help="Accepted for the guide's command; ignored.")
 @_request_id
-@_json_flag
 @click.pass_obj
 def server_create(obj: CliContext, /, guest: str, nets: tuple[str, ...], host_id: str | None,
                   numa_policy: str, numa_node: int | None, packing: str, ttl_s: float | None,
-                  confirm: bool, request_id: str | None, as_json: bool,
-                  **not_handled: Any) -> None:  # fmt: skip
+                  confirm: bool, request_id: str | None,
+                  **not_handled: Any) -> Report:  # fmt: skip
     """Reserve VFs for GUEST, all on one host (placement only: prints the assignment)."""
     ignored = [f"--{k.replace('_', '-')}" for k in NOT_HANDLED if not_handled.get(k)]
     if ignored:
@@ -139,10 +127,10 @@ def server_create(obj: CliContext, /, guest: str, nets: tuple[str, ...], host_id
             reply = await call(bus, "confirm", confirmed, obj.timeout)
         return reply
 
-    show(obj, obj.run(go), as_json, f"Guest {guest} on host")
+    return show(obj.run(go), f"Guest {guest} on host")
 
 
-@click.command("server-attach-network")
+@command("server-attach-network")
 @click.argument("guest")
 @click.argument("netdesc")
 @click.option("--host", "host_id", help="The guest's host, if it holds no VF yet.")
@@ -153,59 +141,58 @@ def server_create(obj: CliContext, /, guest: str, nets: tuple[str, ...], host_id
     help="Seconds before the unconfirmed reservation expires.",
 )
 @_request_id
-@_json_flag
 @click.pass_obj
 def server_attach_network(obj: CliContext, guest: str, netdesc: str, host_id: str | None,
-                          ttl_s: float | None, request_id: str | None,
-                          as_json: bool) -> None:  # fmt: skip
+                          ttl_s: float | None, request_id: str | None) -> Report:  # fmt: skip
     """Add a VF to GUEST on its host. NETDESC: 'sriov-nic-model=<model>[:<network id>]'."""
     req = m.AttachRequest(
         request_id=request_id or str(uuid.uuid4()), guest_id=guest,
         net=m.NetRequest(desc=netdesc), host_id=host_id, ttl_s=ttl_s,
     )  # fmt: skip
     reply = obj.run(lambda bus: call(bus, "attach", req, obj.timeout))
-    show(obj, reply, as_json, f"Attached to guest {guest}")
+    return show(reply, f"Attached to guest {guest}")
 
 
-@click.command("server-release")
+@command("server-release")
 @click.argument("guest")
 @click.argument("device_id", required=False)
 @_request_id
-@_json_flag
 @click.pass_obj
-def server_release(obj: CliContext, guest: str, device_id: str | None, request_id: str | None,
-                   as_json: bool) -> None:  # fmt: skip
+def server_release(
+    obj: CliContext, guest: str, device_id: str | None, request_id: str | None
+) -> Report:
     """Release one VF (DEVICE_ID) or every VF of GUEST. Releasing twice is harmless."""
     req = m.ReleaseRequest(
         request_id=request_id or str(uuid.uuid4()), guest_id=guest, device_id=device_id
     )
     reply = obj.run(lambda bus: call(bus, "release", req, obj.timeout))
-    if as_json or obj.as_json:
-        emit_json(reply)
-    elif reply.released:
-        click.echo(f"released {len(reply.released)} VF(s) of guest {guest}: "
-                   + ", ".join(reply.released))  # fmt: skip
+    if reply.released:
+        line = f"released {len(reply.released)} VF(s) of guest {guest}: " + ", ".join(
+            reply.released
+        )
     else:
-        click.echo(f"guest {guest} held {'that VF' if device_id else 'no VF'}: nothing to release")
+        line = f"guest {guest} held {'that VF' if device_id else 'no VF'}: nothing to release"
+    return Report(reply, [line])
 
 
-@click.command("server-confirm")
+@command("server-confirm")
 @click.argument("guest")
 @_request_id
-@_json_flag
 @click.pass_obj
-def server_confirm(obj: CliContext, guest: str, request_id: str | None, as_json: bool) -> None:
+def server_confirm(obj: CliContext, guest: str, request_id: str | None) -> Report:
     """GUEST started: its reservations no longer expire."""
     req = m.ConfirmRequest(request_id=request_id or str(uuid.uuid4()), guest_id=guest)
-    show(obj, obj.run(lambda bus: call(bus, "confirm", req, obj.timeout)), as_json,
-         f"Confirmed for guest {guest}")  # fmt: skip
+    reply = obj.run(lambda bus: call(bus, "confirm", req, obj.timeout))
+    return show(reply, f"Confirmed for guest {guest}")
 
 
-@click.command("server-show")
+@command("server-show")
 @click.argument("guest")
-@_json_flag
 @click.pass_obj
-def server_show(obj: CliContext, guest: str, as_json: bool) -> None:
+def server_show(obj: CliContext, guest: str) -> Report:
     """The VFs GUEST holds."""
     reply = obj.run(lambda bus: call(bus, "get", m.GetRequest(guest_id=guest), obj.timeout))
-    show(obj, reply, as_json, f"Guest {guest}")
+    return show(reply, f"Guest {guest}")
+
+
+COMMANDS = (server_create, server_attach_network, server_release, server_show, server_confirm)

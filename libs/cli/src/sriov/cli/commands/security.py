@@ -13,13 +13,8 @@ from pathlib import Path
 import click
 
 from sriov.cli import nats_auth as na
-from sriov.cli.output import echo_table, emit_json, fail
+from sriov.cli.output import Report, Table, command, fail
 from sriov.common.errors import SriovError
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(nats_config)
-    cli.add_command(nats_permissions)
 
 
 def _names(values: tuple[str, ...], files: tuple[Path, ...]) -> list[str]:
@@ -34,7 +29,7 @@ def _names(values: tuple[str, ...], files: tuple[Path, ...]) -> list[str]:
     return out
 
 
-@click.command("nats-config")
+@command("nats-config")
 @click.option("--hosts", multiple=True, help="Host ids, comma separated (repeatable).")
 @click.option(
     "--hosts-file",
@@ -59,7 +54,6 @@ def _names(values: tuple[str, ...], files: tuple[Path, ...]) -> list[str]:
 @click.option(
     "--bcrypt-cost", default=na.DEFAULT_BCRYPT_COST, show_default=True, type=click.IntRange(4, 31)
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def nats_config(
     hosts: tuple[str, ...],
     hosts_file: tuple[Path, ...],
@@ -73,8 +67,7 @@ def nats_config(
     tls_verify: bool,
     client_tls_ca: str | None,
     bcrypt_cost: int,
-    as_json: bool,
-) -> None:
+) -> Report:
     """Generate NATS accounts, per-host users and permissions for a fleet.
 
     \b
@@ -113,10 +106,8 @@ def nats_config(
         na.write_bundle(bundle, out)
     except SriovError as exc:
         fail(f"{exc} [{exc.code}]", 2)
-        return
     except OSError as exc:
         fail(f"cannot write {out}: {exc.strerror or exc}", 1)
-        return
     rows = [
         {
             "user": i.user,
@@ -128,20 +119,17 @@ def nats_config(
         for i in bundle.identities
     ]
     dropped = sorted(set(existing) - {i.user for i in bundle.identities})
-    if as_json:
-        emit_json({"server_config": str(out / na.SERVER_FILE), "users": rows, "dropped": dropped})
-        return
-    echo_table(
-        ["User", "Role", "Host", "Environment file", "Password"],
-        [[r["user"], r["role"], r["host_id"] or "", r["file"], r["password"]] for r in rows],
-        f"*** Total: {len(rows)} ***",
-    )
-    click.echo(f"server config: {out / na.SERVER_FILE} (bcrypt hashes; reload nats-server)")
-    for user in dropped:
-        click.echo(f"note: {user} is no longer configured; delete its environment file")
+    summary = {"server_config": str(out / na.SERVER_FILE), "users": rows, "dropped": dropped}
+    return Report(summary, [
+        Table(["User", "Role", "Host", "Environment file", "Password"],
+              [[r["user"], r["role"], r["host_id"] or "", r["file"], r["password"]] for r in rows],
+              f"*** Total: {len(rows)} ***"),
+        f"server config: {out / na.SERVER_FILE} (bcrypt hashes; reload nats-server)",
+        *(f"note: {user} is no longer configured; delete its environment file" for user in dropped),
+    ])  # fmt: skip
 
 
-@click.command("nats-permissions")
+@command("nats-permissions")
 @click.option(
     "--role",
     type=click.Choice(["host", "inventory", "scheduler", "operator", "stream-admin", "client"]),
@@ -149,8 +137,7 @@ def nats_config(
 )
 @click.option("--host-id", help="For --role host.")
 @click.option("--name", help="For --role client.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
-def nats_permissions(role: str, host_id: str | None, name: str | None, as_json: bool) -> None:
+def nats_permissions(role: str, host_id: str | None, name: str | None) -> Report:
     """Show what one identity may publish and subscribe to (why the server refused)."""
     try:
         if role == "host":
@@ -169,21 +156,21 @@ def nats_permissions(role: str, host_id: str | None, name: str | None, as_json: 
             ident = na.service_identity(role)
     except SriovError as exc:
         fail(f"{exc} [{exc.code}]", 2)
-        return
     perms = ident.permissions
     assert perms is not None
-    if as_json:
-        emit_json(
-            {
-                "user": ident.user,
-                "inbox_prefix": ident.inbox_prefix,
-                "publish": list(perms.publish),
-                "subscribe": list(perms.subscribe),
-                "allow_responses": perms.allow_responses,
-            }
-        )
-        return
-    click.echo(f"user: {ident.user}   inbox prefix: {ident.inbox_prefix}")
-    click.echo(f"may answer requests it receives: {'yes' if perms.allow_responses else 'no'}")
+    data = {
+        "user": ident.user,
+        "inbox_prefix": ident.inbox_prefix,
+        "publish": list(perms.publish),
+        "subscribe": list(perms.subscribe),
+        "allow_responses": perms.allow_responses,
+    }
     rows = [["publish", x] for x in perms.publish] + [["subscribe", x] for x in perms.subscribe]
-    echo_table(["Direction", "Subject"], rows)
+    return Report(data, [
+        f"user: {ident.user}   inbox prefix: {ident.inbox_prefix}",
+        f"may answer requests it receives: {'yes' if perms.allow_responses else 'no'}",
+        Table(["Direction", "Subject"], rows),
+    ])  # fmt: skip
+
+
+COMMANDS = (nats_config, nats_permissions)

@@ -8,15 +8,11 @@ from typing import Any
 import click
 
 from sriov.cli.context import CliContext
-from sriov.cli.output import echo_table, emit_json, fail
+from sriov.cli.output import Report, Table, command, fail
 from sriov.common.bus import Bus
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(services)
-
-
-@click.command()
+@command()
 @click.option("--wait", default=0.5, show_default=True, help="Seconds to collect answers.")
 @click.option("--name", help="Only this service (e.g. sriov-scheduler).")
 @click.option("--instance", help="Only this replica (its --instance-id, e.g. the pod's name).")
@@ -34,7 +30,7 @@ def register(cli: click.Group) -> None:
 @click.pass_obj
 def services(
     obj: CliContext, wait: float, name: str | None, instance: str | None, own: bool, require: bool
-) -> None:
+) -> Report:
     """List running services and their endpoints (like `nats micro ls`)."""
     if own:
         instance = os.environ.get("SRIOV_INSTANCE_ID") or fail(
@@ -65,9 +61,6 @@ def services(
             f"{wanted} did not answer on NATS within {wait}s: not running, not connected, or "
             "its event loop is stuck"
         )
-    if obj.as_json:
-        emit_json(infos)
-        return
     rows = [
         [
             i["name"],
@@ -80,8 +73,8 @@ def services(
         ]
         for i in infos
     ]
-    echo_table(
-        ["Name", "Version", "ID", "Instance", "Endpoints", "Requests", "Errors"],
-        rows,
-        f"*** Total: {len(rows)} ***",
-    )
+    columns = ["Name", "Version", "ID", "Instance", "Endpoints", "Requests", "Errors"]
+    return Report(infos, [Table(columns, rows, f"*** Total: {len(rows)} ***")])
+
+
+COMMANDS = (services,)

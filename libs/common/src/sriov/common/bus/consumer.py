@@ -1,0 +1,243 @@
+"""Durable pull consumers: ack after the handler, bounded concurrency, retry, dead letter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import Link, SpanKind, get_current_span
+
+from sriov.common import subjects as subj
+from sriov.common import telemetry
+from sriov.common.errors import BusError, InvalidRequest, UnknownMessageType
+from sriov.common.schemas import Codec
+
+from .headers import HDR_MSG_ID
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Delivery:
+    """What a handler sees besides the decoded message."""
+
+    subject: str
+    headers: Mapping[str, str]
+    num_delivered: int
+    stream_seq: int
+
+    @property
+    def event_id(self) -> str | None:
+        return self.headers.get("ce-id") or self.headers.get(HDR_MSG_ID)
+
+
+@dataclass
+class ConsumerSpec:
+    stream: str
+    durable: str
+    filter_subjects: list[str]
+    max_deliver: int = 5
+    ack_wait_s: float = 30
+    max_ack_pending: int = 1000
+    concurrency: int = 16
+    batch: int = 100
+    deliver_all: bool = True
+    backoff_s: Sequence[float] = (0.2, 1, 5)
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    unknown: int = 0
+    dead_lettered: int = 0
+    malformed: int = 0
+    """Of ``dead_lettered``: payloads that did not decode."""
+    retried: int = 0
+    last_error: str = ""
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+async def consume(
+    js: JetStreamContext,
+    spec: ConsumerSpec,
+    decoder: Codec[T],
+    handler: Callable[[T, Delivery], Awaitable[None]],
+    *,
+    stop: asyncio.Event,
+    stats: ConsumerStats,
+    batch_handler: Callable[[list[tuple[T, Delivery]]], Awaitable[None]] | None,
+) -> None:
+    """The loop behind :meth:`Bus.consume` (documented there)."""
+    cfg = ConsumerConfig(
+        durable_name=spec.durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait_s,
+        max_deliver=spec.max_deliver + 1,  # our own dead-letter happens at max_deliver
+        max_ack_pending=spec.max_ack_pending,
+        deliver_policy=DeliverPolicy.ALL if spec.deliver_all else DeliverPolicy.NEW,
+        filter_subjects=spec.filter_subjects if len(spec.filter_subjects) > 1 else None,
+        filter_subject=spec.filter_subjects[0] if len(spec.filter_subjects) == 1 else None,
+    )
+    psub = await _pull_subscribe(js, spec, cfg)
+    sem = asyncio.Semaphore(spec.concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await psub.fetch(spec.batch, timeout=0.5)
+            except TimeoutError:  # nats' own and the builtin one (raised on some paths)
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                return
+            except nats.errors.Error as exc:
+                log.warning("fetch from %s failed: %s", spec.durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            decoded = [d for m in msgs if (d := await _decode(js, m, spec, decoder, stats))]
+            if batch_handler is not None and decoded:
+                if await _run_batch(batch_handler, decoded, stats):
+                    continue
+            for item in decoded:
+                await sem.acquire()
+                task = asyncio.create_task(_handle(js, item, spec, handler, stats))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                task.add_done_callback(lambda _t: sem.release())
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
+
+
+async def _decode(
+    js: JetStreamContext, m: Msg, spec: ConsumerSpec, decoder: Codec[T], stats: ConsumerStats
+) -> tuple[T, Msg] | None:
+    try:
+        return decoder.decode(m.data), m
+    except UnknownMessageType as exc:
+        stats.unknown += 1
+        log.warning("%s: ignoring %s on %s", spec.durable, exc, m.subject)
+        await m.ack()
+    except InvalidRequest as exc:
+        stats.malformed += 1
+        await _dead_letter(js, m, spec, f"malformed: {exc}", stats)
+    return None
+
+
+async def _run_batch(
+    batch_handler: Callable[[list[tuple[T, Delivery]]], Awaitable[None]],
+    decoded: list[tuple[T, Msg]],
+    stats: ConsumerStats,
+) -> bool:
+    items = [(v, _delivery(m)) for v, m in decoded]
+    # One span for the batch, linked to every producer's span so traces stay connected.
+    links = [
+        Link(ctx)
+        for _v, m in decoded
+        if (ctx := get_current_span(telemetry.extract(m.headers)).get_span_context()).is_valid
+    ]
+    try:
+        with telemetry.tracer().start_as_current_span(
+            "batch " + subj.template_of(decoded[0][1].subject),
+            kind=SpanKind.CONSUMER,
+            links=links,
+        ):
+            await batch_handler(items)
+    except Exception as exc:
+        log.warning("batch of %d failed (%s); handling one by one", len(items), exc)
+        return False
+    await asyncio.gather(*(m.ack() for _v, m in decoded), return_exceptions=True)
+    stats.handled += len(items)
+    return True
+
+
+async def _handle(
+    js: JetStreamContext,
+    item: tuple[T, Msg],
+    spec: ConsumerSpec,
+    handler: Callable[[T, Delivery], Awaitable[None]],
+    stats: ConsumerStats,
+) -> None:
+    value, m = item
+    delivery = _delivery(m)
+    template = subj.template_of(m.subject)
+    with telemetry.messaging_span(template, m.subject, SpanKind.CONSUMER, m.headers) as span:
+        try:
+            await handler(value, delivery)
+        except InvalidRequest as exc:
+            telemetry.record_error(span, exc)
+            await _dead_letter(js, m, spec, f"rejected: {exc}", stats)
+            return
+        except Exception as exc:
+            telemetry.record_error(span, exc)
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            if delivery.num_delivered >= spec.max_deliver:
+                await _dead_letter(js, m, spec, f"failed {spec.max_deliver}x: {exc}", stats)
+                return
+            stats.retried += 1
+            idx = min(delivery.num_delivered - 1, len(spec.backoff_s) - 1)
+            log.warning(
+                "%s: handling %s failed (attempt %d/%d), will retry: %s",
+                spec.durable, m.subject, delivery.num_delivered, spec.max_deliver, exc,
+            )  # fmt: skip
+            with contextlib.suppress(Exception):
+                await m.nak(delay=spec.backoff_s[idx])
+            return
+    await m.ack()
+    stats.handled += 1
+
+
+async def _dead_letter(
+    js: JetStreamContext, m: Msg, spec: ConsumerSpec, reason: str, stats: ConsumerStats
+) -> None:
+    """Copy the message to the dead-letter stream with why, then stop redelivering it."""
+    stats.dead_lettered += 1
+    log.error("%s: dead-lettering %s: %s", spec.durable, m.subject, reason)
+    headers = {
+        "Sriov-Dead-Letter-Reason": reason[:1000],
+        "Sriov-Original-Subject": m.subject,
+        "Sriov-Consumer": spec.durable,
+        "Sriov-Delivered": str(m.metadata.num_delivered),
+    }
+    for k, v in (m.headers or {}).items():
+        if k.startswith("ce-") or k == "traceparent":
+            headers[k] = v
+    dl = subj.dead_letter(spec.durable)
+    try:
+        await js.publish(dl.subject, m.data, headers=headers)
+    except nats.errors.Error as exc:  # keep the message for redelivery instead
+        log.error("dead-letter publish failed, leaving %s for redelivery: %s", m.subject, exc)
+        with contextlib.suppress(Exception):
+            await m.nak(delay=5)
+        return
+    await m.term()
+
+
+def _delivery(m: Msg) -> Delivery:
+    md = m.metadata
+    return Delivery(m.subject, m.headers or {}, md.num_delivered, md.sequence.stream)
+
+
+async def _pull_subscribe(js: JetStreamContext, spec: ConsumerSpec, cfg: ConsumerConfig) -> Any:
+    """Create-or-bind the durable; several replicas racing here all end up bound."""
+    for _ in range(5):
+        try:
+            await js.add_consumer(spec.stream, cfg)
+        except nats.js.errors.BadRequestError:
+            pass  # exists with another config: bind to it as it is
+        try:
+            return await js.pull_subscribe_bind(spec.durable, spec.stream)
+        except nats.js.errors.NotFoundError:
+            await asyncio.sleep(0.2)
+    raise BusError(f"cannot bind durable consumer {spec.durable} on stream {spec.stream}")
