@@ -22,12 +22,13 @@ from bench import parser
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, Delivery
+from sriov.common.outbox import Relay
 from sriov.devtools.embedded import local_servers
 from sriov.inventory import testing as t
+from sriov.inventory.db.outbox import StateOutbox
 from sriov.inventory.db.pool import open_pool
 from sriov.inventory.ingest import HostEvents
 from sriov.inventory.placement_events import PlacementEvents
-from sriov.inventory.relay import Relay
 
 MODELS = [t.CX5_VF, "ConnectX Family mlx5Gen Virtual Function", t.I350_VF]
 
@@ -54,7 +55,7 @@ async def load_fleet(bus: Bus, dsn: str, hosts: int, vfs: int, rng: random.Rando
         ids = [m.device_id(host, v.pci_address) for v in rng.sample(host_vfs, min(8, vfs))]
         ev = m.Confirmed(request_id=f"r{seq}", guest_id=guest, device_ids=ids)
         await placement.apply([(ev, Delivery("x", {}, 1, seq))])
-    relay = Relay(pool, bus, batch=2000)
+    relay = Relay(StateOutbox(pool), bus, name="bench", batch=2000)
     while await relay.relay_once():
         pass
     await pool.close()

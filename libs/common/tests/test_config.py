@@ -83,6 +83,7 @@ class Tuned(Settings):
     ttl_s: Annotated[float, option("seconds before expiry", gt=0, flag="--ttl")] = 300.0
     batch: Annotated[int, option("rows per round", ge=1, le=1000)] = 100
     secret: Annotated[str | None, option("from the environment only", flag=None)] = None
+    dry_run: Annotated[bool, option("change nothing")] = False
 
 
 def test_a_field_declares_its_option_variable_and_limits_once() -> None:
@@ -96,3 +97,11 @@ def test_a_field_declares_its_option_variable_and_limits_once() -> None:
         from_args(Tuned, parser.parse_args(["--ttl", "0"]))
     with pytest.raises(ConfigError, match=r"^--batch \(SRIOV_BATCH\) is 0: use 1 to 1000$"):
         from_args(Tuned, parser.parse_args(["--batch", "0"]))
+
+
+def test_a_bool_setting_is_a_flag_without_a_value() -> None:
+    parser = argparse.ArgumentParser()
+    add_options(parser, Tuned)
+    assert from_args(Tuned, parser.parse_args(["--dry-run", "--batch", "3"])).dry_run is True
+    assert from_args(Tuned, parser.parse_args([])).dry_run is False
+    assert from_env(Tuned, env={"SRIOV_DRY_RUN": "true"}).dry_run is True

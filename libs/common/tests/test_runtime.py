@@ -47,8 +47,9 @@ async def test_http_probes_follow_the_service_lifecycle(nats_url: str) -> None:
     ports: list[int] = []
 
     async def body(ctx: runtime.ServiceContext) -> None:
-        infos = await ctx.bus.discover("INFO", 0.5)
-        ports.extend(int(i["metadata"]["http_port"]) for i in infos if i["name"] == "sriov-test")
+        # not announced while the body adds endpoints: discovery means "serving"
+        assert [i for i in await ctx.bus.discover("INFO", 0.3) if i["name"] == "sriov-test"] == []
+        ports.append(int((ctx.service.config.metadata or {})["http_port"]))
         started.set()
         await proceed.wait()
 

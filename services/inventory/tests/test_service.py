@@ -16,9 +16,9 @@ from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
 from sriov.common.errors import InvalidRequest, NotFound
+from sriov.common.redact import redact_url
 from sriov.inventory import testing as t
 from sriov.inventory.db.migrate import migrate, migrations
-from sriov.inventory.db.pool import redact
 from sriov.inventory.main import parse
 
 EXE = Path(sys.executable).parent / "sriov-inventory"
@@ -53,7 +53,7 @@ def test_settings_errors_name_the_option_and_variable(monkeypatch: pytest.Monkey
         50,
     )
     assert isinstance(settings.instance_id, str)
-    assert redact("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
+    assert redact_url("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
 
 
 def test_command_without_database_fails_with_one_line() -> None:

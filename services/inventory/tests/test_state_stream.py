@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import pytest
 
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, Delivery
+from sriov.common.outbox import Relay
 from sriov.inventory import testing as t
 from sriov.inventory.db import outbox
 from sriov.inventory.db.pool import open_pool
 from sriov.inventory.ingest import HostEvents
-from sriov.inventory.relay import Relay
 
 
 async def test_newcomer_rebuilds_current_state_from_the_last_value_stream(
@@ -59,15 +60,13 @@ async def test_relay_crash_after_publishing_duplicates_nothing(bus: Bus, databas
         snap = hostd.snapshot_event(pfs, vfs)
         delivery = _delivery(s.host_snapshot("h1").subject)
         await ingest.apply([(snap, delivery)])
-        relay = Relay(pool, bus)
+        relay = Relay(outbox.StateOutbox(pool), bus, name="test")
 
         # First attempt: rows claimed and published, then the replica dies before commit.
-        async with pool.acquire() as conn:
-            tx = conn.transaction()
-            await tx.start()
-            rows = await outbox.claim(conn, 500)
-            await relay.publish(rows)
-            await tx.rollback()
+        with pytest.raises(Crash):
+            async with relay.store.claim(500) as rows:
+                await relay.publish(rows)
+                raise Crash
         assert len(rows) == 9  # 8 devices + the host
         info = await bus.stream_info(s.STREAM_STATE)
         assert info.last_seq == 9
@@ -92,7 +91,7 @@ async def test_relays_of_several_replicas_never_publish_a_state_twice(
             hostd = t.Hostd(bus, f"h{i}")
             snap = hostd.snapshot_event(*t.fleet_host(i, vfs=10))
             await ingest.apply([(snap, _delivery(s.host_snapshot(f"h{i}").subject))])
-        relays = [Relay(p, bus, batch=7) for p in pools]
+        relays = [Relay(outbox.StateOutbox(p), bus, name="test", batch=7) for p in pools]
 
         async def drain(r: Relay) -> int:
             total = 0
@@ -107,6 +106,10 @@ async def test_relays_of_several_replicas_never_publish_a_state_twice(
     finally:
         for p in pools:
             await p.close()
+
+
+class Crash(Exception):
+    pass
 
 
 def _delivery(subject: str) -> Delivery:

@@ -7,10 +7,15 @@ import asyncpg
 import pytest
 
 from sriov.common import schemas as m
+from sriov.common import subjects
+from sriov.common.outbox import Relay
 from sriov.scheduler.operations import Scheduler
-from sriov.scheduler.outbox import Relay
 from sriov.scheduler.store import Store
 from sriov.scheduler.testing import CX5, PfSpec, read_events, run_replica, wait_events
+
+
+def _event(guest: str, verb: str) -> str:
+    return subjects.placement_event(guest, verb).subject
 
 
 def place(guest: str) -> m.PlaceRequest:
@@ -41,7 +46,7 @@ async def test_a_batch_published_twice_is_stored_once(bus, fleet, sync, replica)
     fleet.add_host("h1", [PfSpec("0000:3b:00.0", count=2)])
     await sync()
     store = replica.store
-    lone = Relay(store, bus)
+    lone = Relay(store, bus, name="test")
     app = Scheduler(store, source="sriov/test", default_ttl_s=60)  # its commits wake no relay
     await app.place(place("g1"))
     await app.place(place("g2"))
@@ -51,10 +56,13 @@ async def test_a_batch_published_twice_is_stored_once(bus, fleet, sync, replica)
 
     # Publish a batch, then crash before deleting it: the rows stay in the outbox...
     with pytest.raises(Crash):
-        async with store.outbox_batch(100) as rows:
-            assert {r.guest_id for r in rows} >= {"g1", "g2"}
-            for row in rows:
-                await lone._publish(row)
+        async with store.claim(100) as rows:
+            assert {r.subject for r in rows} >= {_event("g1", "reserved"), _event("g2", "reserved")}
+            for row in rows:  # CloudEvents headers; the event id is also the message id
+                assert row.headers["ce-id"] == row.headers["Nats-Msg-Id"]
+                assert row.headers["ce-source"] == "sriov/test"
+                assert row.headers["ce-type"] == m.type_of(m.Reserved)
+            await lone.publish(rows)
             raise Crash
     assert await store.outbox_size() >= 2
     # ...and are published again: JetStream drops them by event id (Nats-Msg-Id).
@@ -83,9 +91,12 @@ async def test_seq_keeps_commit_order_when_the_stream_does_not(
             pass
 
         with pytest.raises(PartialFailure):
-            async with store.outbox_batch(100) as rows:
-                assert [r.verb for r in rows] == ["reserved", "released"]
-                await Relay(store, bus)._publish(rows[1])  # the release made it, not the place
+            async with store.claim(100) as rows:
+                assert [r.subject for r in rows] == [
+                    _event("g1", "reserved"), _event("g1", "released")
+                ]  # fmt: skip
+                # the release made it, not the place
+                await Relay(store, bus, name="test").publish(rows[1:])
                 raise PartialFailure
     finally:
         await store.close()

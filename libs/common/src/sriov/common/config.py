@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self, TypeVar, get_type_hints
+from typing import Annotated, Any, Self, TypeVar, get_args, get_origin, get_type_hints
 
 import msgspec
 import yaml
@@ -266,7 +266,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
             default = "" if f.required or f.default in (None, msgspec.NODEFAULT) else f.default
             shown = f"default {default}; " if default not in ("", False) else ""
             help = f"{help} ({shown}SRIOV_{f.name.upper()})".strip()
-            if f.type is bool:
+            kind = get_args(f.type)[0] if get_origin(f.type) is Annotated else f.type
+            if kind is bool:
                 group.add_argument(flag, dest=f.name, action="store_true", default=None, help=help)
             else:
                 group.add_argument(flag, dest=f.name, help=help)

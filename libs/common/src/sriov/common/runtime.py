@@ -191,11 +191,14 @@ async def serve(
             meta["metrics_port"] = str(tele.metrics_port)
         if http is not None:
             meta["http_port"] = str(http.port)
-        svc = await ServiceHost.start(bus, name, VERSION, description, meta)
+        # announced after the body added its endpoints: discovery then means "serving"
+        svc = ServiceHost.prepare(bus, name, VERSION, description, meta)
         stack.push_async_callback(svc.stop)
         ctx = ServiceContext(name, bus, svc, stop, stack, settings)
-        log.info("%s %s started (instance %s)", name, VERSION, settings.instance_id)
         await body(ctx)
+        await svc.announce()
+        await bus.flush()  # the server has the subscriptions: requests reach us from now on
+        log.info("%s %s started (instance %s)", name, VERSION, settings.instance_id)
         ready.registered = True
         await stop.wait()
         ready.registered = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import socket
 
@@ -20,9 +21,14 @@ NETNS_RUN_DIR = "/var/run/netns"
 NETLINK_ROUTE = 0
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """Loaded once: ``find_library`` runs ``ldconfig``, milliseconds on every socket."""
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
 def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+    if _libc().setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns failed: {os.strerror(err)}")
 

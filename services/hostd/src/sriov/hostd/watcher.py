@@ -29,6 +29,8 @@ RTM_NEWLINK, RTM_DELLINK = 16, 17
 OnState = Callable[[LinkInfo, LinkInfo | None], None]
 #: A netdev appeared, disappeared or was renamed.
 OnTopology = Callable[[str], None]
+#: Every RTM_NEWLINK as received (a PF's VF-table change arrives as one with no state change).
+OnLink = Callable[[LinkInfo], None]
 
 
 class LinkWatcher:
@@ -41,11 +43,13 @@ class LinkWatcher:
         *,
         netns: str | None = None,
         rcvbuf: int = 1 << 20,
+        on_link: OnLink | None = None,
     ) -> None:
         self.netns = netns
         self.rcvbuf = rcvbuf
         self._on_state = on_state
         self._on_topology = on_topology
+        self._on_link = on_link
         self.links: dict[str, LinkInfo] = {}
         self.resyncs = 0
         self._ipr: Any = None
@@ -114,6 +118,8 @@ class LinkWatcher:
         kind = msg["header"]["type"]
         if kind == RTM_NEWLINK:
             info = link_from_msg(msg)
+            if self._on_link is not None:
+                self._on_link(info)
             prev = self.links.get(info.ifname)
             if prev is None or prev.index != info.index:
                 renamed = [n for n, i in self.links.items() if i.index == info.index]

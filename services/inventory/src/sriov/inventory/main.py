@@ -21,6 +21,7 @@ from sriov.common import runtime
 from sriov.common import schemas as m
 from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery, ServiceHost
 from sriov.common.config import parse_args
+from sriov.common.outbox import Relay
 from sriov.common.schemas import Codec
 from sriov.inventory import ingest, placement_events
 from sriov.inventory.api import QueryApi
@@ -29,7 +30,6 @@ from sriov.inventory.db.conn import Pool
 from sriov.inventory.db.pool import open_pool
 from sriov.inventory.liveness import Liveness
 from sriov.inventory.metrics import Metrics
-from sriov.inventory.relay import Relay
 from sriov.inventory.rescan import Rescanner
 from sriov.inventory.settings import InventorySettings
 
@@ -52,22 +52,25 @@ class Replica:
         self.settings = t = settings or InventorySettings()
         self.stats = {ingest.DURABLE: ConsumerStats(), placement_events.DURABLE: ConsumerStats()}
         self.metrics = Metrics(self.stats, meter)
-        self.relay = Relay(pool, bus, batch=t.relay_batch, published=self._published)
+        self.relay = Relay(
+            outbox.StateOutbox(pool), bus, name="inventory", batch=t.relay_batch,
+            published=self._published,
+        )  # fmt: skip
         self.rescanner = Rescanner(bus, min_interval_s=t.rescan_interval)
         self.host_events = ingest.HostEvents(
             pool,
             bus.source,
-            committed=self.relay.poke,
+            committed=self.relay.wake,
             rescan=self.rescanner.want,
             counted=lambda c: self._count("host", c),
         )
         self.placement_events = placement_events.PlacementEvents(
             pool,
             bus.source,
-            committed=self.relay.poke,
+            committed=self.relay.wake,
             counted=lambda c: self._count("placement", c),
         )
-        self.liveness = Liveness(pool, bus.source, t.heartbeat_timeout, committed=self.relay.poke)
+        self.liveness = Liveness(pool, bus.source, t.heartbeat_timeout, committed=self.relay.wake)
         self.api = QueryApi(pool)
         self.ingested: Counter[tuple[str, str]] = Counter()
 

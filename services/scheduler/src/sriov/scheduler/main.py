@@ -11,18 +11,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-
 from sriov.common import runtime, subjects
 from sriov.common import schemas as m
 from sriov.common.bus import ServiceHost
 from sriov.common.config import parse_args
+from sriov.common.outbox import Relay
 from sriov.common.runtime import ServiceContext
 from sriov.scheduler.expiry import Sweeper
 from sriov.scheduler.inbox import Inbox
 from sriov.scheduler.metrics import Metrics
 from sriov.scheduler.operations import Scheduler
-from sriov.scheduler.outbox import Relay
 from sriov.scheduler.projection import Projection
 from sriov.scheduler.settings import SchedulerSettings
 from sriov.scheduler.store import Store
@@ -47,17 +45,9 @@ class Replica:
     sweeper: Sweeper
 
 
-def instrument_database() -> None:
-    """Database calls become spans of the request's trace (once per process)."""
-    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()
-
-
 async def start(ctx: ServiceContext) -> Replica:
     """Register the endpoints and start the loops; the runtime keeps them until stop."""
     settings: SchedulerSettings = ctx.settings
-    instrument_database()
     source = f"sriov/{ctx.name}/{settings.instance_id}"
     store = await Store.open(
         settings.database_url,
@@ -70,7 +60,10 @@ async def start(ctx: ServiceContext) -> Replica:
     ctx.stack.push_async_callback(ctx.service.stop)
 
     metrics = Metrics()
-    relay = Relay(store, ctx.bus, batch=settings.relay_batch, metrics=metrics)
+    relay = Relay(
+        store, ctx.bus, name="scheduler", batch=settings.relay_batch, linger_s=0.02,
+        published=metrics.events.add,
+    )  # fmt: skip
     app = Scheduler(
         store, source=source, default_ttl_s=settings.reservation_ttl_s, metrics=metrics,
         on_commit=relay.wake,
@@ -87,7 +80,7 @@ async def start(ctx: ServiceContext) -> Replica:
     # same connection and queue group: a replica has that many requests in flight.
     hosts = [ctx.service]
     for lane in range(2, settings.request_lanes + 1):
-        extra = await ServiceHost.start(
+        extra = ServiceHost.prepare(
             ctx.bus, ctx.name, runtime.VERSION, DESCRIPTION,
             {"instance": settings.instance_id, "lane": str(lane)},
         )  # fmt: skip
@@ -105,8 +98,8 @@ async def start(ctx: ServiceContext) -> Replica:
             await host.add_endpoint(
                 subjects.SCHEDULER_GROUP, name, request, handler, queue_group=QUEUE_GROUP
             )
-
-    await ctx.bus.flush()  # the server has our subscriptions: requests reach us from now on
+    for host in hosts[1:]:  # the first is announced by runtime.serve when this returns
+        await host.announce()
     ctx.spawn(projection.run(ctx.stop), "scheduler-projection")
     ctx.spawn(relay.run(ctx.stop), "scheduler-outbox-relay")
     ctx.spawn(sweeper.run(ctx.stop), "scheduler-expiry")

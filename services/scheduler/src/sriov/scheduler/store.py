@@ -1,7 +1,9 @@
 """The scheduler's only module that talks SQL: schema, pool, one call per operation.
 
-Each operation is one SQL function (``sql/*.sql``) called with one JSON argument over a
-prepared statement, so a placement is one database round trip. The functions raise SQLSTATE
+Each operation is one SQL function (``sql/*.sql``) called with one JSON argument (a struct
+of :mod:`sriov.scheduler.validation`; ``tests/test_sql_boundary.py`` checks the keys the SQL
+reads against its fields) and the type tag of the event it emits, over a prepared
+statement, so a placement is one database round trip. The functions raise SQLSTATE
 ``SRV01`` with ``{code, message, details}`` for a refusal, which becomes the matching
 :class:`SriovError`. A unique-index violation (the last guard against double booking),
 a deadlock or a serialization failure is retried; a lost connection becomes ``unavailable``
@@ -15,17 +17,17 @@ import contextlib
 import datetime as dt
 import importlib.resources
 import logging
-import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import msgspec
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from sriov.common import migrations
+from sriov.common import database, migrations, outbox, subjects
 from sriov.common import schemas as m
 from sriov.common.errors import SriovError, Unavailable, error_from_code
+from sriov.common.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,6 @@ RELAY_LOCK = 0x5C4ED02
 # InternalClientError. The call either never committed or did: a retry with the same
 # request_id is safe either way, so all of these are "unavailable", not "internal".
 UNREACHABLE = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
-TYPE_MARKERS: dict[str, type[m.Message]] = {
-    "@RESERVED@": m.Reserved,
-    "@CONFIRMED@": m.Confirmed,
-    "@RELEASED@": m.Released,
-    "@EXPIRED@": m.Expired,
-    "@LOST@": m.Lost,
-}
 
 
 class Outcome(msgspec.Struct, kw_only=True):
@@ -63,37 +58,14 @@ class StateResult(msgspec.Struct, kw_only=True):
     hosts_down: list[str]
 
 
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    event_id: str
-    guest_id: str
-    verb: str
-    type: str
-    payload: bytes
-    trace: dict[str, str]
-    source: str
-    created_at: dt.datetime
-
-
 _outcome = msgspec.json.Decoder(Outcome)
 _state_result = msgspec.json.Decoder(StateResult)
 _trace = msgspec.json.Decoder(dict[str, str])
 
 
-def _fill_markers(text: str) -> str:
-    """Message type tags for the ``@MARKER@``s of the SQL (one source of truth: the schemas)."""
-    for marker, cls in TYPE_MARKERS.items():
-        text = text.replace(marker, m.type_of(cls))
-    left = set(re.findall(r"@[A-Z_]+@", text))
-    if left:
-        raise RuntimeError(f"schema SQL has unknown markers {sorted(left)}")
-    return text
-
-
 def schema_migrations() -> list[migrations.Migration]:
     """The tables: versioned migrations (``sql/migrations/``), each applied once."""
-    return migrations.load("sriov.scheduler", "sql/migrations", edit=_fill_markers)
+    return migrations.load("sriov.scheduler", "sql/migrations")
 
 
 def functions_script() -> str:
@@ -104,18 +76,18 @@ def functions_script() -> str:
          if f.name.endswith(".sql")),
         key=lambda f: f.name,
     )  # fmt: skip
-    return _fill_markers("\n".join(f.read_text(encoding="utf-8") for f in files))
+    return "\n".join(f.read_text(encoding="utf-8") for f in files)
 
 
-def _outbox_row(r: asyncpg.Record) -> OutboxRow:
+def _outbox_row(r: asyncpg.Record, bases: dict[str, dict[str, str]]) -> OutboxRow:
+    _id, event_id, guest_id, verb, ce_type, payload, trace, source, created_at = r
+    base = bases.get(source) or bases.setdefault(source, outbox.base_headers(source))
+    subject = subjects.placement_event(guest_id, verb)
     return OutboxRow(
-        id=r[0], event_id=r[1], guest_id=r[2], verb=r[3], type=r[4], payload=r[5].encode(),
-        trace=_trace.decode(r[6]), source=r[7], created_at=r[8],
+        subject.subject, payload.encode(),
+        outbox.stored_headers(base, event_id, ce_type, created_at.isoformat()),
+        template=subject.template, trace=_trace.decode(trace),
     )  # fmt: skip
-
-
-def redact(dsn: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -150,38 +122,30 @@ class Store:
         timeout: float = 10,
     ) -> Store:
         """Connect, create or upgrade the schema (once, whatever the number of replicas)."""
+        pool = await database.open_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            server_settings={
+                "application_name": application_name,
+                "TimeZone": "UTC",
+                # The functions' queries are single-table index walks that plan the same
+                # whatever the values: plan each once per connection, not at every call.
+                "plan_cache_mode": "force_generic_plan",
+            },
+            reset=_keep_session,
+            prepare=lambda conn: migrations.migrate(
+                conn, "scheduler", schema_migrations(), MIGRATE_LOCK, functions_script()
+            ),
+        )
         try:
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=min_size,
-                max_size=max_size,
-                timeout=timeout,
-                command_timeout=timeout,
-                server_settings={
-                    "application_name": application_name,
-                    "TimeZone": "UTC",
-                    # The functions' queries are single-table index walks that plan the same
-                    # whatever the values: plan each once per connection, not at every call.
-                    "plan_cache_mode": "force_generic_plan",
-                },
-                reset=_keep_session,
-            )
-        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
-            raise Unavailable(
-                f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}. Check that the server "
-                "runs and the URL (--database-url or SRIOV_DATABASE_URL) is right."
-            ) from exc
-        try:
-            async with pool.acquire() as conn:
-                await migrations.migrate(
-                    conn, "scheduler", schema_migrations(), MIGRATE_LOCK, functions_script()
-                )
-                epoch = await conn.fetchval("SELECT value FROM scheduler.meta WHERE key='epoch'")
+            epoch = await pool.fetchval("SELECT value FROM scheduler.meta WHERE key='epoch'")
+            store = cls(pool, str(epoch), dsn, timeout)
+            await store.maintain("vfs", "hosts", "reservations", "requests")
         except BaseException:
             await pool.close()
             raise
-        store = cls(pool, str(epoch), dsn, timeout)
-        await store.maintain("vfs", "hosts", "reservations", "requests")
         return store
 
     async def close(self) -> None:
@@ -212,19 +176,21 @@ class Store:
                 ) from exc
         raise AssertionError("unreachable")
 
-    async def _operation(self, op: str, args: bytes) -> Outcome:
-        raw = await self._call(op, f"SELECT scheduler.{op}($1::jsonb)::text", args.decode())
+    async def _operation(self, op: str, args: bytes, event: type[m.Message]) -> Outcome:
+        raw = await self._call(
+            op, f"SELECT scheduler.{op}($1::jsonb, $2)::text", args.decode(), m.type_of(event)
+        )
         return _outcome.decode(raw)
 
     async def place(self, args: bytes) -> Outcome:
         """Place or attach (``args`` is :class:`~sriov.scheduler.validation.PlaceArgs`)."""
-        return await self._operation("place", args)
+        return await self._operation("place", args, m.Reserved)
 
     async def release(self, args: bytes) -> Outcome:
-        return await self._operation("release", args)
+        return await self._operation("release", args, m.Released)
 
     async def confirm(self, args: bytes) -> Outcome:
-        return await self._operation("confirm", args)
+        return await self._operation("confirm", args, m.Confirmed)
 
     async def guest(self, guest_id: str) -> Outcome:
         raw = await self._call("get", "SELECT scheduler.guest_assignments($1)::text", guest_id)
@@ -233,8 +199,8 @@ class Store:
     async def apply_state(self, devices: bytes, hosts: bytes, ctx: bytes) -> StateResult:
         raw = await self._call(
             "apply state",
-            "SELECT scheduler.apply_state($1::jsonb, $2::jsonb, $3::jsonb)::text",
-            devices.decode(), hosts.decode(), ctx.decode(),
+            "SELECT scheduler.apply_state($1::jsonb, $2::jsonb, $3::jsonb, $4)::text",
+            devices.decode(), hosts.decode(), ctx.decode(), m.type_of(m.Lost),
         )  # fmt: skip
         return _state_result.decode(raw)
 
@@ -242,8 +208,8 @@ class Store:
         """End unconfirmed reservations whose TTL passed (at ``now``, default the database's)."""
         n = await self._call(
             "expire",
-            "SELECT scheduler.expire($1, coalesce($2, now()), $3::jsonb)",
-            limit, now, ctx.decode(),
+            "SELECT scheduler.expire($1, coalesce($2, now()), $3::jsonb, $4)",
+            limit, now, ctx.decode(), m.type_of(m.Expired),
         )  # fmt: skip
         return int(n)
 
@@ -293,8 +259,9 @@ class Store:
             event_id, guest_id, verb, m.type_of(type(msg)), m.encode(msg).decode(), ctx.decode(),
         )  # fmt: skip
 
+    # --- the outbox: an ordered log (sriov.common.outbox) ------------------------------------
     @contextlib.asynccontextmanager
-    async def outbox_batch(self, limit: int) -> AsyncIterator[list[OutboxRow]]:
+    async def claim(self, limit: int) -> AsyncIterator[list[OutboxRow]]:
         """The oldest outbox rows, deleted when the block succeeds (kept when it raises).
 
         One relay at a time (a transaction-scoped advisory lock), so events leave in the
@@ -312,13 +279,17 @@ class Store:
                 "source, created_at FROM scheduler.outbox ORDER BY id LIMIT $1",
                 limit,
             )
-            rows = [_outbox_row(r) for r in records]
-            yield rows
-            if rows:
+            bases: dict[str, dict[str, str]] = {}
+            yield [_outbox_row(r, bases) for r in records]
+            if records:
                 await conn.execute(
                     "DELETE FROM scheduler.outbox WHERE id = ANY($1::bigint[])",
-                    [r.id for r in rows],
+                    [r[0] for r in records],
                 )
+
+    async def has_pending(self) -> bool:
+        with suppress_instrumentation():  # the idle poll is not worth a trace each
+            return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM scheduler.outbox)"))
 
     async def outbox_size(self) -> int:
         return int(await self._call("outbox size", "SELECT count(*) FROM scheduler.outbox"))

@@ -37,23 +37,45 @@ Handler = Callable[[Any, Mapping[str, str]], Awaitable[Message]]
 
 
 class ServiceHost:
-    """A ``nats.micro`` service whose endpoints take and return msgspec messages."""
+    """A ``nats.micro`` service whose endpoints take and return msgspec messages.
 
-    def __init__(self, bus: Bus, service: Service) -> None:
+    Built unannounced (:meth:`prepare`), it collects endpoints and registers with NATS only
+    at :meth:`announce`: a service that answers discovery (``$SRV.PING``/``INFO``) serves
+    every endpoint it lists, so a client that waits for it never finds "no responders"."""
+
+    def __init__(self, bus: Bus, config: ServiceConfig) -> None:
         self.bus = bus
-        self.service = service
+        self.config = config
+        self.service: Service | None = None
+        self._pending: list[EndpointConfig] = []
+
+    @classmethod
+    def prepare(
+        cls, bus: Bus, name: str, version: str, description: str, metadata: dict[str, str]
+    ) -> ServiceHost:
+        config = ServiceConfig(
+            name=name, version=version, description=description, metadata=metadata
+        )
+        return cls(bus, config)
 
     @classmethod
     async def start(
         cls, bus: Bus, name: str, version: str, description: str, metadata: dict[str, str]
     ) -> ServiceHost:
-        svc = await nats.micro.add_service(
-            bus._nc,  # the package's own client: micro registers on it
-            config=ServiceConfig(
-                name=name, version=version, description=description, metadata=metadata
-            ),
-        )
-        return cls(bus, svc)
+        """Prepared and announced at once (endpoints added later appear as they come)."""
+        host = cls.prepare(bus, name, version, description, metadata)
+        await host.announce()
+        return host
+
+    async def announce(self) -> None:
+        """Register with NATS, with every endpoint added so far."""
+        if self.service is not None:
+            return
+        # the package's own client: micro registers on it
+        self.service = await nats.micro.add_service(self.bus._nc, config=self.config)
+        pending, self._pending = self._pending, []
+        for endpoint in pending:
+            await self.service.add_endpoint(endpoint)
 
     async def add_endpoint(
         self,
@@ -89,19 +111,22 @@ class ServiceHost:
                     return
                 await req.respond(encode(reply), headers={"content-type": "application/json"})
 
-        await self.service.add_endpoint(
-            EndpointConfig(
-                name=name.replace("-", "_"),
-                subject=sub.subject,
-                handler=serve,
-                queue_group=queue_group,
-                metadata=metadata or {"request": req_codec.name},
-            )
+        endpoint = EndpointConfig(
+            name=name.replace("-", "_"),
+            subject=sub.subject,
+            handler=serve,
+            queue_group=queue_group,
+            metadata=metadata or {"request": req_codec.name},
         )
+        if self.service is None:
+            self._pending.append(endpoint)
+        else:
+            await self.service.add_endpoint(endpoint)
 
     async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.service.stop()
+        if self.service is not None:
+            with contextlib.suppress(Exception):
+                await self.service.stop()
 
 
 async def respond_error(req: Request, exc: SriovError) -> None:

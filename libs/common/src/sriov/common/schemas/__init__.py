@@ -77,6 +77,16 @@ from sriov.common.schemas._placement import (
     Reserved,
 )
 from sriov.common.schemas._service import ErrorReply
+from sriov.common.schemas._vfconfig import (
+    MAC_PATTERN,
+    SETTINGS,
+    VFIO_PCI,
+    PfCapabilities,
+    VfConfig,
+    VfLinkState,
+    VlanProto,
+    clean_config,
+)
 
 _T = TypeVar("_T")
 

@@ -8,6 +8,7 @@ from typing import Literal
 import msgspec
 
 from sriov.common.schemas._base import Message, Model, utcnow
+from sriov.common.schemas._vfconfig import PfCapabilities, VfConfig
 
 LinkState = Literal["up", "down", "unknown"]
 LinkType = Literal["ethernet", "infiniband", "unknown"]
@@ -66,6 +67,8 @@ class PF(Model, kw_only=True):
     """Listed (directly or through a bond) in ``ovs_offload_nics``."""
     link_state: LinkState = "unknown"
     mac: str | None = None
+    capabilities: PfCapabilities | None = None
+    """What the PF's driver can apply to its VFs; ``None`` from a hostd that does not say."""
 
 
 class VF(Model, kw_only=True):
@@ -89,6 +92,8 @@ class VF(Model, kw_only=True):
     numa_node: int = -1
     iommu_group: int | None = None
     link_state: LinkState = "unknown"
+    actual: VfConfig | None = None
+    """The VF's configuration as read back from the kernel; ``None`` when not read."""
 
 
 class HostEvent(Message, kw_only=True):

@@ -30,6 +30,7 @@ def apply_numvfs(root: str | Path, pf_address: str, num: int) -> None:
     if state.netns and gone:
         netdevs.delete([d.ifname for d in gone], state.netns)
     port.num_vfs = num
+    state.vf_table.pop(pf_address, None)  # the PF driver forgets its VFs' settings
     before = {d.ifname for d in state.netdevs}
     if num:
         writer.write_vfs(pf_address, num)

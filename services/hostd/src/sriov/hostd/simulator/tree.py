@@ -22,6 +22,7 @@ from typing import Literal
 import msgspec
 
 from sriov.common.errors import ConfigError
+from sriov.common.schemas import VfConfig
 from sriov.hostd import configspace as cs
 from sriov.hostd.simulator import models
 from sriov.hostd.simulator.spec import CardSpec, HostSpec, PortSpec, pf_ifnames, ports_of
@@ -57,6 +58,11 @@ class SimState(msgspec.Struct, kw_only=True):
     netdevs: list[Netdev] = msgspec.field(default_factory=list)
     next_ifindex: int = 2
     next_group: int = 1
+    vf_table: dict[str, list[VfConfig]] = msgspec.field(default_factory=dict)
+    """Per PF address, what the PF driver keeps per VF (``IFLA_VFINFO_LIST``; driver None)."""
+    vf_faults: dict[str, int] = msgspec.field(default_factory=dict)
+    """``<pf>/<vf>/<IFLA_VF_* attr>`` -> errno the simulated PF driver returns (tests)."""
+    vf_table_changes: int = 0
 
 
 def is_simulated(root: str | Path) -> bool:

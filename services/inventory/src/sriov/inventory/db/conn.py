@@ -1,13 +1,7 @@
-"""Type names for asyncpg handles (a pooled connection or a plain one)."""
+"""Type names for asyncpg handles, as every service names them (:mod:`sriov.common.database`)."""
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from sriov.common.database import Conn, Pool
 
-import asyncpg
-import asyncpg.pool
-
-Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
-Conn: TypeAlias = (
-    "asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
-)
+__all__ = ["Conn", "Pool"]

@@ -1,10 +1,38 @@
-"""Claim outbox rows for relaying: oldest first, skipping rows another replica holds."""
+"""Inventory's outbox, last value per subject: device and host states, written with the change
+that made them and claimed by :class:`sriov.common.outbox.Relay`.
+
+One row per subject: a newer state of a device replaces a pending older one. The event id,
+also the ``Nats-Msg-Id``, names the object and its revision, so relaying the same row twice
+after a crash is dropped by JetStream's duplicate window and a consumer can tell versions
+apart. Headers are built once per transaction (CloudEvents attributes, the W3C trace context
+of the span that made the change) and specialised per row.
+"""
 
 from __future__ import annotations
 
-from sriov.inventory.announce import OutboxRow
-from sriov.inventory.db.conn import Conn
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 
+import msgspec
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+from sriov.common import outbox, subjects
+from sriov.common import schemas as m
+from sriov.common.outbox import OutboxRow
+from sriov.inventory.db.conn import Conn, Pool
+from sriov.inventory.model import DeviceRec, HostView
+
+_DEVICE_TYPE = m.type_of(m.DeviceState)
+_HOST_TYPE = m.type_of(m.HostState)
+_encode_headers = msgspec.json.Encoder().encode
+_decode_headers = msgspec.json.Decoder(dict[str, str]).decode
+
+_UPSERT = (
+    "INSERT INTO inventory.outbox (subject, payload, headers) "
+    "SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) "
+    "ON CONFLICT (subject) DO UPDATE SET seq = nextval('inventory.outbox_seq'), "
+    "payload = EXCLUDED.payload, headers = EXCLUDED.headers, created_at = now()"
+)
 _CLAIM = (
     "DELETE FROM inventory.outbox o USING ("
     " SELECT subject FROM inventory.outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
@@ -12,20 +40,70 @@ _CLAIM = (
 )
 
 
-async def claim(conn: Conn, limit: int) -> list[OutboxRow]:
-    """Delete and return up to ``limit`` rows inside the caller's transaction.
-
-    The caller publishes them, then commits; if publishing fails it rolls back and the rows
-    are back for the next attempt. Rows a concurrent writer is replacing stay locked by it,
-    so a newer state of a subject can never be overtaken by an older one.
-    """
-    rows = await conn.fetch(_CLAIM, limit)
-    rows = sorted(rows, key=lambda r: r["seq"])
-    return [OutboxRow(r["subject"], r["payload"], r["headers"]) for r in rows]
+def device_event_id(device_id: str, revision: int) -> str:
+    return f"device/{device_id}/{revision}"
 
 
-async def any_pending(conn: Conn) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM inventory.outbox)"))
+def host_event_id(host_id: str, revision: int) -> str:
+    return f"host/{host_id}/{revision}"
+
+
+def rows(devices: Iterable[DeviceRec], hosts: Iterable[HostView], source: str) -> list[OutboxRow]:
+    """One row per announced device and host (their revisions already assigned)."""
+    base = outbox.base_headers(source)
+    out: dict[str, OutboxRow] = {}
+    for rec in devices:
+        d = rec.device
+        subject = subjects.device_state(d.host_id, d.pci_address).subject
+        headers = outbox.stored_headers(base, device_event_id(d.id, rec.revision), _DEVICE_TYPE)
+        msg = m.DeviceState(device=d, revision=rec.revision, removed=rec.removed)
+        out[subject] = OutboxRow(subject, m.encode(msg), headers)
+    for view in hosts:
+        h = view.host
+        subject = subjects.host_state(h.host_id).subject
+        headers = outbox.stored_headers(base, host_event_id(h.host_id, h.revision), _HOST_TYPE)
+        msg_h = m.HostState(host=view.info(), revision=h.revision)
+        out[subject] = OutboxRow(subject, m.encode(msg_h), headers)
+    return list(out.values())
+
+
+async def write(conn: Conn, rows: Sequence[OutboxRow]) -> None:
+    """Queue ``rows`` in the caller's transaction, replacing a pending row of the subject."""
+    if rows:
+        await conn.execute(
+            _UPSERT,
+            [r.subject for r in rows],
+            [r.payload for r in rows],
+            [_encode_headers(r.headers) for r in rows],
+        )
+
+
+class StateOutbox:
+    """The :class:`sriov.common.outbox.OutboxStore` of inventory's outbox table."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    @contextlib.asynccontextmanager
+    async def claim(self, limit: int) -> AsyncIterator[list[OutboxRow]]:
+        """Delete up to ``limit`` rows, oldest first; the deletion commits when the block
+        succeeds and rolls back (the rows are back) when it raises.
+
+        Any number of replicas may claim at once: ``SKIP LOCKED`` hands each row to one of
+        them. A row a writer is replacing stays locked by it, and a writer replacing a row
+        a relay holds waits for the relay, so a newer state never is overtaken by an older.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            records = sorted(await conn.fetch(_CLAIM, limit), key=lambda r: r["seq"])
+            yield [
+                OutboxRow(r["subject"], r["payload"], _decode_headers(r["headers"]))
+                for r in records
+            ]
+
+    async def has_pending(self) -> bool:
+        with suppress_instrumentation():  # idle polls are not worth a trace each
+            async with self.pool.acquire() as conn:
+                return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM inventory.outbox)"))
 
 
 async def pending(conn: Conn) -> int:

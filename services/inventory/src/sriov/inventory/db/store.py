@@ -16,7 +16,8 @@ import asyncpg
 import msgspec
 
 from sriov.common import schemas as m
-from sriov.inventory.announce import OutboxRow, outbox_rows
+from sriov.common.outbox import OutboxRow
+from sriov.inventory.db import outbox
 from sriov.inventory.db.conn import Conn
 from sriov.inventory.model import HOST_COLUMNS, Changes, DeviceRec, HostRow, HostView, PfRec
 
@@ -40,12 +41,6 @@ _UPSERT_DEVICES = (
     f"SELECT * FROM unnest({_unnest(DEVICE_COLUMNS)}) "
     "ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in DEVICE_COLUMNS if c != "id")
-)
-_UPSERT_OUTBOX = (
-    "INSERT INTO inventory.outbox (subject, payload, headers) "
-    "SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) "
-    "ON CONFLICT (subject) DO UPDATE SET seq = nextval('inventory.outbox_seq'), "
-    "payload = EXCLUDED.payload, headers = EXCLUDED.headers, created_at = now()"
 )
 _HOST_SET = [c for c in HOST_COLUMNS if c != "host_id"]
 _UPDATE_HOST = (
@@ -162,9 +157,9 @@ async def save(conn: Conn, views: Iterable[HostView], now: dt.datetime, source: 
     host_rows = [v.host for v, ch in changes if ch.host_row or ch.announce_host]
     if host_rows:
         await conn.executemany(_UPDATE_HOST, [_host_args(h) for h in host_rows])
-    outbox = outbox_rows(announce_devices, announce_hosts, source)
-    await write_outbox(conn, outbox)
-    return Saved(len(written), len(outbox), outbox)
+    announced = outbox.rows(announce_devices, announce_hosts, source)
+    await outbox.write(conn, announced)
+    return Saved(len(written), len(announced), announced)
 
 
 async def next_revisions(conn: Conn, n: int) -> list[int]:
@@ -174,16 +169,6 @@ async def next_revisions(conn: Conn, n: int) -> list[int]:
         "SELECT nextval('inventory.revision') AS r FROM generate_series(1, $1::int)", n
     )
     return sorted(r["r"] for r in rows)
-
-
-async def write_outbox(conn: Conn, rows: Sequence[OutboxRow]) -> None:
-    if rows:
-        await conn.execute(
-            _UPSERT_OUTBOX,
-            [r.subject for r in rows],
-            [r.payload for r in rows],
-            [r.headers for r in rows],
-        )
 
 
 async def _save_pfs(conn: Conn, changes: list[tuple[HostView, Changes]]) -> None:

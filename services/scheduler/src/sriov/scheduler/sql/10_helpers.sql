@@ -1,6 +1,8 @@
 -- Helpers shared by the operations. Anything on the placement path is PL/pgSQL (its plans are
 -- cached per connection) or a one-expression SQL function (inlined into the caller's query).
--- Markers like @RESERVED@ are message type tags, filled in from the schemas by sriov.scheduler.store.
+-- Message type tags come from the schemas as parameters (p_type), never spliced into this text.
+-- The JSON arguments' keys are the fields of the structs sriov.scheduler.validation sends
+-- (tests/test_sql_boundary.py checks every a->>'key' read here against them).
 
 -- Raise one of our errors: SQLSTATE SRV01, the message a JSON {code, message, details} that
 -- sriov.scheduler.store turns back into the matching SriovError.

@@ -315,8 +315,9 @@ END $$;
 -- a: {op: place|attach, request_id, guest_id, fingerprint,
 --     nets: [{desc, kind: model|id, value, selector}], host_id, numa_policy, numa_node,
 --     packing, ttl_s, start_key, trace, source}
+-- p_type: the type tag of the Reserved event it emits (the schemas' own, passed by the store).
 -- Returns {host_id, assignments, released: []}; raises SRV01 with the reason otherwise.
-CREATE OR REPLACE FUNCTION scheduler.place(a jsonb)
+CREATE OR REPLACE FUNCTION scheduler.place(a jsonb, p_type text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_guest     text := a->>'guest_id';
@@ -427,7 +428,7 @@ BEGIN
       INTO v_assign
     FROM scheduler.vfs v WHERE v.device_id = ANY (v_ids);
 
-    PERFORM scheduler.emit(v_guest, 'reserved', '@RESERVED@',
+    PERFORM scheduler.emit(v_guest, 'reserved', p_type,
         jsonb_build_object('request_id', a->>'request_id', 'host_id', v_host,
                            'assignments', v_assign), a);
     RETURN scheduler.finish_request(a, jsonb_build_object(

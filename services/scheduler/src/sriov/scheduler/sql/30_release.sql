@@ -2,7 +2,8 @@
 -- Lock order everywhere: reservations rows, then vfs rows (no deadlock between them).
 
 -- a: {op: release, request_id, guest_id, fingerprint, device_id (or null: all), trace, source}
-CREATE OR REPLACE FUNCTION scheduler.release(a jsonb)
+-- p_type (here and below): the type tag of the event the function emits, passed by the store.
+CREATE OR REPLACE FUNCTION scheduler.release(a jsonb, p_type text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_guest  text := a->>'guest_id';
@@ -33,7 +34,7 @@ BEGIN
       INTO v_ids, v_hosts FROM ended;
     IF cardinality(v_ids) > 0 THEN
         UPDATE scheduler.vfs SET held_by = NULL WHERE device_id = ANY (v_ids) AND held_by = v_guest;
-        PERFORM scheduler.emit(v_guest, 'released', '@RELEASED@',
+        PERFORM scheduler.emit(v_guest, 'released', p_type,
             jsonb_build_object('request_id', a->>'request_id', 'device_ids', to_jsonb(v_ids)), a);
     END IF;
     RETURN scheduler.finish_request(a, jsonb_build_object(
@@ -42,7 +43,7 @@ END $$;
 
 -- a: {op: confirm, request_id, guest_id, fingerprint, trace, source}
 -- The guest really started: its reservations no longer expire.
-CREATE OR REPLACE FUNCTION scheduler.confirm(a jsonb)
+CREATE OR REPLACE FUNCTION scheduler.confirm(a jsonb, p_type text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_guest text := a->>'guest_id';
@@ -65,7 +66,7 @@ BEGIN
             'existed (place it again)', v_guest), jsonb_build_object('guest_id', v_guest));
     END IF;
     IF cardinality(v_ids) > 0 THEN
-        PERFORM scheduler.emit(v_guest, 'confirmed', '@CONFIRMED@',
+        PERFORM scheduler.emit(v_guest, 'confirmed', p_type,
             jsonb_build_object('request_id', a->>'request_id', 'device_ids', to_jsonb(v_ids)), a);
     END IF;
     RETURN scheduler.finish_request(a, v_reply);
@@ -73,7 +74,8 @@ END $$;
 
 -- End unconfirmed reservations whose TTL passed at p_now: one Expired event per guest and
 -- request. Several replicas may sweep at once: SKIP LOCKED splits the work.
-CREATE OR REPLACE FUNCTION scheduler.expire(p_limit integer, p_now timestamptz, a jsonb)
+CREATE OR REPLACE FUNCTION scheduler.expire(
+    p_limit integer, p_now timestamptz, a jsonb, p_type text)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     v_n integer;
@@ -92,7 +94,7 @@ BEGIN
         UPDATE scheduler.vfs v SET held_by = NULL
           FROM ended e WHERE v.device_id = e.device_id AND v.held_by = e.guest_id),
     events AS MATERIALIZED (  -- read below: a SELECT in WITH runs only if it is read
-        SELECT scheduler.emit(e.guest_id, 'expired', '@EXPIRED@', jsonb_build_object(
+        SELECT scheduler.emit(e.guest_id, 'expired', p_type, jsonb_build_object(
                    'request_id', e.request_id,
                    'device_ids', jsonb_agg(e.device_id ORDER BY e.device_id)), a)
         FROM ended e GROUP BY e.guest_id, e.request_id)

@@ -4,8 +4,10 @@
 -- p_hosts: [{host_id, status, revision}] (revision -1: derived from device states, until the
 -- host's own state arrives); p_devices: one row per device with its highest revision of the
 -- batch. Lower or equal revisions are ignored, so replays and redeliveries are harmless.
+-- p_type: the type tag of the Lost events it emits (the schemas' own, passed by the store).
 -- Returns {"devices": rows changed, "lost": reservations ended, "hosts_down": [host ids]}.
-CREATE OR REPLACE FUNCTION scheduler.apply_state(p_devices jsonb, p_hosts jsonb, a jsonb)
+CREATE OR REPLACE FUNCTION scheduler.apply_state(
+    p_devices jsonb, p_hosts jsonb, a jsonb, p_type text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_host_ids text[];
@@ -17,8 +19,8 @@ DECLARE
     v_events   integer;
 BEGIN
     IF jsonb_array_length(p_hosts) > 0 THEN
-        SELECT array_agg(x->>'host_id' ORDER BY x->>'host_id') INTO v_host_ids
-        FROM jsonb_array_elements(p_hosts) x;
+        SELECT array_agg(x.host_id ORDER BY x.host_id) INTO v_host_ids
+        FROM jsonb_to_recordset(p_hosts) AS x(host_id text);
         PERFORM 1 FROM scheduler.hosts WHERE host_id = ANY (v_host_ids)
          ORDER BY host_id FOR UPDATE;
         SELECT coalesce(jsonb_object_agg(host_id, status), '{}') INTO v_old
@@ -37,7 +39,7 @@ BEGIN
 
         -- A host that went offline: its guests are told. Their VFs stay reserved (the guest
         -- may still run there), so nobody else gets them until they are released.
-        PERFORM scheduler.emit(r.guest_id, 'lost', '@LOST@', jsonb_build_object(
+        PERFORM scheduler.emit(r.guest_id, 'lost', p_type, jsonb_build_object(
                     'request_id', r.request_id,
                     'device_ids', jsonb_agg(r.device_id ORDER BY r.device_id),
                     'reason', 'host_offline', 'host_id', r.host_id, 'still_reserved', true), a)
@@ -48,7 +50,7 @@ BEGIN
     END IF;
 
     IF jsonb_array_length(p_devices) > 0 THEN
-        SELECT array_agg(x->>'id') INTO v_ids FROM jsonb_array_elements(p_devices) x;
+        SELECT array_agg(x.id) INTO v_ids FROM jsonb_to_recordset(p_devices) AS x(id text);
         -- Lock order reservations -> vfs, as release and expire do.
         PERFORM 1 FROM scheduler.reservations
          WHERE device_id = ANY (v_ids) AND ended_at IS NULL ORDER BY id FOR UPDATE;
@@ -90,7 +92,7 @@ BEGIN
             UPDATE scheduler.vfs v SET held_by = NULL
               FROM gone g WHERE v.device_id = g.device_id AND v.held_by = g.guest_id),
         events AS MATERIALIZED (  -- read below: a SELECT in WITH runs only if it is read
-            SELECT scheduler.emit(g.guest_id, 'lost', '@LOST@', jsonb_build_object(
+            SELECT scheduler.emit(g.guest_id, 'lost', p_type, jsonb_build_object(
                        'request_id', g.request_id,
                        'device_ids', jsonb_agg(g.device_id ORDER BY g.device_id),
                        'reason', 'vf_removed', 'host_id', g.host_id, 'still_reserved', false), a)

@@ -1,0 +1,97 @@
+"""Open the asyncpg pool of a service that keeps its state in PostgreSQL (inventory, scheduler).
+
+One way to connect: wait for a server that is still starting, fail at once on what waiting
+cannot fix (no such database, wrong password, a malformed URL), trace every query, and
+prepare the schema on one connection before anyone uses the pool. Errors name the URL with
+its password hidden (:func:`sriov.common.redact.redact_url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeAlias
+
+import asyncpg
+import asyncpg.pool
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+from sriov.common.errors import ConfigError, Unavailable
+from sriov.common.redact import redact_url
+
+log = logging.getLogger(__name__)
+
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+Conn: TypeAlias = (
+    "asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
+)
+
+#: What waiting does not fix: the server answered and refused.
+_REFUSED = (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError)
+
+
+def instrument() -> None:
+    """Database calls become spans of the current trace (once per process)."""
+    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+
+
+async def open_pool(
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    attempts: int = 5,
+    timeout: float = 60,
+    server_settings: Mapping[str, str] | None = None,
+    reset: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    prepare: Callable[[Conn], Awaitable[object]] | None = None,
+) -> Pool:
+    """Connect (retrying while PostgreSQL starts), then ``prepare`` (migrations) on one
+    connection; the pool is closed again if that fails. ``timeout`` bounds connecting and
+    every command."""
+    where = redact_url(dsn)
+    if not dsn:
+        raise ConfigError(
+            "no database: give --database-url or SRIOV_DATABASE_URL "
+            "(e.g. postgresql://user@127.0.0.1:5432/sriov)",
+            key="database_url",
+        )
+    instrument()
+    last: BaseException | None = None
+    for attempt in range(attempts):
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=timeout,
+                command_timeout=timeout,
+                server_settings=dict(server_settings or {}),
+                reset=reset,
+            )
+            break
+        except _REFUSED as exc:
+            raise Unavailable(f"cannot use database {where}: {exc}") from exc
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            last = exc
+        except ValueError as exc:  # asyncpg's word for a URL it cannot parse
+            raise ConfigError(f"database URL {where} is invalid: {exc}") from exc
+        if attempt + 1 < attempts:
+            log.warning("database %s not reachable yet: %s", where, last)
+            await asyncio.sleep(min(0.2 * 2**attempt, 3))
+    else:
+        raise Unavailable(
+            f"cannot connect to PostgreSQL at {where}: {last}. Check that the server runs "
+            "and the URL (--database-url or SRIOV_DATABASE_URL) and credentials are right."
+        )
+    if prepare is not None:
+        try:
+            async with pool.acquire() as conn:
+                await prepare(conn)
+        except BaseException:
+            await pool.close()
+            raise
+    return pool

@@ -1,0 +1,172 @@
+"""The transactional outbox's relay: an event committed with its change reaches JetStream.
+
+A service writes its events into an outbox table in the transaction that makes the change.
+The relay claims a batch, publishes every row concurrently and lets the claim forget them
+only once JetStream acknowledged each one; any failure leaves the rows for the next attempt.
+The event id is the ``Nats-Msg-Id``, so a batch published again after a crash (published,
+not yet forgotten) is stored once. Every replica runs a relay, so relaying survives any of
+them; a commit wakes the local relay, and a poll catches what other replicas committed.
+
+How rows are claimed is the parameter that makes the two kinds of outbox, and it is the
+service's: the SQL stays in the store, its one module that talks SQL, because the two tables
+differ in shape (the scheduler's rows are written by its PL/pgSQL functions, inventory's are
+upserted per subject with their headers). The store implements :class:`OutboxStore`:
+
+* an **ordered log** (scheduler, placement events): every event, in commit order, one relay
+  at a time (an advisory lock); each event carries its row id as ``seq``, so a consumer
+  restores commit order when a republished batch lands out of order in the stream;
+* **last value per subject** (inventory, device and host states): one row per subject, a
+  newer state replacing a pending older one; relays claim in parallel (``SKIP LOCKED``) and a
+  writer replacing a row a relay holds waits for it, so no older state overtakes a newer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentelemetry.trace import SpanKind
+
+from sriov.common import runtime, telemetry
+from sriov.common import schemas as m
+from sriov.common.bus import HDR_MSG_ID, Bus, event_headers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One event to publish; ``headers`` are complete (:func:`stored_headers`).
+
+    ``trace`` (with the subject's ``template`` as the span name) asks for a producer span,
+    child of that stored context; without it the headers go out as stored, their trace
+    context included (inventory relays many states: a span per row doubled its CPU).
+    """
+
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    template: str = ""
+    trace: Mapping[str, str] | None = None
+
+
+class OutboxStore(Protocol):
+    """The service's side of its outbox (see the module's docstring for the two kinds)."""
+
+    def claim(self, limit: int) -> AbstractAsyncContextManager[Sequence[OutboxRow]]:
+        """Up to ``limit`` rows, oldest first, held until the block ends: forgotten when it
+        exits normally, back in the outbox for the next attempt when it raises."""
+        ...
+
+    async def has_pending(self) -> bool:
+        """Whether a row waits: the idle poll, so cheap and untraced."""
+        ...
+
+
+def base_headers(source: str) -> dict[str, str]:
+    """What the events of one transaction or batch share: :func:`~sriov.common.bus.event_headers`
+    (CloudEvents attributes, the current trace context), built once; each event's own are
+    added by :func:`stored_headers`."""
+    return event_headers(_ANY, source, "-")
+
+
+def stored_headers(
+    base: Mapping[str, str], event_id: str, ce_type: str, time: str | None = None
+) -> dict[str, str]:
+    """``base`` for one event: its id (also the ``Nats-Msg-Id``), its type and, for an event
+    stored earlier, the time it was committed."""
+    headers = dict(base)
+    headers["ce-id"] = headers[HDR_MSG_ID] = event_id
+    headers["ce-type"] = ce_type
+    if time is not None:
+        headers["ce-time"] = time
+    return headers
+
+
+_ANY = m.Message()  # event_headers derives ce-type from a message; stored_headers sets it
+
+
+class Relay:
+    """Publish what ``store`` claims until stopped; ``name`` names its spans and logs."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        bus: Bus,
+        *,
+        name: str,
+        batch: int = 500,
+        poll_s: float = 0.25,
+        linger_s: float = 0.0,
+        published: Callable[[int], None] = lambda _n: None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.name = name
+        self.batch = batch
+        self.poll_s = poll_s
+        self.linger_s = linger_s
+        """After a wake-up, let more commits gather: one relay transaction carries them all."""
+        self.published = published
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something was committed: relay now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            self._wake.clear()  # before relaying: a commit during this round is not missed
+            try:
+                n = await self.relay_once()
+                failures = 0
+            except Exception as exc:  # NATS or PostgreSQL away: the rows wait, never die
+                failures += 1
+                delay = min(0.2 * 2**failures, 5.0)
+                log.warning(
+                    "%s outbox relay failed (%s: %s); events stay queued, retrying in %.1fs",
+                    self.name, type(exc).__name__, exc, delay,
+                )  # fmt: skip
+                await runtime.pause(stop, delay)
+                continue
+            if n < self.batch:
+                await runtime.pause(self._wake, self.poll_s)
+                if self.linger_s:
+                    await runtime.pause(stop, self.linger_s)
+
+    async def relay_once(self) -> int:
+        """Publish one batch and let the store forget it; returns how many rows left."""
+        if not await self.store.has_pending():
+            return 0
+        with telemetry.tracer().start_as_current_span(f"{self.name}.outbox.relay") as span:
+            async with self.store.claim(self.batch) as rows:
+                if rows:
+                    await self.publish(rows)
+            span.set_attribute("messaging.batch.message_count", len(rows))
+        if rows:
+            self.published(len(rows))
+        return len(rows)
+
+    async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        """Publish concurrently; raise (after every publish ended) unless all were acked."""
+        results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _publish(self, row: OutboxRow) -> None:
+        if row.trace is None:
+            await self.bus.js_publish_raw(row.subject, row.payload, row.headers)
+            return
+        # The stored context is the request's: the producer span is its child, and the
+        # consumer of the event continues the request's trace from there.
+        with telemetry.messaging_span(
+            row.template, row.subject, SpanKind.PRODUCER, row.trace or None
+        ):
+            headers = telemetry.inject({**row.headers, **row.trace})  # the producer span's
+            await self.bus.js_publish_raw(row.subject, row.payload, headers)

@@ -1,0 +1,24 @@
+"""Headers of a stored event: built once per transaction, specialised per event.
+
+The relay itself runs against each service's real outbox table: services/scheduler/tests/
+test_outbox.py (ordered log) and services/inventory/tests/test_state_stream.py (last value).
+"""
+
+from __future__ import annotations
+
+from sriov.common.bus import HDR_MSG_ID
+from sriov.common.outbox import base_headers, stored_headers
+
+
+def test_stored_headers_are_cloudevents_with_the_event_id_as_message_id() -> None:
+    base = base_headers("sriov/test/1")
+    h = stored_headers(base, "device/d1/7", "device.state.v1")
+    assert h["ce-id"] == h[HDR_MSG_ID] == "device/d1/7"
+    assert (h["ce-type"], h["ce-source"], h["ce-specversion"]) == (
+        "device.state.v1", "sriov/test/1", "1.0"
+    )  # fmt: skip
+    assert h["ce-time"] == base["ce-time"] and h["content-type"] == "application/json"
+    # an event stored earlier keeps the time it was committed; the base is not changed
+    later = stored_headers(base, "e2", "placement.reserved.v1", "2026-01-02T03:04:05+00:00")
+    assert later["ce-time"] == "2026-01-02T03:04:05+00:00"
+    assert base["ce-id"] == "-" and base["ce-time"] != later["ce-time"]
