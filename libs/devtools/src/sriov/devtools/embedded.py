@@ -45,7 +45,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _prepare_dir(path: Path, what: str) -> Path:
+def prepare_dir(path: Path, what: str) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -97,7 +97,7 @@ class NatsServer:
     extra_args: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 15) -> NatsServer:
-        _prepare_dir(self.store_dir, "NATS store")
+        prepare_dir(self.store_dir, "NATS store")
         if self.port and not port_free(self.port, self.host):
             raise ConfigError(f"NATS port {self.host}:{self.port} is already in use")
         ports_dir = self.store_dir / "ports"
@@ -215,7 +215,7 @@ class PostgresServer:
 
     def start(self, timeout: float = 30) -> PostgresServer:
         run_as = self._run_as()
-        _prepare_dir(self.data_dir, "PostgreSQL")
+        prepare_dir(self.data_dir, "PostgreSQL")
         pgdata = self.data_dir / "pgdata"
         sock = self.data_dir / "sock"
         sock.mkdir(exist_ok=True)

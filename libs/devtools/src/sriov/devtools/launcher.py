@@ -29,7 +29,7 @@ from pathlib import Path
 
 from sriov.common.bus import Bus
 from sriov.common.errors import Unavailable
-from sriov.devtools.embedded import NatsServer, PostgresServer, free_port
+from sriov.devtools.embedded import NatsServer, PostgresServer, free_port, prepare_dir
 
 GUIDE_HOST_ID = "c48b1b8b-28a3-453a-863f-ddf7c62bcfe2"
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
@@ -90,7 +90,7 @@ class Stack:
     # --- bring-up -------------------------------------------------------------------------
     def up(self, nats_port: int = 0, pg_port: int = 0) -> None:
         self._say(f"state directory {self.state}")
-        self.state.mkdir(parents=True, exist_ok=True)
+        prepare_dir(self.state, "state")
         if not self.nats_urls:
             self.nats = NatsServer(store_dir=self.state / "nats", port=nats_port).start()
             self._owned.append(self.nats)
