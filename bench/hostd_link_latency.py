@@ -24,7 +24,7 @@ from typing import Any
 from bench import parser
 from sriov.common import schemas as m
 from sriov.common.bus import Bus
-from sriov.common.embedded import NatsServer
+from sriov.devtools.embedded import NatsServer
 from sriov.hostd.nsock import async_iproute
 from sriov.hostd.simulator import netdevs
 from sriov.hostd.simulator.spec import bench, guide, host_conf_text

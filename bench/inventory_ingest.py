@@ -23,6 +23,7 @@ import asyncpg
 from bench import parser
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
+from sriov.devtools.embedded import local_servers
 from sriov.inventory import testing as t
 
 
@@ -40,7 +41,7 @@ async def publish(bus: Bus, hosts: int, vfs: int) -> float:
 
 
 async def run(args: argparse.Namespace, base: Path) -> None:
-    with t.local_servers(base, durable=not args.no_fsync) as (nats_url, dsn):
+    with local_servers(base, durable=not args.no_fsync) as (nats_url, dsn):
         bus = await Bus.connect(nats_url, name="bench")
         await bus.ensure_streams()
         total = args.hosts * args.vfs

@@ -23,6 +23,7 @@ from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, Delivery
 from sriov.common.outbox import Relay
+from sriov.devtools.embedded import local_servers
 from sriov.inventory import testing as t
 from sriov.inventory.db.outbox import StateOutbox
 from sriov.inventory.db.pool import open_pool
@@ -63,7 +64,7 @@ async def load_fleet(bus: Bus, dsn: str, hosts: int, vfs: int, rng: random.Rando
 
 async def run(args: argparse.Namespace, base: Path) -> None:
     rng = random.Random(1)
-    with t.local_servers(base) as (nats_url, dsn):
+    with local_servers(base) as (nats_url, dsn):
         bus = await Bus.connect(nats_url, name="bench")
         await bus.ensure_streams()
         started = time.perf_counter()

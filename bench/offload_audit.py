@@ -27,7 +27,7 @@ from bench import parser
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, ServiceHost
-from sriov.common.embedded import NatsServer
+from sriov.devtools.embedded import NatsServer
 from sriov.offload import unixctl
 from sriov.offload.main import agent
 from sriov.offload.settings import OffloadSettings

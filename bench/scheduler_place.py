@@ -35,8 +35,8 @@ from bench import parser
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
-from sriov.common.embedded import NatsServer, PostgresServer
 from sriov.common.errors import SriovError
+from sriov.devtools.embedded import NatsServer, PostgresServer
 from sriov.scheduler.testing import CX5, I350, FleetState, PfSpec
 
 PFS = ((CX5, 0), (CX5, 0), (I350, 1), (I350, 1))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sriov.common import nats_auth as na
+from sriov.cli import nats_auth as na
 from sriov.common.bus import Bus
-from sriov.common.embedded import NatsServer
+from sriov.devtools.embedded import NatsServer
 
 HOSTS = ("node-a", "node-b")
 CLIENT = "cloud"

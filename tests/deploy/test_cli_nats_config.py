@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from sriov.cli import nats_auth as na
 from sriov.cli.main import cli
-from sriov.common import nats_auth as na
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.config import from_env
-from sriov.common.embedded import NatsServer
 from sriov.common.runtime import BusSettings, connect_bus
+from sriov.devtools.embedded import NatsServer
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sriov.common import nats_auth as na
+from sriov.cli import nats_auth as na
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, ConsumerSpec, Delivery, ServiceHost

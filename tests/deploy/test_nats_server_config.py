@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from sriov.common import nats_auth as na
-from sriov.common.embedded import nats_server_binary
+from sriov.cli import nats_auth as na
+from sriov.devtools.embedded import nats_server_binary
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 HELM = DEPLOY / "helm"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from sriov.common import nats_auth as na
+from sriov.cli import nats_auth as na
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
-from sriov.common.embedded import NatsServer
 from sriov.common.errors import BusError
+from sriov.devtools.embedded import NatsServer
 
 HOST = "node-a"
 

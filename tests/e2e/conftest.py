@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sriov.cli.stack import Stack, running
+from sriov.devtools.launcher import Stack, running
 
 T = TypeVar("T")
 SRIOVCTL = str(Path(sys.executable).parent / "sriovctl")

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sriov.cli.stack import GUIDE_HOST_ID, Stack
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
+from sriov.devtools.launcher import GUIDE_HOST_ID, Stack
 
 SRIOVCTL = str(Path(sys.executable).parent / "sriovctl")
 CX5 = "ConnectX-5 Virtual Function"  # its PF goes down

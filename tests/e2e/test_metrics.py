@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sriov.cli.stack import GUIDE_HOST_ID, Stack
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
 from sriov.common.errors import SriovError
+from sriov.devtools.launcher import GUIDE_HOST_ID, Stack
 
 I350 = "I350 Ethernet Controller Virtual Function"
 CX5 = "ConnectX-5 Virtual Function"

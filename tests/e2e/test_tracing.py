@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from sriov.cli.stack import GUIDE_HOST_ID, Stack
 from sriov.common import subjects
-from sriov.common.testing.otlp import OtlpReceiver, Span, ancestors, by_id
+from sriov.devtools.launcher import GUIDE_HOST_ID, Stack
+from sriov.devtools.otlp import OtlpReceiver, Span, ancestors, by_id
 
 I350 = "I350 Ethernet Controller Virtual Function"
 GUEST = "trace-guest"

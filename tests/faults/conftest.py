@@ -18,8 +18,8 @@ from fleet import Fleet, running_fleet
 from workload import FIGURES
 
 from sriov.common.bus import Bus
-from sriov.common.embedded import PostgresServer
-from sriov.common.testing.servers import NatsCluster, start_nats_cluster
+from sriov.devtools.cluster import NatsCluster, start_nats_cluster
+from sriov.devtools.embedded import PostgresServer
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ from workload import (
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
-from sriov.common.embedded import PostgresServer
-from sriov.common.testing.servers import NatsCluster
+from sriov.devtools.cluster import NatsCluster
+from sriov.devtools.embedded import PostgresServer
 from sriov.inventory import ingest
 from sriov.inventory.testing import Hostd, fleet_host
 
@@ -246,11 +246,11 @@ async def test_nats_node_killed_while_hostd_reports_a_change(
 
 async def test_hostd_restarted_with_a_change_while_down(fleet: Fleet, client: Bus) -> None:
     async def fault() -> None:  # hostd dies; the PF's carrier drops while nobody watches
-        await asyncio.to_thread(fleet.kill, "hostd")
+        await asyncio.to_thread(fleet.kill, "hostd-1")
         await asyncio.to_thread(fleet.set_link, "eth2", False)
 
     async def heal() -> None:
-        fleet.restart("hostd")
+        fleet.restart("hostd-1")
 
     try:
         await survive(

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "faults"))
 from fleet import Fleet, running_fleet
 
 from sriov.common.bus import Bus
-from sriov.common.embedded import NatsServer, PostgresServer
+from sriov.devtools.embedded import NatsServer, PostgresServer
 
 
 @pytest.fixture(scope="module")

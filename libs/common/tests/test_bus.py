@@ -148,8 +148,8 @@ async def test_last_values_replays_current_state_only(bus: Bus) -> None:
 
 
 async def test_connect_error_names_the_server_and_hides_password() -> None:
-    from sriov.common.embedded import free_port
     from sriov.common.errors import BusError
+    from sriov.devtools.embedded import free_port
 
     port = free_port()
     with pytest.raises(BusError) as err:
@@ -165,8 +165,8 @@ async def test_connect_error_names_the_server_and_hides_password() -> None:
 async def test_wrong_password_fails_fast_and_clearly(tmp_path: Any) -> None:
     import time
 
-    from sriov.common.embedded import NatsServer
     from sriov.common.errors import BusError
+    from sriov.devtools.embedded import NatsServer
 
     conf = 'authorization { user: "ops", password: "right-one" }\n'
     with NatsServer(store_dir=tmp_path / "n", config_text=conf) as server:

@@ -8,8 +8,8 @@ import pytest
 
 from sriov.common import database
 from sriov.common.database import Conn
-from sriov.common.embedded import free_port
 from sriov.common.errors import ConfigError, Unavailable
+from sriov.devtools.embedded import free_port
 
 
 async def test_prepare_runs_once_before_the_pool_is_handed_out(database_url: str) -> None:

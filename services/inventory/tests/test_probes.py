@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from sriov.common.embedded import NatsServer, free_port
+from sriov.devtools.embedded import NatsServer, free_port
 from sriov.inventory import testing as t
 
 

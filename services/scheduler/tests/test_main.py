@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 
-from sriov.common.embedded import free_port
+from sriov.devtools.embedded import free_port
 
 
 async def scheduler(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

@@ -257,7 +257,7 @@ def template_of(subject: str) -> str:
     return ".".join(parts)
 
 
-# --- NATS system subjects, for per-identity permissions (see sriov.common.nats_auth) --------
+# --- NATS system subjects, for per-identity permissions (see sriov.cli.nats_auth) --------
 SRV_PREFIX = "$SRV"
 SRV_VERBS = ("PING", "INFO", "STATS")
 JS_API_PREFIX = "$JS.API"

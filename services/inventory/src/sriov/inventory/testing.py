@@ -343,19 +343,3 @@ async def host_status(bus: Bus, host_id: str) -> str | None:
         return (await get_host(bus, host_id)).status
     except NotFound:
         return None
-
-
-@contextlib.contextmanager
-def local_servers(base: Path, durable: bool = True) -> Iterator[tuple[str, str]]:
-    """A nats-server and a PostgreSQL under ``base`` (for benchmarks): (NATS URL, DSN)."""
-    from sriov.common.embedded import NatsServer, PostgresServer
-
-    nats = NatsServer(store_dir=base / "nats").start()
-    try:
-        pg = PostgresServer(data_dir=base / "pg", durable=durable).start()
-        try:
-            yield nats.url, pg.dsn
-        finally:
-            pg.stop()
-    finally:
-        nats.stop()

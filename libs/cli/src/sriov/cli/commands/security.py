@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
+from sriov.cli import nats_auth as na
 from sriov.cli.output import Report, Table, command, fail
-from sriov.common import nats_auth as na
 from sriov.common.errors import SriovError
 
 

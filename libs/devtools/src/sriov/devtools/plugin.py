@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from sriov.common.bus import Bus
-from sriov.common.embedded import NatsServer, PostgresServer
-from sriov.common.testing.servers import NatsCluster, start_nats_cluster
+from sriov.devtools.cluster import NatsCluster, start_nats_cluster
+from sriov.devtools.embedded import NatsServer, PostgresServer
 
 _db_counter = itertools.count()
 
