@@ -260,12 +260,16 @@ async def replica(
     name: str = "r1",
     meter: Meter | None = None,
 ) -> AsyncIterator[Replica]:
-    """An in-process inventory replica with its own NATS connection and pool."""
+    """An in-process inventory replica with its own NATS connection and pool.
+
+    Without ``settings``, hosts never time out: a test's fake hostd sends no heartbeats, and
+    a slow test (sriovctl processes on a loaded machine) would otherwise see its host go
+    offline after the default 15 s. Liveness tests pass their own ``heartbeat_timeout``."""
     bus = await Bus.connect(nats_url, name=f"inventory-{name}", source=f"sriov/inventory/{name}")
     await bus.ensure_streams()
     pool = await open_pool(database_url, min_size=2, max_size=8)
     svc = await ServiceHost.start(bus, "sriov-inventory", "0.1.0", "test replica", {})
-    rep = Replica(pool, bus, settings, meter)
+    rep = Replica(pool, bus, settings or InventorySettings(heartbeat_timeout=86400), meter)
     await rep.register(svc)
     stop = asyncio.Event()
     task = asyncio.create_task(rep.run(stop))
