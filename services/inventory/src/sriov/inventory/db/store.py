@@ -21,7 +21,12 @@ from sriov.inventory.db import outbox
 from sriov.inventory.db.conn import Conn
 from sriov.inventory.model import HOST_COLUMNS, Changes, DeviceRec, HostRow, HostView, PfRec
 
-DEVICE_FIELDS: tuple[str, ...] = tuple(f for f in m.Device.__struct_fields__)
+LIFECYCLE_FIELDS = ("capabilities", "lifecycle", "actual")
+"""Device fields of the VF lifecycle, not stored yet (they are last in Device, so the stored
+fields keep their positions in ``astuple``)."""
+DEVICE_FIELDS: tuple[str, ...] = tuple(
+    f for f in m.Device.__struct_fields__ if f not in LIFECYCLE_FIELDS
+)
 ROW_FIELDS = ("vf_link_state", "removed", "guest_seq", "generation", "seq", "revision")
 DEVICE_COLUMNS = DEVICE_FIELDS + ROW_FIELDS
 _PG_TYPES = {
