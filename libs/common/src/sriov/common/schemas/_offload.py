@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import msgspec
 
 from sriov.common.schemas._base import Message, Model, utcnow
 from sriov.common.schemas._host import Finding
+from sriov.common.schemas._limits import Timestamp
 
 
 class OffloadGetRequest(Message, kw_only=True, tag="offload.get.v1"):
@@ -45,13 +44,13 @@ class OffloadStatus(Message, kw_only=True, tag="offload.status.v1"):
 class OffloadConfigChanged(Message, kw_only=True, tag="offload.config.changed.v1"):
     host_id: str
     status: OffloadStatus
-    ts: dt.datetime = msgspec.field(default_factory=utcnow)
+    ts: Timestamp = msgspec.field(default_factory=utcnow)
 
 
 class OffloadChecks(Message, kw_only=True, tag="offload.checks.v1"):
     host_id: str
     findings: list[Finding]
-    ts: dt.datetime = msgspec.field(default_factory=utcnow)
+    ts: Timestamp = msgspec.field(default_factory=utcnow)
 
 
 class AuditRequest(Message, kw_only=True, tag="offload.audit.request.v1"):
@@ -102,7 +101,7 @@ class Audit(Message, kw_only=True, tag="offload.audit.v1"):
     per_port: list[PortCounters] = msgspec.field(default_factory=list)
     top_not_offloaded: list[FlowSummary] = msgspec.field(default_factory=list)
     findings: list[Finding] = msgspec.field(default_factory=list)
-    ts: dt.datetime = msgspec.field(default_factory=utcnow)
+    ts: Timestamp = msgspec.field(default_factory=utcnow)
     per_pf: list[PortCounters] = msgspec.field(default_factory=list)
     """Counters summed per offload PF (a bond counts as one), over the PF and its
     representors."""
