@@ -85,6 +85,8 @@ class PortCounters(Model, kw_only=True):
     offloaded_bytes: int = 0
     partial_bytes: int = 0
     packets: int = 0
+    unknown: int = 0
+    """Flows whose dump does not say whether they are offloaded (taken without ``-m``)."""
 
 
 class Audit(Message, kw_only=True, tag="offload.audit.v1"):
@@ -97,7 +99,7 @@ class Audit(Message, kw_only=True, tag="offload.audit.v1"):
     bytes: int
     offloaded_bytes: int
     ratio: float
-    """Offloaded flows / all flows (0 when there are none)."""
+    """Offloaded flows / flows whose status is known (0 when there are none)."""
     per_port: list[PortCounters] = msgspec.field(default_factory=list)
     top_not_offloaded: list[FlowSummary] = msgspec.field(default_factory=list)
     findings: list[Finding] = msgspec.field(default_factory=list)
@@ -111,6 +113,9 @@ class Audit(Message, kw_only=True, tag="offload.audit.v1"):
     unparsed_lines: int = 0
     """dump-flows lines the parser could not read (a finding names them)."""
     duration_ms: float = 0.0
+    unknown: int = 0
+    """Flows whose status the dump does not say (taken without ``-m``): neither offloaded
+    nor in software, so never counted as "not offloaded"."""
 
 
 OffloadEventT = OffloadConfigChanged | OffloadChecks | Audit
