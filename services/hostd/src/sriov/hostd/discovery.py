@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sriov.common import schemas as m
@@ -300,3 +301,44 @@ def _check_config(ctx: _Ctx, addr: str, dev: str) -> None:
         ctx.error(addr, f"config space unreadable: {exc.message}", path)
     except configspace.ConfigSpaceError as exc:
         ctx.error(addr, f"config space of {addr} is unusable: {exc}", path)
+
+
+def snapshot(host_id: str, hostname: str, found: Discovery) -> m.HostSnapshot:
+    """What hostd would publish for ``found`` (generation and seq 0: nothing was sent)."""
+    return m.HostSnapshot(
+        host_id=host_id, generation=0, seq=0, hostname=hostname,
+        pfs=found.pfs, vfs=found.vfs, errors=found.errors,
+    )  # fmt: skip
+
+
+_PF_HEAD = ("PF", "IFNAME", "MODEL", "DRIVER", "NUMA", "VFS", "LINK", "ROLE")
+_VF_HEAD = ("VF", "PF", "INDEX", "MODEL", "DRIVER", "IFNAME", "MAC", "IOMMU")
+
+
+def render(snap: m.HostSnapshot) -> str:
+    """``sriov-hostd discover``'s tables: the host id, PFs, VFs and what could not be read."""
+    pfs = [_PF_HEAD, *(
+        (p.pci_address, p.ifname or "-", p.model or f"{p.vendor_id}:{p.device_id}",
+         p.driver or "-", str(p.numa_node), f"{p.num_vfs}/{p.total_vfs}", p.link_state,
+         ",".join(r for r, on in (("sriov", p.sriov), ("offload", p.offload),
+                                  ("management", p.management)) if on) or "-")
+        for p in snap.pfs
+    )]  # fmt: skip
+    vfs = [_VF_HEAD, *(
+        (v.pci_address, v.pf_pci_address, str(v.vf_index), v.model, v.driver or "-",
+         v.ifname or "-", v.mac or "-", "-" if v.iommu_group is None else str(v.iommu_group))
+        for v in snap.vfs
+    )]  # fmt: skip
+    errs = [
+        ("DEVICE", "PATH", "ERROR"),
+        *((e.pci_address or e.ifname or "-", e.path or "-", e.message) for e in snap.errors),
+    ]
+    out = [f"host_id {snap.host_id}" + (f" ({snap.hostname})" if snap.hostname else "")]
+    for title, rows in (("PFs", pfs), ("VFs", vfs), ("errors", errs)):
+        out += ["", f"{title}: {len(rows) - 1}"] + (_table(rows) if len(rows) > 1 else [])
+    return "\n".join(out)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

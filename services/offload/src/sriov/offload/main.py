@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
 
@@ -34,6 +35,7 @@ from sriov.offload.settings import OffloadSettings
 from sriov.offload.topology import NicChecker
 from sriov.offload.vswitchd import Vswitchd
 
+log = logging.getLogger(__name__)
 NAME = "sriov-offload"
 DESCRIPTION = "OVS hw-offload control and audit"
 
@@ -107,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     async def run() -> None:
         settings = from_args(OffloadSettings, parser().parse_args(argv))
+        log.info("host_id %s", settings.host_id)  # what sriovctl nats-config needs
         await runtime.serve(
             NAME, DESCRIPTION, settings, body, metadata={"host_id": settings.host_id}
         )
