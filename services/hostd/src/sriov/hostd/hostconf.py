@@ -113,6 +113,9 @@ class HostConf(BusSettings, kw_only=True):
     cmdline_file: str = "/proc/cmdline"
     kmsg_file: str | None = None
     """Kernel log as text (default: read /dev/kmsg)."""
+    cpuinfo_file: str = "/proc/cpuinfo"
+    """CPU vendor, the doctor's last hint for which IOMMU flag to suggest (a copied or
+    simulated host has its own)."""
     # timing
     heartbeat_interval_s: float = 10.0
     resync_interval_s: float = 300.0

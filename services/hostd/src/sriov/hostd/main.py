@@ -35,6 +35,7 @@ def _add_host_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--netns", help="network namespace holding the PF/VF netdevs")
     p.add_argument("--cmdline-file", help="kernel cmdline (default /proc/cmdline)")
     p.add_argument("--kmsg-file", help="kernel log as text (default: /dev/kmsg)")
+    p.add_argument("--cpuinfo-file", help="CPU information (default: /proc/cpuinfo)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +94,7 @@ def _options(args: argparse.Namespace) -> tuple[object, object, dict[str, Any]]:
         netns=args.netns,
         cmdline_file=args.cmdline_file,
         kmsg_file=args.kmsg_file,
+        cpuinfo_file=args.cpuinfo_file,
     )
     return conf, opts, bus_keys
 
@@ -151,8 +153,11 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     cmdline = root.parent / "cmdline"
     kmsg = root.parent / "kmsg.log"
+    cpuinfo = root.parent / "cpuinfo"
     cmdline.write_text((spec.cmdline or spec.default_cmdline()) + "\n")
     kmsg.write_text("\n".join(spec.kernel_log or spec.default_kernel_log()) + "\n")
+    vendor = "AuthenticAMD" if spec.iommu == "amd" else "GenuineIntel"
+    cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\n")
     if args.netns:
         count = netdevs.create(state.netdevs, args.netns)
         print(f"created {count} veth netdevs in namespace {args.netns}")
@@ -161,6 +166,7 @@ def _simulate(args: argparse.Namespace) -> int:
             "sysfs_root": str(root.resolve()),
             "cmdline_file": str(cmdline.resolve()),
             "kmsg_file": str(kmsg.resolve()),
+            "cpuinfo_file": str(cpuinfo.resolve()),
         }
         if args.netns:
             extra["netns"] = args.netns
