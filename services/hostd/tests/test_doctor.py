@@ -163,9 +163,32 @@ def test_no_sriov_capability(tmp_path: Path, ids: PciIds) -> None:
     cap = only(findings, "sriov.capability")
     assert cap.severity == "error"
     assert "Capabilities: [180]" not in cap.evidence and "[150] Alternative" in cap.evidence
-    assert cap.fix == "enable SR-IOV in the BIOS and in firmware (mlxconfig set SRIOV_EN=1)"
-    assert only(findings, "sriov.totalvfs").evidence.endswith("sriov_totalvfs is missing")
-    assert only(findings, "sysfs.device").severity == "error"
+    assert cap.message.startswith("p0 (0000:0a:00.0, ") and "no SR-IOV capability" in cap.message
+    assert cap.fix.startswith("take p0 out of sriov_nics in host.conf")
+    assert "mlxconfig" in cap.fix and "BIOS" not in cap.fix  # ConnectX: off in firmware
+    # one finding, not three: no sriov.totalvfs, no sysfs.device repeating it
+    assert problems(findings) == [("error", "sriov.capability")]
+
+
+def test_a_nic_without_sr_iov_gets_one_finding_without_bios_advice(
+    tmp_path: Path, ids: PciIds
+) -> None:
+    host = make_host(tmp_path, one_card("I350", sriov=False))
+    findings = diagnose(host, ids)
+    assert problems(findings) == [("error", "sriov.capability")]
+    cap = only(findings, "sriov.capability")
+    assert cap.fix == "take p0 out of sriov_nics in host.conf"
+
+
+def test_unreadable_numvfs_is_unknown_not_zero(tmp_path: Path, ids: PciIds) -> None:
+    host = make_host(tmp_path, one_card("ConnectX-5", ports=[PortSpec(ifname="p0", num_vfs=2)]))
+    numvfs = host.root / "bus/pci/devices/0000:0a:00.0/sriov_numvfs"
+    numvfs.write_text("garbage\n")
+    findings = diagnose(host, ids)
+    f = only(findings, "sriov.numvfs")
+    assert f.severity == "warning" and "unknown" in f.message and "no VFs" not in f.message
+    assert "garbage" in f.evidence
+    assert [c for c in problems(findings) if c[1] == "sysfs.device"] == []  # said once
 
 
 def test_config_space_only_header_readable(tmp_path: Path, ids: PciIds) -> None:

@@ -94,7 +94,9 @@ def _discover_pf(
         return
     net_dir = os.path.realpath(link)  # links below are relative to the real directory
     if not os.path.isdir(net_dir):
-        ctx.error("", f"{link} points to {net_dir}, which does not exist", link, ifname)
+        ctx.error(
+            "", f"{link} is a dangling link: its target {net_dir} does not exist", link, ifname
+        )
         return
     try:
         dev = s.link_target(os.path.join(net_dir, "device"))
@@ -198,7 +200,7 @@ def _read_vf(ctx: _Ctx, pf: m.PF, index: int, link: str, dev: str) -> m.VF | Non
     addr = os.path.basename(raw)
     vf_dir = os.path.normpath(os.path.join(dev, raw))
     if not os.path.isdir(vf_dir):
-        ctx.error(addr, f"{link} points to {raw}, which does not exist", link)
+        ctx.error(addr, f"{link} is a dangling link: its target {vf_dir} does not exist", link)
         return None
     return _discover_vf(ctx, pf, index, addr, vf_dir)
 

@@ -22,8 +22,15 @@ _MMIO = "not enough MMIO resources for SR-IOV"
 _HCA = "ENABLE_HCA(0x104) timeout"
 
 
+#: A PF's own checks (``device_checks.pf``) report these files once, with the fix.
+_PF_OWN = ("/sriov_totalvfs", "/sriov_numvfs")
+
+
 def hostconf(inp: DoctorInputs, out: Out) -> None:
+    pfs = {p.pci_address for p in inp.found.pfs}
     for err in inp.found.errors:
+        if err.pci_address in pfs and err.path.endswith(_PF_OWN):
+            continue
         if not err.pci_address and err.ifname:
             out.add(
                 "hostconf.nic",
