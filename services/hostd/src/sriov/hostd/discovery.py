@@ -22,6 +22,9 @@ from sriov.hostd.pciids import PciIds
 from sriov.hostd.sysfs import ARPHRD_ETHER, ARPHRD_INFINIBAND, Sysfs, link_state
 
 _VIRTFN = re.compile(r"^virtfn(\d+)$")
+CONVENTIONAL_PCI = 256
+"""Config space size of a conventional (not PCIe) function: no extended capabilities."""
+_PCI_ADDR = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
 @dataclass
@@ -106,6 +109,15 @@ def _discover_pf(
     if dev is None:
         ctx.error("", f"{ifname} is not a PCI device (no {net_dir}/device link)", net_dir, ifname)
         return
+    pci = pci_function(s, dev)
+    if pci is None:
+        bus = _optional(ctx, "", lambda: s.link_name(os.path.join(dev, "subsystem")), None)
+        ctx.error(
+            "", f"{ifname} is not a PCI device: its device {dev} is on the {bus or 'unknown'} "
+            "bus, and no PCI function is above it", dev, ifname,
+        )  # fmt: skip
+        return
+    dev = pci
     addr = os.path.basename(dev)
     try:
         vendor = s.read_hex_id(os.path.join(dev, "vendor"))
@@ -158,6 +170,18 @@ def _discover_pf(
             ctx.out.management[addr] = reason
     ctx.out.pfs.append(pf)
     _discover_vfs(ctx, pf, dev)
+
+
+def pci_function(s: Sysfs, dev: str) -> str | None:
+    """The PCI function a netdev's device is or sits below: a virtio-net device
+    (``.../0000:00:03.0/virtio2``) is a child of its PCI function. None when no PCI function
+    is above it (a virtual, USB or platform device)."""
+    stop = s.path("devices")
+    while dev.startswith(stop + os.sep):
+        if _PCI_ADDR.match(os.path.basename(dev)):
+            return dev
+        dev = os.path.dirname(dev)
+    return None
 
 
 def _discover_vfs(ctx: _Ctx, pf: m.PF, dev: str) -> None:
@@ -292,7 +316,9 @@ def _check_config(ctx: _Ctx, addr: str, dev: str) -> None:
     try:
         data = ctx.sysfs.read_bytes(path)
         space = configspace.parse(data)
-        if not space.extended_readable:
+        # 256 bytes is a conventional PCI function's whole config space (no SR-IOV possible,
+        # which the doctor says); only fewer means the kernel hid the rest from a non-root
+        if not space.extended_readable and len(data) != CONVENTIONAL_PCI:
             ctx.error(
                 addr,
                 f"config space of {addr} reads only {len(data)} bytes: extended "

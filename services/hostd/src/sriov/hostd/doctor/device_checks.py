@@ -9,6 +9,7 @@ import os
 from sriov.common import schemas as m
 from sriov.common.errors import SysfsError
 from sriov.hostd import configspace
+from sriov.hostd.discovery import CONVENTIONAL_PCI
 from sriov.hostd.doctor._core import GRUB, DoctorInputs, Out
 
 MLX_OFFLOAD_MAX = 0x101F  # ConnectX-6 Lx: the newest of "CX6 and below"
@@ -62,7 +63,8 @@ def pf(inp: DoctorInputs, out: Out, pf: m.PF) -> None:
         )
     # SR-IOV capability, as lspci -v shows it
     try:
-        space = configspace.parse(inp.sysfs.read_bytes(os.path.join(dev, "config")))
+        raw = inp.sysfs.read_bytes(os.path.join(dev, "config"))
+        space = configspace.parse(raw)
     except (SysfsError, configspace.ConfigSpaceError) as exc:
         out.add(
             "sriov.capability",
@@ -75,6 +77,17 @@ def pf(inp: DoctorInputs, out: Out, pf: m.PF) -> None:
         space = None
     if space is not None:
         evidence = "\n".join(space.lspci())
+        if len(raw) == CONVENTIONAL_PCI:  # no extended config space: SR-IOV cannot be there
+            out.add(
+                "sriov.capability",
+                "error",
+                f"{name} is a conventional PCI function (256-byte config space, no extended "
+                "capabilities): it has no SR-IOV capability and cannot have VFs",
+                device=pf.pci_address,
+                evidence=evidence,
+                fix=_no_sriov_fix(pf),
+            )
+            return
         if not space.extended_readable:
             out.add(
                 "sriov.capability",
