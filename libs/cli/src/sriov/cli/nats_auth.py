@@ -219,7 +219,9 @@ def host_identity(host_id: str) -> Identity:
     for d in DURABLES:
         if d.actor in HOST_ACTORS:
             publish += _own_durable(d, host_id=hid)
-    publish += [subj.js_api("INFO"), *_stream_info(cat.streams_of(*HOST_ACTORS))]
+            publish.append(subj.dead_letter(hostd_desired_durable(hid)).subject)
+    read = [*cat.streams_of(*HOST_ACTORS), subj.STREAM_DEAD_LETTER]
+    publish += [subj.js_api("INFO"), *_stream_info(read)]
     subscribe = [
         subj.wildcard(e.template, host_id=hid) for e in cat.ENDPOINTS if e.service in HOST_ACTORS
     ]

@@ -22,9 +22,10 @@ from typing import Annotated, Any, Self
 import msgspec
 
 from sriov.common import catalog, probes, telemetry
-from sriov.common.bus import STREAMS, Bus, ServiceHost
+from sriov.common.bus import STREAMS, Bus, ServiceHost, StreamSpec
 from sriov.common.config import Settings, option, setting_error
 from sriov.common.errors import BusError, ConfigError, SriovError
+from sriov.common.subjects import STREAM_DEAD_LETTER
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -190,9 +191,7 @@ async def serve(
                 # Publishing still works if someone else provisioned the streams.
                 log.warning("streams not provisioned by this identity: %s", exc)
         if ensure_streams:  # a tampered or missing stream stops the start, naming it
-            used = catalog.streams_of(name.removeprefix("sriov-"))
-            specs = [s for s in STREAMS if s.name in used]
-            await bus.verify_streams(specs, replicas=settings.stream_replicas)
+            await bus.verify_streams(streams_to_verify(name), replicas=settings.stream_replicas)
         meta = {"instance": settings.instance_id, **(metadata or {})}
         if tele.metrics_port:
             meta["metrics_port"] = str(tele.metrics_port)
@@ -219,6 +218,16 @@ async def serve(
                 log.warning("%s did not stop within 10s; leaving it", task.get_name())
     if ctx.crashed:
         raise ServiceFailed(f"{name} stopped because {', '.join(ctx.crashed)} crashed")
+
+
+def streams_to_verify(name: str) -> list[StreamSpec]:
+    """The streams a service (``sriov-inventory``...) uses, and the dead-letter stream when it
+    consumes any (its durables copy what they give up on there)."""
+    actor = name.removeprefix("sriov-")
+    used = catalog.streams_of(actor)
+    if any(actor in c.subscribers and c.stream for c in catalog.CHANNELS):
+        used.append(STREAM_DEAD_LETTER)
+    return [spec for spec in STREAMS if spec.name in used]
 
 
 @dataclass
