@@ -37,6 +37,14 @@ class SecuredNats:
     def seed(self, user: str) -> str:
         return self.env(user)["SRIOV_NATS_NKEY_SEED"]
 
+    async def provision(self) -> None:
+        """The deploy job's step: the stream admin provisions; services only verify."""
+        admin = await self.connect("sriov-stream-admin")
+        try:
+            await admin.ensure_streams()
+        finally:
+            await admin.close()
+
     async def connect(self, user: str) -> Bus:
         """Connect exactly as a daemon with that identity's environment file would."""
         env = self.env(user)

@@ -50,11 +50,7 @@ async def settle(*buses: Bus) -> None:
 
 
 async def provision(sn: Any) -> None:
-    admin = await sn.connect("sriov-stream-admin")
-    try:
-        await admin.ensure_streams()
-    finally:
-        await admin.close()
+    await sn.provision()
 
 
 async def test_host_publishes_and_jetstream_publishes_its_own_events(sn: Any) -> None:

@@ -52,11 +52,7 @@ async def test_a_running_service_logs_no_password(
 ) -> None:
     """A service started from its generated environment logs its life, never its secret."""
     password = secured_nats.seed("sriov-inventory")
-    admin = await secured_nats.connect("sriov-stream-admin")
-    try:
-        await admin.ensure_streams()  # the service itself only verifies them
-    finally:
-        await admin.close()
+    await secured_nats.provision()  # the service itself only verifies the streams
     env = {**secured_nats.env("sriov-inventory"), "SRIOV_NATS_URL": secured_nats.url}
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -28,18 +28,9 @@ BIN = Path(sys.executable).parent
 SERVICES = ("sriov-inventory", "sriov-scheduler")
 
 
-async def _provision(secured_nats: Any) -> None:
-    """The deploy job's step: the stream admin provisions, the services only verify."""
-    admin = await secured_nats.connect("sriov-stream-admin")
-    try:
-        await admin.ensure_streams()
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 def services(secured_nats: Any, database_url: str, tmp_path: Path) -> Iterator[list[Path]]:
-    asyncio.run(_provision(secured_nats))
+    asyncio.run(secured_nats.provision())
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SRIOV_", "OTEL_"))}
     try:
