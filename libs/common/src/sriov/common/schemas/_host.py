@@ -223,6 +223,9 @@ class SetNumVfsRequest(Message, kw_only=True, tag="hostcmd.set-numvfs.v1"):
     pf: str
     """PF netdev name or PCI address."""
     num_vfs: int
+    force: bool = False
+    """Change the VF count even though guests hold VFs of the PF (their reservations end
+    with ``lost``); without it hostd refuses and names the guests."""
 
 
 class DoctorRequest(Message, kw_only=True, tag="hostcmd.doctor.v1"):
