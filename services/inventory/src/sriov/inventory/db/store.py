@@ -22,12 +22,7 @@ from sriov.inventory.db import outbox
 from sriov.inventory.db.conn import Conn
 from sriov.inventory.model import HOST_COLUMNS, Changes, DeviceRec, HostRow, HostView, PfRec
 
-LIFECYCLE_FIELDS = ("capabilities", "lifecycle", "actual")
-"""Device fields of the VF lifecycle, not stored yet (they are last in Device, so the stored
-fields keep their positions in ``astuple``)."""
-DEVICE_FIELDS: tuple[str, ...] = tuple(
-    f for f in m.Device.__struct_fields__ if f not in LIFECYCLE_FIELDS
-)
+DEVICE_FIELDS: tuple[str, ...] = tuple(f for f in m.Device.__struct_fields__)
 ROW_FIELDS = ("vf_link_state", "removed", "guest_seq", "generation", "seq", "revision")
 LIFE_FIELDS = ("hold_seq", "end_seq", "ready_seq", "outcome", "outcome_revision")
 DEVICE_COLUMNS = DEVICE_FIELDS + ROW_FIELDS + LIFE_FIELDS
