@@ -45,7 +45,7 @@ READS: dict[tuple[str, str], tuple[type[msgspec.Struct], ...]] = {
     ("release", "a"): (v.ReleaseArgs,),
     ("confirm", "a"): (v.ConfirmArgs,),
     ("confirm", "v_reply"): (Outcome,),  # made by SQL, decoded by Python as an Outcome
-    ("emit", "a"): (*OPS, v.Context),  # from the operations; expire, apply_state, vf_applied: Context
+    ("emit", "a"): (*OPS, v.Context),  # the operations; expire, apply_state, vf_applied: Context
     ("begin_request", "a"): OPS,
     ("finish_request", "a"): OPS,
     **{
