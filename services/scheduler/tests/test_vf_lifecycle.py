@@ -122,11 +122,7 @@ async def test_place_publishes_desired_state_and_ready_follows_hostd(
 async def test_a_released_vf_is_offered_again_only_once_hostd_reports_it_clean(
     fleet, sync, client, bus
 ) -> None:
-    fleet.add_host("h1", [PfSpec(PF_A, count=1, capabilities=FULL)])
-    await sync()
-    hostd = FakeHostd(bus, "h1")
-    vf = (await client.place("g1", NET)).assignments[0]
-    assigned = await hostd.wait(vf.pci_address, "assigned")
+    hostd, vf, assigned = await one_vf_placed(fleet, sync, client, bus)
     await hostd.report(assigned, "ready")
     await client.release("g1")
     clean = await hostd.wait(vf.pci_address, "clean", after=assigned.revision)
@@ -146,11 +142,7 @@ async def test_a_released_vf_is_offered_again_only_once_hostd_reports_it_clean(
 
 
 async def test_a_vf_the_host_cannot_prepare_ends_its_reservation(fleet, sync, client, bus) -> None:
-    fleet.add_host("h1", [PfSpec(PF_A, count=1, capabilities=FULL)])
-    await sync()
-    hostd = FakeHostd(bus, "h1")
-    vf = (await client.place("g1", NET + ";vlan=7")).assignments[0]
-    assigned = await hostd.wait(vf.pci_address, "assigned")
+    hostd, vf, assigned = await one_vf_placed(fleet, sync, client, bus, NET + ";vlan=7")
     await hostd.report(assigned, "failed", error="RTNETLINK answers: Operation not supported")
     events = await wait_events(bus, 2, "g1")
     failed = events[-1]
@@ -165,11 +157,7 @@ async def test_a_vf_the_host_cannot_prepare_ends_its_reservation(fleet, sync, cl
 async def test_a_quarantined_vf_is_never_placed_until_reset_and_clean(
     fleet, sync, client, bus
 ) -> None:
-    fleet.add_host("h1", [PfSpec(PF_A, count=1, capabilities=FULL)])
-    await sync()
-    hostd = FakeHostd(bus, "h1")
-    vf = (await client.place("g1", NET)).assignments[0]
-    assigned = await hostd.wait(vf.pci_address, "assigned")
+    hostd, vf, assigned = await one_vf_placed(fleet, sync, client, bus)
     reset = m.VfResetRequest(request_id="reset-1", host_id="h1", pci_address=vf.pci_address)
     with pytest.raises(Conflict) as err:  # only a quarantined VF is reset
         await call(bus, "vf-reset", reset, m.VfResetReply)
@@ -248,3 +236,14 @@ def _eventually(timeout: float = 10) -> asyncio.Timeout:
 
 async def _sleep(seconds: float = 0.05) -> None:
     await asyncio.sleep(seconds)
+
+
+async def one_vf_placed(
+    fleet: Any, sync: Any, client: Any, bus: Any, desc: str = NET
+) -> tuple[FakeHostd, m.Assignment, m.VfDesired]:
+    """A host with one managed VF, placed for g1: its hostd, the VF, its desired state."""
+    fleet.add_host("h1", [PfSpec(PF_A, count=1, capabilities=FULL)])
+    await sync()
+    hostd = FakeHostd(bus, "h1")
+    vf = (await client.place("g1", desc)).assignments[0]
+    return hostd, vf, await hostd.wait(vf.pci_address, "assigned")
