@@ -335,7 +335,8 @@ class Bus:
         to the dead-letter stream and terminated; unknown message types are logged and acked.
         ``batch_handler``, when given, receives every decodable message of a fetched batch at
         once (for bulk database writes); a failure then falls back to one-by-one handling so
-        a poison message cannot hold the batch.
+        a poison message cannot hold the batch. ``spec.replay_last`` starts a fresh durable at
+        the last message of each subject (current desired state), then follows.
         """
         await consumer.consume(
             self._js,

@@ -53,6 +53,10 @@ class ConsumerSpec:
     batch: int = 100
     deliver_all: bool = True
     backoff_s: Sequence[float] = (0.2, 1, 5)
+    replay_last: bool = False
+    """Start afresh from the last message of each subject (a last-value stream's current
+    state), then follow: an existing durable of this name is deleted first, so a restarted
+    process replays current state instead of resuming where it acknowledged."""
 
 
 @dataclass
@@ -87,10 +91,13 @@ async def consume(
         ack_wait=spec.ack_wait_s,
         max_deliver=spec.max_deliver + 1,  # our own dead-letter happens at max_deliver
         max_ack_pending=spec.max_ack_pending,
-        deliver_policy=DeliverPolicy.ALL if spec.deliver_all else DeliverPolicy.NEW,
+        deliver_policy=_deliver_policy(spec),
         filter_subjects=spec.filter_subjects if len(spec.filter_subjects) > 1 else None,
         filter_subject=spec.filter_subjects[0] if len(spec.filter_subjects) == 1 else None,
     )
+    if spec.replay_last:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(spec.stream, spec.durable)
     psub = await _pull_subscribe(js, spec, cfg)
     sem = asyncio.Semaphore(spec.concurrency)
     tasks: set[asyncio.Task[None]] = set()
@@ -119,6 +126,8 @@ async def consume(
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        for task in tasks:  # cancelled: handlers in flight stop too (unacked: redelivered)
+            task.cancel()
         with contextlib.suppress(Exception):
             await psub.unsubscribe()
 
@@ -225,6 +234,12 @@ async def _dead_letter(
             await m.nak(delay=5)
         return
     await m.term()
+
+
+def _deliver_policy(spec: ConsumerSpec) -> DeliverPolicy:
+    if spec.replay_last:
+        return DeliverPolicy.LAST_PER_SUBJECT
+    return DeliverPolicy.ALL if spec.deliver_all else DeliverPolicy.NEW
 
 
 def _delivery(m: Msg) -> Delivery:

@@ -224,8 +224,8 @@ class SetNumVfsRequest(Message, kw_only=True, tag="hostcmd.set-numvfs.v1"):
     """PF netdev name or PCI address."""
     num_vfs: int
     force: bool = False
-    """Change the VF count even though guests hold VFs of the PF (their reservations end
-    with ``lost``); without it hostd refuses and names the guests."""
+    """Change the count even though guests hold VFs of this PF (their VFs are destroyed; the
+    scheduler ends those reservations with ``lost`` events). Without it a held PF is refused."""
 
 
 class DoctorRequest(Message, kw_only=True, tag="hostcmd.doctor.v1"):
