@@ -289,3 +289,36 @@ async def test_several_micro_instances_on_one_connection_all_answer_discovery(sn
         await scheduler.close()
         await ops.close()
     assert "Violation" not in sn.log.read_text()
+
+
+async def test_hostd_replays_its_own_desired_state_and_never_another_hosts(sn: Any) -> None:
+    """The scheduler publishes desired state for two hosts; host A's identity runs hostd's own
+    consumer (deleted and created again at every start, so current state is replayed) and gets
+    only its own VF, both times."""
+    from sriov.hostd.lifecycle import desired_consumer
+
+    await provision(sn)
+    scheduler = await sn.connect("sriov-scheduler")
+    host_a = await sn.connect(na.host_identity(A).user)
+    try:
+        for host, rev in ((A, 7), (B, 8)):
+            desired = m.VfDesired(
+                host_id=host, pci_address="0000:3b:00.2", device_id=m.device_id(host, "x"),
+                revision=rev, state="clean",
+            )  # fmt: skip
+            assert await scheduler.js_publish(s.desired_vf(host, "0000:3b:00.2"), desired)
+        for _start in range(2):
+            got: list[m.VfDesired] = []
+            stop = asyncio.Event()
+
+            async def handle(d: m.VfDesired, _delivery: Delivery) -> None:
+                got.append(d)  # noqa: B023 (one consumer per loop, awaited within it)
+                stop.set()  # noqa: B023
+
+            await asyncio.wait_for(
+                host_a.consume(desired_consumer(A), m.DESIRED, handle, stop=stop), 10
+            )
+            assert [(d.host_id, d.revision) for d in got] == [(A, 7)]
+    finally:
+        await scheduler.close()
+        await host_a.close()

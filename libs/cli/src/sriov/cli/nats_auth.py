@@ -147,7 +147,11 @@ def _own_durable(d: Durable, host_id: str | None = None) -> list[str]:
     s = subj.token(d.stream, "stream")
     if host_id:  # the filter token pins it to its own host: the server checks it
         name = hostd_desired_durable(host_id)
-        create = [subj.js_api("CONSUMER", "CREATE", s, name, subj.desired_of_host(host_id))]
+        create = [
+            subj.js_api("CONSUMER", "CREATE", s, name, subj.desired_of_host(host_id)),
+            # hostd replays current desired state at each start: it deletes its own durable
+            subj.js_api("CONSUMER", "DELETE", s, name),
+        ]
     else:
         name = d.name
         create = [

@@ -46,6 +46,21 @@ def consumer_name(host_id: str) -> str:
     return f"hostd-desired-{host_id}"
 
 
+def desired_consumer(host_id: str) -> ConsumerSpec:
+    """This host's desired state: its own durable, only its own subjects, replayed from the
+    current value of each at every start (the permissions allow exactly this consumer)."""
+    return ConsumerSpec(
+        stream=subjects.STREAM_DESIRED,
+        durable=consumer_name(host_id),
+        filter_subjects=[subjects.desired_of_host(host_id)],
+        replay_last=True,
+        max_deliver=50,
+        ack_wait_s=120,
+        concurrency=16,
+        backoff_s=(0.5, 1, 2, 5),
+    )
+
+
 class VfLifecycle:
     def __init__(
         self,
@@ -141,16 +156,7 @@ class VfLifecycle:
     async def consume(self) -> None:
         """Follow this host's desired state until stopped (retrying while the stream or the
         server is not there)."""
-        spec = ConsumerSpec(
-            stream=subjects.STREAM_DESIRED,
-            durable=consumer_name(self.host_id),
-            filter_subjects=[subjects.desired_of_host(self.host_id)],
-            replay_last=True,
-            max_deliver=50,
-            ack_wait_s=120,
-            concurrency=16,
-            backoff_s=(0.5, 1, 2, 5),
-        )
+        spec = desired_consumer(self.host_id)
         while not self._stop.is_set():
             try:
                 await self.bus.consume(spec, DESIRED, self.on_desired, stop=self._stop)

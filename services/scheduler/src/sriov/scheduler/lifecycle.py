@@ -1,7 +1,10 @@
 """hostd's outcomes for the desired states the scheduler published (``VfApplied``).
 
 One durable consumer on ``sriov.v1.host.*.vf.applied`` (stream ``SRIOV_HOST_EVENTS``) shared
-by the replicas of a database (named after its epoch, as the state consumer is). Each outcome
+by the replicas, ``scheduler-vf-applied``: one fixed name, the only durable the scheduler's
+NATS identity may create on that stream (a per-epoch name cannot be granted without granting
+inventory's durable too; an outcome the name's ack floor skips after a database is recreated
+is for a revision that database never published). Each outcome
 is one transaction (``scheduler.vf_applied``) acknowledged after it committed: ``ready`` on
 every VF of the guest's request emits ``Ready``; ``failed`` ends the reservation (``Failed``,
 op ``prepare``) and cleans the VF; ``clean`` offers the VF again; ``quarantined`` withholds it
@@ -28,8 +31,7 @@ from sriov.scheduler.validation import applied_args
 log = logging.getLogger(__name__)
 
 
-def durable_name(epoch: str) -> str:
-    return f"scheduler-vf-applied-{epoch}"
+DURABLE = "scheduler-vf-applied"
 
 
 class Lifecycle:
@@ -51,7 +53,7 @@ class Lifecycle:
         self.stats = ConsumerStats()
         self.spec = ConsumerSpec(
             stream=subjects.STREAM_HOST_EVENTS,
-            durable=durable_name(store.epoch),
+            durable=DURABLE,
             filter_subjects=[subjects.HOST_VF_APPLIED_ALL],
             concurrency=concurrency,
             batch=concurrency * 4,
