@@ -7,6 +7,7 @@ naming it rather than a default silently used.
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 
 def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
@@ -18,3 +19,15 @@ def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
+
+
+async def stop_process(proc: asyncio.subprocess.Process | None, grace_s: float = 10) -> None:
+    """Terminate a daemon the benchmark started (killed if it does not stop in ``grace_s``)."""
+    if proc is None or proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

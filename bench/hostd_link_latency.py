@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import parser
+from bench import parser, stop_process
 from sriov.common import schemas as m
 from sriov.common.bus import Bus
 from sriov.devtools.embedded import NatsServer
@@ -142,13 +142,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
         tailer.cancel()
         await bus.close()
     finally:
-        if hostd is not None and hostd.returncode is None:
-            hostd.terminate()
-            try:
-                await asyncio.wait_for(hostd.wait(), 10)
-            except TimeoutError:
-                hostd.kill()
-                await hostd.wait()
+        await stop_process(hostd)
         server.stop()
         netdevs.remove_netns(ns)
 

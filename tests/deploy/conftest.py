@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sriov.cli import nats_auth as na
+from sriov.cli import nats_bundle as nb
 from sriov.common.bus import Bus
 from sriov.devtools.embedded import NatsServer
 
@@ -19,7 +20,7 @@ CLIENT = "cloud"
 @dataclass
 class SecuredNats:
     server: NatsServer
-    bundle: na.Bundle
+    bundle: nb.Bundle
 
     @property
     def url(self) -> str:
@@ -31,10 +32,18 @@ class SecuredNats:
 
     def env(self, user: str) -> dict[str, str]:
         ident = next(i for i in self.bundle.identities if i.user == user)
-        return na.read_env(self.bundle.files[ident.env_name])
+        return nb.read_env(self.bundle.files[ident.env_name])
 
-    def password(self, user: str) -> str:
-        return self.env(user)["SRIOV_NATS_PASSWORD"]
+    def seed(self, user: str) -> str:
+        return self.env(user)["SRIOV_NATS_NKEY_SEED"]
+
+    async def provision(self) -> None:
+        """The deploy job's step: the stream admin provisions; services only verify."""
+        admin = await self.connect("sriov-stream-admin")
+        try:
+            await admin.ensure_streams()
+        finally:
+            await admin.close()
 
     async def connect(self, user: str) -> Bus:
         """Connect exactly as a daemon with that identity's environment file would."""
@@ -42,8 +51,7 @@ class SecuredNats:
         return await Bus.connect(
             self.url,
             name=f"test/{user}",
-            user=env["SRIOV_NATS_USER"],
-            password=env["SRIOV_NATS_PASSWORD"],
+            nkey_seed=env["SRIOV_NATS_NKEY_SEED"],
             inbox_prefix=env.get("SRIOV_NATS_INBOX_PREFIX"),
             first_connect_attempts=1,
         )
@@ -56,8 +64,8 @@ def host_user(host_id: str) -> str:
 @pytest.fixture
 def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
     """nats-server + JetStream whose only users are those ``build_bundle`` generated."""
-    bundle = na.build_bundle(HOSTS, clients=[CLIENT], cost=4)
-    server = NatsServer(store_dir=tmp_path / "nats", config_text=bundle.files[na.SERVER_FILE])
+    bundle = nb.build_bundle(HOSTS, clients=[CLIENT])
+    server = NatsServer(store_dir=tmp_path / "nats", config_text=bundle.files[nb.SERVER_FILE])
     server.start()
     try:
         yield SecuredNats(server, bundle)

@@ -50,11 +50,7 @@ async def settle(*buses: Bus) -> None:
 
 
 async def provision(sn: Any) -> None:
-    admin = await sn.connect("sriov-stream-admin")
-    try:
-        await admin.ensure_streams()
-    finally:
-        await admin.close()
+    await sn.provision()
 
 
 async def test_host_publishes_and_jetstream_publishes_its_own_events(sn: Any) -> None:
@@ -168,7 +164,7 @@ async def test_inventory_consumes_host_events_with_its_durable(sn: Any) -> None:
     inventory = await sn.connect("sriov-inventory")
     host = await sn.connect(na.host_identity(A).user)
     try:
-        await inventory.ensure_streams()  # services may provision the streams themselves
+        await provision(sn)  # the stream admin provisions; services only verify
         await host.js_publish(s.host_heartbeat(A), heartbeat(A))
         stop = asyncio.Event()
         seen: list[tuple[str, int]] = []
@@ -197,11 +193,13 @@ async def test_scheduler_replays_state_and_publishes_only_placement_events(
     await provision(sn)
     inventory = await sn.connect("sriov-inventory")
     scheduler = await sn.connect("sriov-scheduler")
+    ops = await sn.connect("sriov-operator")
     try:
         state = s.device_state(A, "0000:3b:00.2").subject
         await inventory.js_publish_raw(state, b'{"v":1}', {})
         await inventory.js_publish_raw(state, b'{"v":2}', {})
-        replayed = [x async for x in scheduler.last_values(s.STREAM_STATE, s.DEVICE_STATE_ALL)]
+        # A reader replays through a server-named ordered consumer pushed to its own inbox.
+        replayed = [x async for x in ops.last_values(s.STREAM_STATE, s.DEVICE_STATE_ALL)]
         assert replayed == [(state, b'{"v":2}')]
         event = s.placement_event("guest-1", "reserved").subject
         assert await scheduler.js_publish_raw(event, b"{}", {})
@@ -211,6 +209,7 @@ async def test_scheduler_replays_state_and_publishes_only_placement_events(
     finally:
         await inventory.close()
         await scheduler.close()
+        await ops.close()
 
 
 async def test_operator_reads_and_commands_but_cannot_forge_or_reconfigure(
@@ -290,3 +289,36 @@ async def test_several_micro_instances_on_one_connection_all_answer_discovery(sn
         await scheduler.close()
         await ops.close()
     assert "Violation" not in sn.log.read_text()
+
+
+async def test_hostd_replays_its_own_desired_state_and_never_another_hosts(sn: Any) -> None:
+    """The scheduler publishes desired state for two hosts; host A's identity runs hostd's own
+    consumer (deleted and created again at every start, so current state is replayed) and gets
+    only its own VF, both times."""
+    from sriov.hostd.lifecycle import desired_consumer
+
+    await provision(sn)
+    scheduler = await sn.connect("sriov-scheduler")
+    host_a = await sn.connect(na.host_identity(A).user)
+    try:
+        for host, rev in ((A, 7), (B, 8)):
+            desired = m.VfDesired(
+                host_id=host, pci_address="0000:3b:00.2", device_id=m.device_id(host, "x"),
+                revision=rev, state="clean",
+            )  # fmt: skip
+            assert await scheduler.js_publish(s.desired_vf(host, "0000:3b:00.2"), desired)
+        for _start in range(2):
+            got: list[m.VfDesired] = []
+            stop = asyncio.Event()
+
+            async def handle(d: m.VfDesired, _delivery: Delivery) -> None:
+                got.append(d)  # noqa: B023 (one consumer per loop, awaited within it)
+                stop.set()  # noqa: B023
+
+            await asyncio.wait_for(
+                host_a.consume(desired_consumer(A), m.DESIRED, handle, stop=stop), 10
+            )
+            assert [(d.host_id, d.revision) for d in got] == [(A, 7)]
+    finally:
+        await scheduler.close()
+        await host_a.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from sriov.cli import nats_auth as na
+from sriov.cli import nats_bundle as nb
 from sriov.devtools.embedded import nats_server_binary
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -37,8 +37,8 @@ def check_config(conf: Path, env: dict[str, str] | None = None) -> subprocess.Co
 
 
 def auth_conf() -> str:
-    bundle = na.build_bundle(["node-a", "node-b"], cost=4)
-    return bundle.files[na.SERVER_FILE]
+    bundle = nb.build_bundle(["node-a", "node-b"])
+    return bundle.files[nb.SERVER_FILE]
 
 
 def _patch_value(patches: list[dict[str, Any]], path: str) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def test_chart_includes_the_auth_secret_where_it_is_mounted(tmp_path: Path) -> N
     for container in ("container", "reloader"):
         mount = _patch_value(v[container]["patch"], "/volumeMounts/-")
         assert mount["name"] == volume["name"]
-        assert resolved == posixpath.join(mount["mountPath"], Path(na.SERVER_FILE).name)
+        assert resolved == posixpath.join(mount["mountPath"], Path(nb.SERVER_FILE).name)
     assert volume["secret"]["secretName"] == "nats-auth"
     assert (
         "secret generic nats-auth --from-file=auth.conf=" in (DEPLOY / "OPERATIONS.md").read_text()

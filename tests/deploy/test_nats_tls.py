@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sriov.cli import nats_auth as na
+from sriov.cli import nats_bundle as nb
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
@@ -73,15 +73,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def _server(tmp: Path, pki: Pki, *, verify: bool) -> tuple[NatsServer, dict[str, str]]:
-    bundle = na.build_bundle([HOST], cost=4)
-    tls = na.ServerTls(str(pki.server_cert), str(pki.server_key), str(pki.ca), verify)
-    conf = na.server_config(
-        [(i, na.hash_password(na.read_env(bundle.files[i.env_name])["SRIOV_NATS_PASSWORD"], 4))
-         for i in bundle.identities],
-        tls=tls,
-    )  # fmt: skip
+    tls = nb.ServerTls(str(pki.server_cert), str(pki.server_key), str(pki.ca), verify)
+    bundle = nb.build_bundle([HOST], server_tls=tls)
+    conf = bundle.files[nb.SERVER_FILE]
     host = next(i for i in bundle.identities if i.host_id == HOST)
-    env = na.read_env(bundle.files[host.env_name])
+    env = nb.read_env(bundle.files[host.env_name])
     return NatsServer(store_dir=tmp / "nats", config_text=conf).start(), env
 
 
@@ -107,8 +103,7 @@ async def _connect(url: str, env: dict[str, str], **tls: str) -> Bus:
     return await Bus.connect(
         url.replace("nats://", "tls://"),
         name="tls-test",
-        user=env["SRIOV_NATS_USER"],
-        password=env["SRIOV_NATS_PASSWORD"],
+        nkey_seed=env["SRIOV_NATS_NKEY_SEED"],
         inbox_prefix=env["SRIOV_NATS_INBOX_PREFIX"],
         first_connect_attempts=1,
         connect_timeout=0.5,  # a refused handshake is retried until this budget is spent
@@ -140,7 +135,7 @@ async def test_client_without_the_right_ca_is_refused(
     tls = {"tls_ca": str(pki.other_ca)} if ca == "other" else {}
     with pytest.raises(BusError) as err:
         await _connect(server.url, env, **tls)
-    assert env["SRIOV_NATS_PASSWORD"] not in str(err.value)
+    assert env["SRIOV_NATS_NKEY_SEED"] not in str(err.value)
 
 
 async def test_plain_client_is_refused_by_a_tls_server(
@@ -151,8 +146,7 @@ async def test_plain_client_is_refused_by_a_tls_server(
         await Bus.connect(
             server.url,
             name="plain",
-            user=env["SRIOV_NATS_USER"],
-            password=env["SRIOV_NATS_PASSWORD"],
+            nkey_seed=env["SRIOV_NATS_NKEY_SEED"],
             first_connect_attempts=1,
             connect_timeout=0.5,
         )

@@ -1,4 +1,4 @@
-"""No password reaches a log line, an error message or the server's log."""
+"""No password or nkey seed reaches a log line, an error message or the server's log."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ async def test_a_running_service_logs_no_password(
     secured_nats: Any, debug_logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A service started from its generated environment logs its life, never its secret."""
-    password = secured_nats.password("sriov-inventory")
+    password = secured_nats.seed("sriov-inventory")
+    await secured_nats.provision()  # the service itself only verifies the streams
     env = {**secured_nats.env("sriov-inventory"), "SRIOV_NATS_URL": secured_nats.url}
     for key, value in env.items():
         monkeypatch.setenv(key, value)

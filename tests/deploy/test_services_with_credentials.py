@@ -1,7 +1,8 @@
 """The real inventory and scheduler processes run with their generated credentials.
 
 They start as the manifests start them (console script, settings from ``SRIOV_*``
-environment only), create their streams and durable consumers, register their micro
+environment only) on streams the stream admin provisioned, verify them, create their own
+durable consumers, register their micro
 services and answer the operator; the NATS server logs no permission violation.
 """
 
@@ -29,6 +30,7 @@ SERVICES = ("sriov-inventory", "sriov-scheduler")
 
 @pytest.fixture
 def services(secured_nats: Any, database_url: str, tmp_path: Path) -> Iterator[list[Path]]:
+    asyncio.run(secured_nats.provision())
     procs: list[tuple[subprocess.Popen[bytes], Path]] = []
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SRIOV_", "OTEL_"))}
     try:
@@ -103,11 +105,11 @@ async def test_services_work_with_only_their_own_permissions(
         with pytest.raises(NotFound, match="guest g1"):  # an answer: the service error
             await ops.request(SCHEDULER_GET, m.GetRequest(guest_id="g1"), m.PlacementReply)
         for stream in (s.STREAM_HOST_EVENTS, s.STREAM_STATE, s.STREAM_PLACEMENT_REQUESTS):
-            info = await ops.stream_info(stream)  # created by the services themselves
+            info = await ops.stream_info(stream)  # verified by the services at start
             assert info.name == stream
     finally:
         await ops.close()
     violations = [line for line in secured_nats.log.read_text().splitlines() if "Violation" in line]
     assert not violations, "\n".join(violations)
     for log in services:
-        assert secured_nats.password(log.stem) not in log.read_text(errors="replace")
+        assert secured_nats.seed(log.stem) not in log.read_text(errors="replace")

@@ -3,41 +3,23 @@ does (same columns, rows, order and paging footer), and ``sriovctl host-list``."
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from pathlib import Path
 
 import yaml
 
+from sriov.cli.testing import sriovctl, table_rows
 from sriov.common import schemas as m
 from sriov.common.bus import Bus
 from sriov.inventory import testing as t
 
-
-async def sriovctl(nats_url: str, *args: str) -> tuple[int, str, str]:
-    exe = Path(sys.executable).parent / "sriovctl"
-    proc = await asyncio.create_subprocess_exec(
-        str(exe), "--nats-url", nats_url, *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-def table_rows(text: str) -> tuple[list[str], list[list[str]], str]:
-    """Header, rows and footer of a climc-style table."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
-    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
-    footer = text.strip().splitlines()[-1]
-    return cells[0], cells[1:], footer
+#: These hosts send no heartbeats: they stay online however slowly the CLI starts.
+NO_HEARTBEATS = t.InventorySettings(heartbeat_timeout=3600)
 
 
 async def test_guide_host_is_listed_exactly_as_the_guide_lists_it(
     bus: Bus, nats_url: str, database_url: str
 ) -> None:
-    async with t.replica(nats_url, database_url) as rep:
+    async with t.replica(nats_url, database_url, NO_HEARTBEATS) as rep:
         hostd = t.Hostd(bus, t.GUIDE_HOST)
         await hostd.snapshot(*t.guide_host())
         await t.eventually(lambda: t.drained(bus, rep.pool), what="guide host ingested")

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
+from sriov.common import schemas as m
 from sriov.scheduler import validation as v
 from sriov.scheduler.netdesc import NetSpec
 from sriov.scheduler.projection import DeviceRow, HostRow
 from sriov.scheduler.store import Outcome, functions_script
 
-OPS = (v.PlaceArgs, v.ReleaseArgs, v.ConfirmArgs)
+OPS = (v.PlaceArgs, v.ReleaseArgs, v.ConfirmArgs, v.ResetArgs)
 
 #: (function, variable) -> what Python sends there; a key read must be a field of each.
 READS: dict[tuple[str, str], tuple[type[msgspec.Struct], ...]] = {
@@ -28,10 +29,23 @@ READS: dict[tuple[str, str], tuple[type[msgspec.Struct], ...]] = {
     ("place", "x"): (NetSpec,),  # an element of a->'nets'
     ("no_capacity", "a"): (v.PlaceArgs,),
     ("no_capacity", "n"): (NetSpec,),
+    ("no_capacity", "x"): (NetSpec,),
+    ("place", "id"): (m.VfConfig,),  # v_cfgs->d.id: a VF's configuration
+    ("can_serve", "n"): (NetSpec,),
+    ("vf_config", "n"): (NetSpec,),
+    ("lacking", "n"): (NetSpec,),
+    ("emit_desired", "a"): (*OPS, v.Context),
+    ("emit_desired", "p_desired"): (v.DesiredArgs,),
+    ("vacate", "p_desired"): (v.DesiredArgs,),
+    ("vf_applied", "e"): (v.AppliedArgs,),
+    ("vf_applied", "p_types"): (v.EventTypes,),
+    ("cordon", "a"): (v.CordonArgs,),
+    ("vf_reset", "a"): (v.ResetArgs,),
+    ("vf_reset", "p_desired"): (v.DesiredArgs,),
     ("release", "a"): (v.ReleaseArgs,),
     ("confirm", "a"): (v.ConfirmArgs,),
     ("confirm", "v_reply"): (Outcome,),  # made by SQL, decoded by Python as an Outcome
-    ("emit", "a"): (*OPS, v.Context),  # from place/release/confirm; expire, apply_state: Context
+    ("emit", "a"): (*OPS, v.Context),  # the operations; expire, apply_state, vf_applied: Context
     ("begin_request", "a"): OPS,
     ("finish_request", "a"): OPS,
     **{
@@ -52,6 +66,7 @@ SQL_TYPES: dict[str, tuple[type, ...]] = {
     "numeric": (int, float),
     "double precision": (int, float),
     "timestamptz": (dt.datetime,),
+    "text[]": (list[str],),
 }
 
 _CREATE = "CREATE OR REPLACE FUNCTION scheduler."
@@ -147,5 +162,17 @@ def test_type_tags_are_parameters_not_text_spliced_into_the_sql() -> None:
     sql = functions_script()
     assert re.findall(r"@[A-Z_]+@", sql) == []
     emitters = {f.name: f.params for f in functions(sql) if "scheduler.emit(" in f.body}
-    assert set(emitters) == {"place", "release", "confirm", "expire", "apply_state"}
-    assert all(params[-1] == "p_type" for params in emitters.values()), emitters
+    assert set(emitters) == {"place", "release", "confirm", "expire", "apply_state", "vf_applied"}
+    # an event's tag is p_type (vf_applied: p_types, the tags of Ready and Failed); what writes
+    # a desired state (directly or by vacating a VF) takes VfDesired's tag in p_desired
+    assert all({"p_type", "p_types"} & set(params) for params in emitters.values()), emitters
+    desired = {
+        f.name: f.params
+        for f in functions(sql)
+        if re.search(r"scheduler\.(emit_desired|vacate)\(", f.body)
+    }
+    assert set(desired) == {"place", "release", "expire", "apply_state", "vf_applied", "vacate",
+                            "vf_reset"}  # fmt: skip
+    assert all(params[-1] == "p_desired" or params[-2:] == ["p_desired", "a"]
+               for params in desired.values()), desired  # fmt: skip
+    assert m.type_of(m.VfDesired) not in sql and m.type_of(m.Ready) not in sql

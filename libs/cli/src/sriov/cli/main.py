@@ -11,11 +11,20 @@ from collections.abc import Sequence
 
 import click
 
-from sriov.cli.commands import events, hostd, inventory, offload, scheduler, security, services
+from sriov.cli.commands import (
+    events,
+    hostd,
+    inventory,
+    maintenance,
+    offload,
+    scheduler,
+    security,
+    services,
+)
 from sriov.cli.context import CliContext
 from sriov.cli.output import output_params, record_format
 
-FAMILIES = (services, hostd, inventory, scheduler, offload, events, security)
+FAMILIES = (services, hostd, inventory, scheduler, maintenance, offload, events, security)
 
 
 @click.group(

@@ -1,31 +1,31 @@
-"""NATS accounts, users and permissions for a fleet, derived from the catalogue.
+"""NATS identities and least-privilege permissions for a fleet, derived from the catalogue.
 
 The architecture asks for per-host credentials: a host's daemons publish only under their own
 host's subjects and receive only their own commands, and each service gets only what it needs.
 Hand-written permission lists drift from the code, so here they are derived from
 :mod:`sriov.common.catalog` (who publishes, consumes, serves and calls what) and built with
-:mod:`sriov.common.subjects`: a channel or endpoint is allowed where the catalogue says, and
-nowhere else.
+:mod:`sriov.common.subjects`: a channel or endpoint is allowed where the catalogue says, with
+its verbs spelled out (``link.up``, ``link.down``, never ``link.*``), and nowhere else.
+
+JetStream follows the same rule (issue 17). Only the stream admin creates or updates streams;
+a running identity may read ``STREAM.INFO`` of the streams it uses (to detect tampering) and
+create, read, pull from and ack only the durables listed in :data:`DURABLES` as its own. The
+operator and clients read through server-named ordered consumers (``CONSUMER.CREATE.<stream>``
+with no name: never someone's durable) pushed to their own inbox, so they need neither
+``MSG.NEXT`` nor ``ACK``. NATS permissions match whole tokens, so "a name prefix of their own"
+is expressed as exact durable names (or, for the scheduler's per-epoch ``scheduler-state-*``,
+every named consumer of ``SRIOV_STATE``, which no other identity may create).
 
 Every identity also gets its own reply-inbox prefix (``_INBOX.host.<id>``) and may subscribe
 only under it, so replies meant for someone else never reach it. Answers to requests it
 received (micro endpoints, ``$SRV`` discovery) go through ``allow_responses``.
-
-Passwords are bcrypt-hashed in the server configuration; the plain ones exist only in the
-per-identity environment files that the daemons read (``SRIOV_NATS_*``).
+Keys, server configuration and environment files: :mod:`sriov.cli.nats_bundle`.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import secrets
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import bcrypt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from sriov.common import catalog as cat
 from sriov.common import subjects as subj
@@ -34,7 +34,6 @@ from sriov.common.errors import ConfigError
 
 ACCOUNT = "SRIOV"
 SYSTEM_ACCOUNT = "SYS"
-DEFAULT_BCRYPT_COST = 11
 MAX_RESPONSES = 32
 """Replies allowed per request received. One would do for one responder, but a process may
 run several ``nats.micro`` instances on one connection (the scheduler's request lanes): each
@@ -55,7 +54,39 @@ MICRO_NAMES = {
 }
 HOST_ACTORS = (cat.HOSTD, cat.OFFLOAD)
 SERVICES = (cat.INVENTORY, cat.SCHEDULER)
-"""Control-plane services: they consume streams and may provision them (``ensure_streams``)."""
+"""Control-plane services: they consume streams through durables of their own."""
+
+VALUES = {
+    "state": ("up", "down"),
+    "verb": subj.PLACEMENT_VERBS,
+    "op": subj.PLACEMENT_OPS,
+}
+"""The closed set of each enumerated subject placeholder: permissions list every value."""
+
+
+@dataclass(frozen=True)
+class Durable:
+    """A durable consumer a role owns: only that role may create, read, pull and ack it."""
+
+    actor: str
+    stream: str
+    name: str
+    """``*``: every named consumer of the stream (which no other role may create);
+    ``{host_id}``: one per host, its filter pinned to that host's subjects."""
+
+
+DURABLES: tuple[Durable, ...] = (
+    Durable(cat.INVENTORY, subj.STREAM_HOST_EVENTS, "inventory-host-events"),
+    Durable(cat.INVENTORY, subj.STREAM_PLACEMENT, "inventory-placement"),
+    Durable(cat.SCHEDULER, subj.STREAM_PLACEMENT_REQUESTS, "scheduler-requests"),
+    Durable(cat.SCHEDULER, subj.STREAM_STATE, "*"),  # scheduler-state-<database epoch>
+    Durable(cat.SCHEDULER, subj.STREAM_HOST_EVENTS, "scheduler-vf-applied"),
+    Durable(cat.HOSTD, subj.STREAM_DESIRED, "hostd-desired-{host_id}"),
+)
+
+
+def hostd_desired_durable(host_id: str) -> str:
+    return f"hostd-desired-{subj.token(host_id, 'host_id')}"
 
 
 @dataclass(frozen=True)
@@ -98,20 +129,56 @@ def _channels(actors: Sequence[str], side: str) -> list[cat.Channel]:
     return [c for c in cat.CHANNELS if set(actors) & set(getattr(c, side))]
 
 
-def _consume_stream(stream: str) -> list[str]:
-    """Create or bind a pull consumer on ``stream`` (durable or ephemeral), fetch and ack."""
+def _exact(template: str, **fixed: str) -> list[str]:
+    """Permission subjects of a template: enumerated placeholders expanded to each value."""
+    out = [template]
+    for name, values in VALUES.items():
+        if "{" + name + "}" in template and name not in fixed:
+            out = [x.replace("{" + name + "}", v) for x in out for v in values]
+    return [subj.wildcard(x, **fixed) for x in out]
+
+
+def _stream_info(streams: Iterable[str]) -> list[str]:
+    return [subj.js_api("STREAM", "INFO", subj.token(s, "stream")) for s in sorted(set(streams))]
+
+
+def _own_durable(d: Durable, host_id: str | None = None) -> list[str]:
+    """Create (only with its fixed filter, when it has one), read, pull and ack one durable."""
+    s = subj.token(d.stream, "stream")
+    if host_id:  # the filter token pins it to its own host: the server checks it
+        name = hostd_desired_durable(host_id)
+        create = [
+            subj.js_api("CONSUMER", "CREATE", s, name, subj.desired_of_host(host_id)),
+            # hostd replays current desired state at each start: it deletes its own durable
+            subj.js_api("CONSUMER", "DELETE", s, name),
+        ]
+    else:
+        name = d.name
+        create = [
+            subj.js_api("CONSUMER", "CREATE", s, name),
+            subj.js_api("CONSUMER", "CREATE", s, name, ">"),
+        ]
+    return [
+        *create,
+        subj.js_api("CONSUMER", "INFO", s, name),
+        subj.js_api("CONSUMER", "MSG", "NEXT", s, name),
+        f"{subj.JS_ACK_PREFIX}.{s}.{name}.>",
+    ]
+
+
+def _read_stream(stream: str) -> list[str]:
+    """Read-only: stream and consumer info, stored messages, server-named ordered consumers."""
     s = subj.token(stream, "stream")
     return [
         subj.js_api("STREAM", "INFO", s),
-        subj.js_api("CONSUMER", "CREATE", s),
-        subj.js_api("CONSUMER", "CREATE", s, ">"),
-        subj.js_api("CONSUMER", "DURABLE", "CREATE", s, "*"),
+        subj.js_api("CONSUMER", "CREATE", s),  # no name token: ephemeral, server-named
         subj.js_api("CONSUMER", "INFO", s, "*"),
-        subj.js_api("CONSUMER", "MSG", "NEXT", s, "*"),
+        subj.js_api("CONSUMER", "LIST", s),
+        subj.js_api("CONSUMER", "NAMES", s),
         subj.js_api("DIRECT", "GET", s),
         subj.js_api("DIRECT", "GET", s, ">"),
         subj.js_api("STREAM", "MSG", "GET", s),
-        subj.js_ack(stream),
+        f"$JS.FC.{s}.>",  # flow-control replies of an ordered push consumer
     ]
 
 
@@ -120,11 +187,14 @@ def _js_lookup() -> list[str]:
 
 
 def _provision_streams() -> list[str]:
-    """What ``Bus.ensure_streams`` sends: create, or update when it exists differently."""
+    """What ``Bus.ensure_streams`` sends, and removing a tampered durable so its owner can
+    create it again (``CONSUMER.DELETE``)."""
     out = []
     for spec in STREAMS:
+        s = subj.token(spec.name, "stream")
         for op in ("CREATE", "UPDATE", "INFO"):
-            out.append(subj.js_api("STREAM", op, subj.token(spec.name, "stream")))
+            out.append(subj.js_api("STREAM", op, s))
+        out += [subj.js_api("CONSUMER", "DELETE", s, "*"), subj.js_api("CONSUMER", "INFO", s, "*")]
     return out
 
 
@@ -143,10 +213,19 @@ def _own_inbox(prefix: str) -> str:
 # Identities per role
 # ---------------------------------------------------------------------------------------------
 def host_identity(host_id: str) -> Identity:
-    """hostd and offload of one host: publish their own events, serve their own commands."""
+    """hostd and offload of one host: publish their own events, serve their own commands,
+    read their own desired state through their own durable."""
     hid = subj.token(host_id, "host_id")
     inbox = subj.inbox_prefix("host", hid)
-    publish = [subj.wildcard(c.template, host_id=hid) for c in _channels(HOST_ACTORS, "publishers")]
+    publish = [
+        x for c in _channels(HOST_ACTORS, "publishers") for x in _exact(c.template, host_id=hid)
+    ]
+    for d in DURABLES:
+        if d.actor in HOST_ACTORS:
+            publish += _own_durable(d, host_id=hid)
+            publish.append(subj.dead_letter(hostd_desired_durable(hid)).subject)
+    read = [*cat.streams_of(*HOST_ACTORS), subj.STREAM_DEAD_LETTER]
+    publish += [subj.js_api("INFO"), *_stream_info(read)]
     subscribe = [
         subj.wildcard(e.template, host_id=hid) for e in cat.ENDPOINTS if e.service in HOST_ACTORS
     ]
@@ -163,16 +242,26 @@ def host_identity(host_id: str) -> Identity:
 
 
 def service_identity(actor: str) -> Identity:
-    """inventory or scheduler: consume their streams, publish their events, serve their API."""
+    """inventory or scheduler: consume their streams through their own durables, publish
+    their events, serve their API. They never create or change a stream."""
     if actor not in SERVICES:
         raise ConfigError(f"unknown service {actor!r}: expected one of {', '.join(SERVICES)}")
     name = MICRO_NAMES[actor]
     inbox = subj.inbox_prefix("svc", actor)
-    publish = [subj.wildcard(c.template) for c in _channels([actor], "publishers")]
+    publish = [x for c in _channels([actor], "publishers") for x in _exact(c.template)]
     publish += [subj.wildcard(e.template) for e in cat.ENDPOINTS if actor in e.callers]
-    for stream in sorted({c.stream for c in _channels([actor], "subscribers") if c.stream}):
-        publish += _consume_stream(stream)
-    publish += [subj.DEAD_LETTER_ALL, *_js_lookup(), *_provision_streams()]
+    own = [d for d in DURABLES if d.actor == actor]
+    for d in own:
+        publish += _own_durable(d)
+        publish.append(subj.dead_letter(d.name).subject if d.name != "*" else
+                       subj.DEAD_LETTER_ALL.replace(">", "*"))  # fmt: skip
+    for stream in sorted({d.stream for d in own}):
+        s = subj.token(stream, "stream")
+        publish += [subj.js_api("DIRECT", "GET", s), subj.js_api("DIRECT", "GET", s, ">")]
+    publish += [
+        subj.js_api("INFO"),
+        *_stream_info([*cat.streams_of(actor), subj.STREAM_DEAD_LETTER]),
+    ]
     publish += subj.micro_discovery_requests()  # readiness probe: `sriovctl services`
     subscribe = [subj.wildcard(e.template) for e in cat.ENDPOINTS if e.service == actor]
     subscribe += [*subj.micro_discovery(name), _own_inbox(inbox)]
@@ -185,12 +274,13 @@ def service_identity(actor: str) -> Identity:
 
 
 def operator_identity() -> Identity:
-    """sriovctl: call every endpoint the CLI may call, read every channel and stream."""
+    """sriovctl: call every endpoint the CLI may call, read every channel and stream; it
+    changes no stream and no one's durable."""
     inbox = subj.inbox_prefix("ops", "operator")
     publish = [subj.wildcard(e.template) for e in cat.ENDPOINTS if cat.CLI in e.callers]
     publish += [*subj.micro_discovery_requests(), *_js_lookup()]
     for spec in STREAMS:
-        publish += _consume_stream(spec.name)
+        publish += _read_stream(spec.name)
     subscribe = [*_stream_subjects(spec.name for spec in STREAMS), _own_inbox(inbox)]
     return Identity(
         user="sriov-operator",
@@ -201,7 +291,8 @@ def operator_identity() -> Identity:
 
 
 def stream_admin_identity() -> Identity:
-    """Provisions the JetStream streams (``ensure_streams``) and nothing else."""
+    """Provisions the JetStream streams (``ensure_streams``) at deploy and upgrade time, and
+    removes a tampered durable; it reads and publishes no message."""
     inbox = subj.inbox_prefix("ops", "stream-admin")
     return Identity(
         user="sriov-stream-admin",
@@ -217,12 +308,12 @@ def client_identity(name: str) -> Identity:
     """Another system (a cloud controller): place/attach/release, read state and events."""
     cid = subj.token(name, "client name")
     inbox = subj.inbox_prefix("client", cid)
-    publish = [subj.wildcard(c.template) for c in _channels([cat.EXTERNAL], "publishers")]
+    publish = [x for c in _channels([cat.EXTERNAL], "publishers") for x in _exact(c.template)]
     publish += [subj.wildcard(e.template) for e in cat.ENDPOINTS if cat.EXTERNAL in e.callers]
     streams = sorted({c.stream for c in _channels([cat.EXTERNAL], "subscribers") if c.stream})
     for stream in streams:
-        publish += _consume_stream(stream)
-    publish += _js_lookup()
+        publish += _read_stream(stream)
+    publish += [*_js_lookup(), *_stream_info(cat.streams_of(cat.EXTERNAL))]
     subscribe = [*_stream_subjects(streams), _own_inbox(inbox)]
     return Identity(
         user=f"client-{cid}",
@@ -233,7 +324,8 @@ def client_identity(name: str) -> Identity:
 
 
 def system_identity() -> Identity:
-    """The system account's user, for ``nats server report`` and friends."""
+    """The system account's user: a root credential (it can purge every stream of the
+    fleet's account through the system API). Kept offline, never on a pod or host."""
     return Identity(user="sys", role=SYSTEM, permissions=None, inbox_prefix=None,
                     account=SYSTEM_ACCOUNT)  # fmt: skip
 
@@ -254,234 +346,3 @@ def fleet_identities(hosts: Iterable[str], clients: Iterable[str] = ()) -> list[
             raise ConfigError(f"{ident.user} is listed twice: each host or client once")
         seen.add(ident.user)
     return ids
-
-
-# ---------------------------------------------------------------------------------------------
-# Secrets
-# ---------------------------------------------------------------------------------------------
-def new_password() -> str:
-    """192 random bits in ``A-Za-z0-9_-`` (safe in env files, shells and URLs)."""
-    return secrets.token_urlsafe(24)
-
-
-def hash_password(password: str, cost: int = DEFAULT_BCRYPT_COST) -> str:
-    """bcrypt, as nats-server verifies it (``$2b$<cost>$...``)."""
-    if not 4 <= cost <= 31:
-        raise ConfigError(f"bcrypt cost {cost} is out of range 4..31")
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
-
-
-# ---------------------------------------------------------------------------------------------
-# nats-server configuration
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ServerTls:
-    """The server's ``tls {}`` block (paths as the server sees them)."""
-
-    cert_file: str
-    key_file: str
-    ca_file: str | None = None
-    verify: bool = False
-    """Require client certificates signed by ``ca_file`` (mutual TLS)."""
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _conf(value: Any, indent: int = 0) -> str:
-    pad = "  " * (indent + 1)
-    if isinstance(value, Mapping):
-        if not value:
-            return "{}"
-        body = "\n".join(
-            f"{pad}{k if _BARE_KEY.match(k) else json.dumps(k)}: {_conf(v, indent + 1)}"
-            for k, v in value.items()
-        )
-        return "{\n" + body + "\n" + "  " * indent + "}"
-    if isinstance(value, list | tuple):
-        if not value:
-            return "[]"
-        body = ",\n".join(f"{pad}{_conf(v, indent + 1)}" for v in value)
-        return "[\n" + body + "\n" + "  " * indent + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(str(value))
-
-
-def _user_entry(ident: Identity, password_hash: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"user": ident.user, "password": password_hash}
-    p = ident.permissions
-    if p is not None:
-        perms: dict[str, Any] = {
-            "publish": {"allow": list(p.publish)},
-            "subscribe": {"allow": list(p.subscribe)},
-        }
-        if p.allow_responses:
-            perms["allow_responses"] = {"max": MAX_RESPONSES}
-        entry["permissions"] = perms
-    return entry
-
-
-def server_config(
-    users: Sequence[tuple[Identity, str]], *, tls: ServerTls | None = None, header: str = ""
-) -> str:
-    """The ``accounts`` (and optional ``tls``) part of a nats-server configuration.
-
-    ``users`` pairs each identity with its password *hash*; JetStream is enabled for the
-    fleet's account. Include the result from the main configuration (``include auth.conf``).
-    """
-    accounts: dict[str, dict[str, Any]] = {}
-    for ident, pw_hash in users:
-        if not pw_hash.startswith("$2"):
-            raise ConfigError(f"password of {ident.user} is not a bcrypt hash")
-        acct = accounts.setdefault(ident.account, {})
-        if ident.account != SYSTEM_ACCOUNT:
-            acct["jetstream"] = "enabled"
-        acct.setdefault("users", []).append(_user_entry(ident, pw_hash))
-    parts = [header] if header else []
-    parts.append(f"accounts: {_conf(accounts)}")
-    if SYSTEM_ACCOUNT in accounts:
-        parts.append(f"system_account: {SYSTEM_ACCOUNT}")
-    if tls is not None:
-        block: dict[str, Any] = {"cert_file": tls.cert_file, "key_file": tls.key_file}
-        if tls.ca_file:
-            block["ca_file"] = tls.ca_file
-        if tls.verify:
-            block["verify"] = True
-        block["timeout"] = 2
-        parts.append(f"tls: {_conf(block)}")
-    return "\n".join(parts) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# Environment files (what a daemon reads: systemd EnvironmentFile, k8s Secret, `. file`)
-# ---------------------------------------------------------------------------------------------
-_ENV_LINE = re.compile(r"^([A-Z_][A-Z0-9_]*)=(.*)$")
-_ENV_SAFE = re.compile(r"^[A-Za-z0-9_.,:/@%+=-]*$")
-
-
-@dataclass(frozen=True)
-class ClientTls:
-    """TLS files as the clients see them (``SRIOV_NATS_TLS_*``)."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-
-def env_file(
-    ident: Identity, password: str, *, nats_url: str | None = None, tls: ClientTls | None = None
-) -> str:
-    """``KEY=value`` lines for one identity; values are checked to need no quoting."""
-    values: dict[str, str | None] = {
-        "SRIOV_HOST_ID": ident.host_id,
-        "SRIOV_NATS_URL": nats_url,
-        "SRIOV_NATS_USER": ident.user,
-        "SRIOV_NATS_PASSWORD": password,
-        "SRIOV_NATS_INBOX_PREFIX": ident.inbox_prefix,
-    }
-    if tls is not None:
-        values |= {
-            "SRIOV_NATS_TLS_CA": tls.ca_file,
-            "SRIOV_NATS_TLS_CERT": tls.cert_file,
-            "SRIOV_NATS_TLS_KEY": tls.key_file,
-        }
-    lines = [
-        f"# NATS credentials of {ident.user} ({ident.role}); generated by `sriovctl nats-config`.",
-        "# Secret: keep mode 0600, never commit, never paste into a ticket.",
-    ]
-    for key, value in values.items():
-        if value is None:
-            continue
-        if not _ENV_SAFE.match(value):
-            raise ConfigError(f"{key} value {value!r} needs quoting: use a simpler path or URL")
-        lines.append(f"{key}={value}")
-    return "\n".join(lines) + "\n"
-
-
-def read_env(text: str) -> dict[str, str]:
-    """Parse an environment file written by :func:`env_file` (comments and blanks skipped)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        m = _ENV_LINE.match(line.strip())
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# A whole bundle: server file + one env file per identity, re-runnable
-# ---------------------------------------------------------------------------------------------
-SERVER_FILE = "server/auth.conf"
-
-
-@dataclass
-class Bundle:
-    """Files to write, by path relative to the output directory, and which are new."""
-
-    files: dict[str, str] = field(default_factory=dict)
-    identities: list[Identity] = field(default_factory=list)
-    created: set[str] = field(default_factory=set)
-    """Users whose password was generated now (the others kept theirs)."""
-
-
-def build_bundle(
-    hosts: Iterable[str],
-    *,
-    clients: Iterable[str] = (),
-    existing: Mapping[str, str] | None = None,
-    rotate: Iterable[str] = (),
-    nats_url: str | None = None,
-    server_tls: ServerTls | None = None,
-    client_tls: ClientTls | None = None,
-    cost: int = DEFAULT_BCRYPT_COST,
-) -> Bundle:
-    """Credentials for a fleet. ``existing`` maps user -> password to keep (so adding a host
-    does not change every other host's password); users in ``rotate`` get new ones."""
-    keep = dict(existing or {})
-    for user in rotate:
-        keep.pop(user, None)
-    bundle = Bundle(identities=fleet_identities(hosts, clients))
-    hashed: list[tuple[Identity, str]] = []
-    for ident in bundle.identities:
-        password = keep.get(ident.user)
-        if not password:
-            password = new_password()
-            bundle.created.add(ident.user)
-        hashed.append((ident, hash_password(password, cost)))
-        bundle.files[ident.env_name] = env_file(
-            ident, password, nats_url=nats_url, tls=None if ident.role == SYSTEM else client_tls
-        )
-    header = "# NATS accounts and users of the SR-IOV control plane (sriovctl nats-config)."
-    bundle.files[SERVER_FILE] = server_config(hashed, tls=server_tls, header=header)
-    return bundle
-
-
-def existing_passwords(out: Path) -> dict[str, str]:
-    """user -> password from the environment files of an earlier run in ``out``."""
-    found: dict[str, str] = {}
-    for path in sorted(out.glob("*/*.env")):
-        env = read_env(path.read_text(encoding="utf-8"))
-        if env.get("SRIOV_NATS_USER") and env.get("SRIOV_NATS_PASSWORD"):
-            found[env["SRIOV_NATS_USER"]] = env["SRIOV_NATS_PASSWORD"]
-    return found
-
-
-def write_bundle(bundle: Bundle, out: Path) -> list[Path]:
-    """Write every file with mode 0600 (directories 0700); return the paths written."""
-    written = []
-    out.mkdir(parents=True, exist_ok=True)
-    out.chmod(0o700)
-    for rel, text in sorted(bundle.files.items()):
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.parent.chmod(0o700)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.touch(mode=0o600)
-        tmp.chmod(0o600)
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        written.append(path)
-    return written

@@ -136,3 +136,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(OFFLOAD, s.OFFLOADCMD_GROUP + ".audit", m.AuditRequest, m.Audit,
              "Audit offloaded flows now.", (CLI,)),
 )  # fmt: skip
+
+
+def streams_of(*actors: str) -> list[str]:
+    """Streams the actors publish to or consume from: what a service verifies at start and
+    what its credentials may read the configuration of."""
+    chans = [c for c in CHANNELS if set(actors) & {*c.publishers, *c.subscribers}]
+    return sorted({c.stream for c in chans if c.stream})

@@ -21,10 +21,11 @@ from typing import Annotated, Any, Self
 
 import msgspec
 
-from sriov.common import probes, telemetry
-from sriov.common.bus import Bus, ServiceHost
+from sriov.common import catalog, probes, telemetry
+from sriov.common.bus import STREAMS, Bus, ServiceHost, StreamSpec
 from sriov.common.config import Settings, option, setting_error
 from sriov.common.errors import BusError, ConfigError, SriovError
+from sriov.common.subjects import STREAM_DEAD_LETTER
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -44,6 +45,8 @@ class BusSettings(Settings):
     nats_user: Annotated[str | None, option("NATS user")] = None
     nats_password: Annotated[str | None, option("NATS password")] = None
     nats_creds: Annotated[str | None, option("NATS .creds file (JWT + nkey)")] = None
+    nats_nkey_seed: Annotated[str | None, option("NATS user nkey seed (SU...), a secret")] = None
+    """What ``sriovctl nats-config`` writes into each identity's environment file."""
     nats_tls_ca: Annotated[str | None, option("CA file to verify the NATS server")] = None
     nats_tls_cert: Annotated[str | None, option("client certificate for NATS")] = None
     nats_tls_key: Annotated[str | None, option("client key for NATS")] = None
@@ -112,6 +115,7 @@ async def connect_bus(settings: BusSettings, name: str) -> Bus:
         user=settings.nats_user,
         password=settings.nats_password,
         creds_file=settings.nats_creds,
+        nkey_seed=settings.nats_nkey_seed,
         tls_ca=settings.nats_tls_ca,
         tls_cert=settings.nats_tls_cert,
         tls_key=settings.nats_tls_key,
@@ -186,6 +190,8 @@ async def serve(
             except BusError as exc:
                 # Publishing still works if someone else provisioned the streams.
                 log.warning("streams not provisioned by this identity: %s", exc)
+        if ensure_streams:  # a tampered or missing stream stops the start, naming it
+            await bus.verify_streams(streams_to_verify(name), replicas=settings.stream_replicas)
         meta = {"instance": settings.instance_id, **(metadata or {})}
         if tele.metrics_port:
             meta["metrics_port"] = str(tele.metrics_port)
@@ -212,6 +218,16 @@ async def serve(
                 log.warning("%s did not stop within 10s; leaving it", task.get_name())
     if ctx.crashed:
         raise ServiceFailed(f"{name} stopped because {', '.join(ctx.crashed)} crashed")
+
+
+def streams_to_verify(name: str) -> list[StreamSpec]:
+    """The streams a service (``sriov-inventory``...) uses, and the dead-letter stream when it
+    consumes any (its durables copy what they give up on there)."""
+    actor = name.removeprefix("sriov-")
+    used = catalog.streams_of(actor)
+    if any(actor in c.subscribers and c.stream for c in catalog.CHANNELS):
+        used.append(STREAM_DEAD_LETTER)
+    return [spec for spec in STREAMS if spec.name in used]
 
 
 @dataclass

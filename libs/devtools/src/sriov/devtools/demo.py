@@ -143,7 +143,32 @@ class Demo:
         self.ctl("server-release", GUEST)
         self.ctl("server-release", "guest-2")
         self.wait("inventory to show the VFs free", lambda: not self.devices(guest=GUEST))
+        if self._has_lifecycle():
+            self._lifecycle()
         print("\n" + _bold("Demo complete: the guide's workflow ran end to end."), flush=True)
+
+    # --- the VF lifecycle (issue 12): shown once hostd reports PF capabilities ------------
+    def _has_lifecycle(self) -> bool:
+        return any(d.get("lifecycle") for d in self.devices(host=self.host.host_id))
+
+    def _lifecycle(self) -> None:
+        h = self.host.host_id
+        self.step(
+            "Release leaves a clean VF",
+            "hostd restored each released VF (MAC cleared, VLAN 0, its own driver), read it "
+            "back, and only then reported it clean: the scheduler offers it again.",
+        )
+        self.wait(
+            "every VF of the host to be clean (free)",
+            lambda: all(d.get("lifecycle") == "free" for d in self.devices(host=h)),
+        )
+        self.ctl("isolated-device-list", "--host", h, "--lifecycle", "any")
+        # To wire once hostd's lifecycle is on main (the lead integrates):
+        # - "server-create waits for ready": the VM manager's table (PCI address, IOMMU
+        #   group, driver, MAC, VLAN) that server-create prints after the Ready event;
+        # - "Drift repaired": change a prepared VF behind hostd's back at the simulator's
+        #   boundary (as `ip link set <pf> vf N vlan 7` would), then show hostd's repaired
+        #   VfApplied in `sriovctl events` and the VF's VLAN back in `--lifecycle any`.
 
     # --- helpers --------------------------------------------------------------------------
     def _all_services(self) -> bool:

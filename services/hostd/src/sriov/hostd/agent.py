@@ -26,6 +26,7 @@ from sriov.common.errors import ConfigError, InvalidRequest, SriovError
 from sriov.hostd import doctor
 from sriov.hostd.discovery import Discovery, discover
 from sriov.hostd.hostconf import HostConf, load_host_conf
+from sriov.hostd.lifecycle import VfLifecycle
 from sriov.hostd.links import LinkCoalescer
 from sriov.hostd.netview import LinkInfo, NetView
 from sriov.hostd.numvfs import set_numvfs
@@ -33,6 +34,7 @@ from sriov.hostd.pciids import PciIds
 from sriov.hostd.publisher import Publisher
 from sriov.hostd.state import Changes, diff
 from sriov.hostd.sysfs import Sysfs
+from sriov.hostd.vfconfig import VfConfigurator
 from sriov.hostd.watcher import LinkWatcher
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,10 @@ class HostAgent:
         """Set when the daemon stops; the file watcher's thread polls it (cancelling an
         anyio worker thread does not interrupt it)."""
         self._reload = asyncio.Event()
+        self.vfconfig = VfConfigurator(self.sysfs.root, self.netns)
+        self.lifecycle = VfLifecycle(
+            bus, self.publisher, self.host_id, self.vfconfig, watched=opts.netlink, stop=self._stop
+        )
 
     @property
     def generation(self) -> int:
@@ -101,7 +107,13 @@ class HostAgent:
             await asyncio.sleep(0)  # the watch is in place before anything is published
         self.ids = await asyncio.to_thread(PciIds, self.conf.pci_ids)
         if self.opts.netlink:
-            self.watcher = LinkWatcher(self._on_link, self._on_topology, netns=self.netns)
+            self.watcher = LinkWatcher(
+                self._on_link,
+                self._on_topology,
+                netns=self.netns,
+                on_link=self._on_netlink,
+                on_resync=lambda: self.lifecycle.notified(None, table_changed=True),
+            )
             await self.watcher.start()
             spawn(self.watcher.run(), "hostd-netlink")
         await self.apply_desired()
@@ -113,6 +125,8 @@ class HostAgent:
         spawn(self._owed_loop(), "hostd-owed-snapshot")
         spawn(self._resync_loop(), "hostd-resync")
         spawn(self._reload_loop(), "hostd-reload")
+        spawn(self.lifecycle.watch(), "hostd-vf-drift")
+        spawn(self.lifecycle.consume(), "hostd-vf-desired")
 
     async def register(self, service: ServiceHost) -> None:
         group = subjects.hostcmd_group(self.host_id)
@@ -127,6 +141,7 @@ class HostAgent:
         self.links.close()
         if self.watcher is not None:
             self.watcher.close()
+        self.vfconfig.close()
 
     def request_reload(self) -> None:
         """SIGHUP: reload host.conf without a restart."""
@@ -151,6 +166,7 @@ class HostAgent:
     async def _scan(self, *, snapshot: bool, reason: str) -> Discovery:
         async with self._scan_lock:
             found = await self._discover()
+            await self.lifecycle.tables.annotate(found)
             self.scans += 1
             if found.settling and not snapshot and self._settling < MAX_SETTLE_RETRIES:
                 # VFs are being created or removed: look again shortly rather than
@@ -163,6 +179,7 @@ class HostAgent:
             self._overlay_links(found)
             old = self.state
             self.state = found
+            self.lifecycle.after_scan(found)
             changes = diff(old, found) if old is not None else None
             if snapshot or changes is None or changes.structural or self.publisher.needs_snapshot:
                 log.info(
@@ -236,12 +253,24 @@ class HostAgent:
         return await asyncio.to_thread(self._doctor_sync, found)
 
     def _doctor_sync(self, found: Discovery) -> list[m.Finding]:
-        return doctor.run(doctor_inputs(self.conf, self.sysfs, found, self.opts, self.netns))
+        inputs = doctor_inputs(self.conf, self.sysfs, found, self.opts, self.netns)
+        inputs.quarantined = self.lifecycle.evidence()
+        return doctor.run(inputs)
 
     # --- links ----------------------------------------------------------------------------------
     def _on_link(self, info: LinkInfo, prev: LinkInfo | None) -> None:
         if self._role(info.ifname)[0] != "other":
             self.links.observe(info)
+
+    def _on_netlink(self, info: LinkInfo) -> None:
+        """Any RTM_NEWLINK: on a PF it may announce a VF-table change (re-read it, check
+        drift, publish the VFs' new actual config); on a VF netdev, a change on the VF."""
+        _role, dev = self._role(info.ifname)
+        if isinstance(dev, m.PF):
+            self.lifecycle.notified(dev.pci_address, table_changed=True)
+            self._rescan.set()
+        elif isinstance(dev, m.VF):
+            self.lifecycle.notified(dev.pf_pci_address, table_changed=False)
 
     def _on_topology(self, ifname: str) -> None:
         # a new or vanished netdev starts afresh: its state comes from the next discovery
@@ -315,6 +344,7 @@ class HostAgent:
 
     async def _resync_loop(self) -> None:
         while not await self._pause(self.conf.resync_interval_s):
+            self.lifecycle.notified(None, table_changed=True)
             await self._guarded(self.scan(snapshot=True, reason="resync interval"), "resync")
 
     async def _guarded(self, coro: Awaitable[Any], what: str) -> None:
@@ -426,13 +456,44 @@ class HostAgent:
             raise InvalidRequest(f"num_vfs must be 0 or more, got {req.num_vfs}", field="num_vfs")
         async with self._numvfs_lock:
             found = await self._discover()
-            before, after = await asyncio.to_thread(
-                set_numvfs, self.sysfs, found, req.pf, req.num_vfs
-            )
+            self.lifecycle.refuse_if_held(found, req.pf, req.force)
+            pf = found.pf(req.pf)
+            vfs = [v.pci_address for v in found.vfs if pf and v.pf_pci_address == pf.pci_address]
+            # from the first write on, what was applied to them is gone: never "repaired" back
+            applied = self.lifecycle.destroyed(vfs)
+            try:
+                before, after = await asyncio.to_thread(
+                    set_numvfs, self.sysfs, found, req.pf, req.num_vfs
+                )
+            except BaseException:
+                self.lifecycle.outcomes.update(applied)
+                raise
+            if before != after:
+                await self._recreated(found, req.pf)
+            else:
+                self.lifecycle.outcomes.update(applied)
         await self.scan(snapshot=False, reason="numvfs set")
         return m.CommandAck(
             message=f"{req.pf}: {before} -> {after} VFs", snapshot_seq=self.publisher.snapshot_seq
         )
+
+    async def _recreated(self, found: Discovery, key: str) -> None:
+        """A VF count change destroyed every VF of the PF (the kernel writes 0 first): each
+        is reported removed, so whoever held one learns it, and the next scan discovers the
+        new ones."""
+        pf = found.pf(key)
+        async with self._scan_lock:
+            if pf is None or self.state is None:
+                return
+            gone = [v for v in self.state.vfs if v.pf_pci_address == pf.pci_address]
+            self.state.vfs = [v for v in self.state.vfs if v.pf_pci_address != pf.pci_address]
+            for vf in gone:
+                await self.publisher.publish(
+                    subjects.host_vf(self.host_id, "removed"),
+                    m.VfRemoved,
+                    pci_address=vf.pci_address,
+                    pf_pci_address=vf.pf_pci_address,
+                )
 
     async def _cmd_doctor(self, req: m.DoctorRequest, headers: Mapping[str, str]) -> m.Diagnostics:
         await self.scan(snapshot=False, reason="doctor requested")

@@ -44,12 +44,15 @@ class LinkWatcher:
         netns: str | None = None,
         rcvbuf: int = 1 << 20,
         on_link: OnLink | None = None,
+        on_resync: Callable[[], None] | None = None,
     ) -> None:
         self.netns = netns
         self.rcvbuf = rcvbuf
         self._on_state = on_state
         self._on_topology = on_topology
         self._on_link = on_link
+        self._on_resync = on_resync
+        """After a resync: the notifications lost (VF-table changes too) are not replayed."""
         self.links: dict[str, LinkInfo] = {}
         self.resyncs = 0
         self._ipr: Any = None
@@ -113,6 +116,8 @@ class LinkWatcher:
         with contextlib.suppress(Exception):
             old.close()
         await self._subscribe()
+        if self._on_resync is not None:
+            self._on_resync()
 
     def _handle(self, msg: Any) -> None:
         kind = msg["header"]["type"]

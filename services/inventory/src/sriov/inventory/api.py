@@ -49,6 +49,7 @@ class QueryApi:
             vendor_device_id=req.vendor_device_id,
             guest_id=req.guest_id,
             state=req.state,
+            lifecycle=req.lifecycle,
         )
         async with self.pool.acquire() as conn:
             devices, total = await reads.list_devices(conn, flt, req.limit, req.offset)

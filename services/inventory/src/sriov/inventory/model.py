@@ -11,6 +11,9 @@ Ordering rules (hostd stamps every event with ``(generation, seq)``):
 * a device or PF event not newer than the last snapshot, or than the last event applied to
   that device or PF, is stale. Per-object stamps make the outcome independent of the order
   in which replicas happen to process a host's events;
+* hostd's lifecycle outcomes (``VfApplied``) and the scheduler's placement events are ordered
+  by the scheduler's sequence instead (:mod:`lifecycle`); the read-back configuration an
+  outcome carries follows the VF's stamp like any VF event;
 * a removed VF is kept as a tombstone (so a late, older event cannot bring it back) until the
   next snapshot; a removed VF that a guest still holds is kept and flagged ``present=False``.
 """
@@ -27,6 +30,8 @@ from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.errors import InvalidRequest
 from sriov.common.schemas._inventory import HostStatus
+from sriov.inventory import lifecycle
+from sriov.inventory.devices import applied_device, derive, new_device, vf_device
 
 Stamp = tuple[int, int]
 Outcome = Literal["applied", "stale"]
@@ -87,10 +92,13 @@ class DeviceRec:
     removed: bool = False
     guest_seq: int = 0
     vf_link_state: str = "unknown"
+    life: lifecycle.Stamps = field(default_factory=lifecycle.Stamps)
 
     def key(self) -> tuple[object, ...]:
         d = msgspec.structs.replace(self.device, updated_at=_EPOCH)
-        return (d, self.stamp, self.removed, self.guest_seq, self.vf_link_state)
+        return (
+            d, self.stamp, self.removed, self.guest_seq, self.vf_link_state, self.life.as_tuple()
+        )  # fmt: skip
 
     def state_key(self) -> tuple[object, ...]:
         """What subscribers see: a change here bumps the revision and is announced."""
@@ -160,6 +168,8 @@ class HostView:
                 outcome = self._pf(ev.pf, stamp)
             case m.LinkChanged():
                 outcome = self._link(ev, stamp)
+            case m.VfApplied():
+                outcome = self._applied(ev, stamp)
             case m.Heartbeat():
                 host.heartbeat_interval_s = max(0.0, float(ev.interval_s))
                 outcome = "applied"
@@ -240,6 +250,18 @@ class HostView:
         self._remove(rec, stamp)
         return "applied"
 
+    def _applied(self, ev: m.VfApplied, stamp: Stamp) -> Outcome:
+        """hostd's outcome for a revision of the VF's desired state (or a repaired drift)."""
+        _check_pci(ev.pci_address, self.host.host_id)
+        rec = self.devices.get(ev.pci_address)
+        if rec is None or rec.removed:
+            return "stale"
+        recorded = rec.life.hostd(ev.outcome, ev.revision)
+        newer = stamp > self.host.snap_stamp and stamp > rec.stamp
+        if newer:  # what it read back is newer than anything else we know of the VF
+            rec.device, rec.stamp = applied_device(rec.device, ev), stamp
+        return "applied" if recorded or newer else "stale"
+
     def _pf(self, pf: m.PF, stamp: Stamp) -> Outcome:
         rec = self.pfs.get(pf.pci_address)
         if stamp <= self.host.snap_stamp or (rec is not None and rec.stamp >= stamp):
@@ -304,8 +326,10 @@ class HostView:
                 return rec
         return None
 
-    def hold(self, rec: DeviceRec, guest_id: str, seq: int) -> Outcome:
+    def hold(self, rec: DeviceRec, guest_id: str, seq: int, reserved: bool = True) -> Outcome:
         """Reserved/Confirmed: the guest holds the device (in the scheduler's commit order)."""
+        if reserved:  # a reservation starts: outcomes for earlier ones no longer count
+            rec.life.hold_seq = max(rec.life.hold_seq, seq)
         if seq <= rec.guest_seq or rec.removed:
             return "stale"
         rec.guest_seq = seq
@@ -319,12 +343,20 @@ class HostView:
         the event with the highest ``seq`` describes the device's state. If our copy names
         another guest than the event's, the events in between (that guest's release, the
         event guest's reservation) are still on their way, and will be stale when they come."""
+        rec.life.end_seq = max(rec.life.end_seq, seq)
         if seq <= rec.guest_seq or rec.removed:
             return "stale"
         rec.guest_seq = seq
         rec.device = msgspec.structs.replace(rec.device, guest_id=None)
         if not rec.device.present:  # held while gone; now nobody holds it
             rec.removed = True
+        return "applied"
+
+    def ready(self, rec: DeviceRec, seq: int) -> Outcome:
+        """Placement Ready: every VF of the guest's request reads back as desired."""
+        if seq <= rec.life.ready_seq or rec.removed:
+            return "stale"
+        rec.life.ready_seq = seq
         return "applied"
 
     # --- result ---------------------------------------------------------------------------
@@ -336,6 +368,9 @@ class HostView:
             for pci, rec in self.devices.items():
                 pf = self.pfs.get(rec.device.pf_pci_address)
                 rec.device = derive(rec.device, pf.pf if pf else None, host.status)
+                state = lifecycle.state(rec.device, rec.life)
+                if state != rec.device.lifecycle:
+                    rec.device = msgspec.structs.replace(rec.device, lifecycle=state)
                 if self._dev0.get(pci) != rec.key():
                     ch.devices.append(rec)
                     if self._state0.get(pci) != rec.state_key():
@@ -355,7 +390,7 @@ class HostView:
             live = [r for r in self.devices.values() if not r.removed]
             host.pf_count = len(self.pfs)
             host.vf_count = len(live)
-            host.vf_free = sum(r.device.present and r.device.guest_id is None for r in live)
+            host.vf_free = sum(_offerable(r.device) for r in live)
         announced = m.encode(self.info(with_last_seen=False))
         if announced != host.announced:
             host.announced = announced
@@ -379,67 +414,12 @@ class HostView:
         )
 
 
-# --- pure helpers -------------------------------------------------------------------------
-def device_id(host_id: str, pci_address: str) -> str:
-    return m.device_id(host_id, pci_address)
+def _offerable(d: m.Device) -> bool:
+    """Free to place: present, held by nobody, and (with the lifecycle) reported clean."""
+    return d.present and d.guest_id is None and d.lifecycle in (None, "free")
 
 
-def new_device(host_id: str, pci_address: str, pf_pci_address: str = "") -> m.Device:
-    return m.Device(
-        id=m.device_id(host_id, pci_address),
-        host_id=host_id,
-        pci_address=pci_address,
-        addr=m.short_addr(pci_address),
-        pf_pci_address=pf_pci_address,
-    )
-
-
-def vf_device(host_id: str, vf: m.VF, base: m.Device | None) -> m.Device:
-    """The device row for a VF hostd reported; guest and PF-derived fields carried over."""
-    vendor_device = f"{vf.vendor_id}:{vf.device_id}" if vf.vendor_id and vf.device_id else ""
-    dev = base or new_device(host_id, vf.pci_address, vf.pf_pci_address)
-    return msgspec.structs.replace(
-        dev,
-        dev_type="NIC",
-        model=vf.model,
-        vendor_device_id=vendor_device,
-        pf_pci_address=vf.pf_pci_address,
-        vf_index=vf.vf_index,
-        numa_node=vf.numa_node,
-        iommu_group=vf.iommu_group,
-        driver=vf.driver,
-        ifname=vf.ifname,
-        mac=vf.mac,
-        present=True,
-    )
-
-
-def derive(dev: m.Device, pf: m.PF | None, host_status: HostStatus) -> m.Device:
-    """Fields a VF takes from its PF (link, wire, offload) and from its host (status)."""
-    if pf is None:
-        if dev.link_state == "unknown" and dev.host_status == host_status:
-            return dev
-        return msgspec.structs.replace(dev, link_state="unknown", host_status=host_status)
-    if (
-        dev.link_state == pf.link_state
-        and dev.host_status == host_status
-        and dev.pf_ifname == pf.ifname
-        and dev.wire == pf.wire
-        and dev.network == pf.network
-        and dev.offload == pf.offload
-    ):
-        return dev
-    return msgspec.structs.replace(
-        dev,
-        pf_ifname=pf.ifname,
-        wire=pf.wire,
-        network=pf.network,
-        offload=pf.offload,
-        link_state=pf.link_state,
-        host_status=host_status,
-    )
-
-
+# --- checks -----------------------------------------------------------------------------
 def _unique(addresses: list[str], what: str, host_id: str) -> None:
     seen: set[str] = set()
     for a in addresses:

@@ -1,9 +1,11 @@
-"""Consume the scheduler's placement events to fill and clear each device's ``guest_id``.
+"""Consume the scheduler's placement events: each device's ``guest_id`` and lifecycle facts.
 
 Applied in the scheduler's commit order per device (the ``seq`` of the event that last
 changed a device is stored with it), so duplicates and events the stream holds out of order
 (a relay batch republished after a partial failure) are harmless. The event with the highest
 ``seq`` decides: after a release nobody holds the device, even if events before it are late.
+A ``Ready`` and a ``Failed`` of op ``prepare`` (which ends the reservation) also feed the VF's
+lifecycle state (:mod:`sriov.inventory.lifecycle`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def device_ids(ev: m.PlacementEventT) -> list[str]:
             return [a.device_id for a in ev.assignments]
         case m.Lost() if ev.still_reserved:
             return []  # the guest still holds its VFs (host offline): nothing to clear
-        case m.Confirmed() | m.Released() | m.Expired() | m.Lost():
+        case m.Confirmed() | m.Released() | m.Expired() | m.Lost() | m.Ready():
+            return list(ev.device_ids)
+        case m.Failed(op="prepare"):
             return list(ev.device_ids)
         case _:
             return []
@@ -95,10 +99,14 @@ class PlacementEvents:
                         outcomes[(type_name(ev), "unknown_device")] += 1
                         continue
                     view, rec = found
+                    seq = order(ev, d)
                     if isinstance(ev, m.Reserved | m.Confirmed):
-                        outcome = view.hold(rec, ev.guest_id, order(ev, d))
+                        reserved = isinstance(ev, m.Reserved)
+                        outcome = view.hold(rec, ev.guest_id, seq, reserved=reserved)
+                    elif isinstance(ev, m.Ready):
+                        outcome = view.ready(rec, seq)
                     else:
-                        outcome = view.release(rec, order(ev, d))
+                        outcome = view.release(rec, seq)
                     outcomes[(type_name(ev), outcome)] += 1
             saved = await store.save(conn, loaded.views.values(), loaded.now, self.source)
         if saved.outbox:

@@ -156,6 +156,25 @@ def msgspec_replace(pf: m.PF, **changes: object) -> m.PF:
     return msgspec.structs.replace(pf, **changes)
 
 
+#: What mlx5_core applies to its VFs (everything), and igb (no min rate, no 802.1ad).
+MLX5_CAPS = m.PfCapabilities(
+    driver="mlx5_core", vf_driver="mlx5_core", mac=True, vlan=True, vlan_8021ad=True,
+    spoof_check=True, trust=True, link_state=True, min_tx_rate=True, max_tx_rate=True,
+)  # fmt: skip
+IGB_CAPS = m.PfCapabilities(
+    driver="igb", vf_driver="igbvf", mac=True, vlan=True, spoof_check=True, trust=True,
+    link_state=True, max_tx_rate=True,
+)  # fmt: skip
+
+
+def with_lifecycle(pfs: list[m.PF]) -> list[m.PF]:
+    """The PFs as a hostd with the VF lifecycle reports them: with their capabilities."""
+    return [
+        msgspec_replace(p, capabilities=MLX5_CAPS if p.driver == "mlx5_core" else IGB_CAPS)
+        for p in pfs
+    ]
+
+
 @dataclass
 class Hostd:
     """Publishes a host's events the way hostd does: one generation, increasing seq."""
@@ -214,6 +233,17 @@ class Hostd:
             pf_pci_address=vf.pf_pci_address,
         )
         return await self.send(subjects.host_vf(self.host_id, "removed"), ev)
+
+    async def applied(
+        self, vf: m.VF, revision: int, outcome: str, actual: m.VfConfig | None, **kw: object
+    ) -> m.HostEvent:
+        """hostd's outcome for ``revision`` of the VF's desired state (``VfApplied``)."""
+        ev = m.VfApplied(
+            host_id=self.host_id, generation=self.generation, seq=self.next_seq(),
+            pci_address=vf.pci_address, revision=revision, outcome=outcome,  # type: ignore[arg-type]
+            actual=actual, **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return await self.send(subjects.host_vf(self.host_id, "applied"), ev)
 
     async def link(self, pf: m.PF, up: bool) -> m.HostEvent:
         ev = m.LinkChanged(

@@ -1,5 +1,5 @@
 """sriov-scheduler: ``sriov-scheduler --database-url DSN [--nats-url ...]``; this file wires one
-replica: settings, database, endpoints, projection, inbox, relay, sweeper.
+replica: settings, database, endpoints, projection, inbox, relay, sweeper, VF lifecycle.
 
 Any number of replicas may run against the same database and NATS; they share one queue
 group for requests and one durable consumer for state and for asynchronous requests.
@@ -19,6 +19,7 @@ from sriov.common.outbox import Relay
 from sriov.common.runtime import ServiceContext
 from sriov.scheduler.expiry import Sweeper
 from sriov.scheduler.inbox import Inbox
+from sriov.scheduler.lifecycle import Lifecycle
 from sriov.scheduler.metrics import Metrics
 from sriov.scheduler.operations import Scheduler
 from sriov.scheduler.projection import Projection
@@ -43,6 +44,7 @@ class Replica:
     projection: Projection
     inbox: Inbox
     sweeper: Sweeper
+    lifecycle: Lifecycle
 
 
 async def start(ctx: ServiceContext) -> Replica:
@@ -69,6 +71,7 @@ async def start(ctx: ServiceContext) -> Replica:
         on_commit=relay.wake,
     )  # fmt: skip
     projection = Projection(store, ctx.bus, source=source, metrics=metrics, on_commit=relay.wake)
+    lifecycle = Lifecycle(store, ctx.bus, source=source, metrics=metrics, on_commit=relay.wake)
     inbox = Inbox(app, store, ctx.bus, source=source, concurrency=settings.requests_concurrency)
     sweeper = Sweeper(
         store, source=source, interval_s=settings.expiry_interval_s,
@@ -92,6 +95,8 @@ async def start(ctx: ServiceContext) -> Replica:
         ("release", m.ReleaseRequest, app.release),
         ("confirm", m.ConfirmRequest, app.confirm),
         ("get", m.GetRequest, app.get),
+        ("cordon", m.CordonRequest, app.cordon),
+        ("vf-reset", m.VfResetRequest, app.vf_reset),
     )
     for host in hosts:
         for name, request, handler in endpoints:
@@ -104,11 +109,12 @@ async def start(ctx: ServiceContext) -> Replica:
     ctx.spawn(relay.run(ctx.stop), "scheduler-outbox-relay")
     ctx.spawn(sweeper.run(ctx.stop), "scheduler-expiry")
     ctx.spawn(inbox.run(ctx.stop), "scheduler-inbox")
+    ctx.spawn(lifecycle.run(ctx.stop), "scheduler-vf-lifecycle")
     log.info(
         "scheduler ready: database epoch %s, state consumer %s, reservation TTL %.0fs",
         store.epoch, projection.spec.durable, settings.reservation_ttl_s,
     )  # fmt: skip
-    return Replica(store, app, relay, projection, inbox, sweeper)
+    return Replica(store, app, relay, projection, inbox, sweeper, lifecycle)
 
 
 async def body(ctx: ServiceContext) -> None:

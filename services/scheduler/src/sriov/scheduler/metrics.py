@@ -8,7 +8,8 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 
 
 class Metrics:
-    """Request latency and outcomes, events relayed, reservations expired or lost."""
+    """Request latency and outcomes, events relayed, reservations expired or lost, hostd's VF
+    outcomes."""
 
     def __init__(self) -> None:
         meter = telemetry.meter()
@@ -32,6 +33,11 @@ class Metrics:
         self.lost = meter.create_counter(
             "sriov.scheduler.reservations.lost",
             description="Reservations whose VF disappeared",
+        )
+        self.applied = meter.create_counter(
+            "sriov.scheduler.vf.applied",
+            description="hostd's VF outcomes by outcome (ready, clean, failed, quarantined, "
+            "repaired: a drift put back) and effect (stale: for an older revision)",
         )
         self.state = meter.create_counter(
             "sriov.scheduler.state.applied", description="Device/host state messages applied"

@@ -25,7 +25,7 @@ _encoder = msgspec.json.Encoder()
 
 
 class Scheduler:
-    """The five operations of the ``scheduler`` service, over one :class:`Store`."""
+    """The operations of the ``scheduler`` service, over one :class:`Store`."""
 
     def __init__(
         self,
@@ -67,6 +67,22 @@ class Scheduler:
         self, req: m.GetRequest, headers: Mapping[str, str] | None = None
     ) -> m.PlacementReply:
         return await self._timed("get", "request", self._get(req))
+
+    async def cordon(
+        self, req: m.CordonRequest, headers: Mapping[str, str] | None = None
+    ) -> m.CordonReply:
+        return await self._timed("cordon", "request", self.store.cordon(
+            _encoder.encode(v.cordon_args(req))))  # fmt: skip
+
+    async def vf_reset(
+        self, req: m.VfResetRequest, headers: Mapping[str, str] | None = None
+    ) -> m.VfResetReply:
+        return await self._timed("vf-reset", "request", self._vf_reset(req))
+
+    async def _vf_reset(self, req: m.VfResetRequest) -> m.VfResetReply:
+        reply = await self.store.vf_reset(_encoder.encode(v.reset_args(req, ctx=self._ctx())))
+        self.on_commit()
+        return reply
 
     async def handle(self, req: m.PlacementRequestT, via: str = "stream") -> m.PlacementReply:
         """Any placement request (the asynchronous path): same checks, same idempotency."""

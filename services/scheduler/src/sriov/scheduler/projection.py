@@ -49,6 +49,23 @@ class DeviceRow(msgspec.Struct, kw_only=True):
     present: bool
     removed: bool
     revision: int
+    managed: bool
+    """Its hostd runs the VF lifecycle (the PF published capabilities)."""
+    cannot: list[str]
+    """The settings its PF cannot apply; ``lifecycle`` (and every setting) when unmanaged."""
+    vf_driver: str | None
+
+
+#: A VfConfig asking for every setting: what a PF cannot apply of it is what it lacks.
+_EVERYTHING = m.VfConfig(
+    mac="02:00:00:00:00:01", vlan=1, qos=1, vlan_proto="802.1ad", spoof_check=False,
+    trust=True, link_state="enable", min_tx_rate=1, max_tx_rate=2,
+)  # fmt: skip
+_UNMANAGED = ["lifecycle", *m.PfCapabilities().missing(_EVERYTHING)]
+
+
+def cannot(caps: m.PfCapabilities | None) -> list[str]:
+    return _UNMANAGED if caps is None else caps.missing(_EVERYTHING)
 
 
 class HostRow(msgspec.Struct, kw_only=True):
@@ -81,6 +98,9 @@ def device_row(st: m.DeviceState) -> DeviceRow:
         present=d.present and not st.removed,
         removed=st.removed,
         revision=st.revision,
+        managed=d.capabilities is not None,
+        cannot=cannot(d.capabilities),
+        vf_driver=d.capabilities.vf_driver if d.capabilities else None,
     )
 
 

@@ -28,6 +28,7 @@ from sriov.common import database, migrations, outbox, subjects
 from sriov.common import schemas as m
 from sriov.common.errors import SriovError, Unavailable, error_from_code
 from sriov.common.outbox import OutboxRow
+from sriov.scheduler.validation import DesiredArgs, EventTypes
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ ERROR_STATE = "SRV01"
 RETRY_STATES = frozenset({"23505", "40001", "40P01"})
 """unique violation (the reservation guard), serialization failure, deadlock."""
 ATTEMPTS = 5
-TABLES = tuple(f"scheduler.{t}" for t in ("vfs", "hosts", "reservations", "requests", "outbox"))
+TABLES = tuple(
+    f"scheduler.{t}" for t in ("vfs", "hosts", "reservations", "requests", "outbox", "desired")
+)
 MIGRATE_LOCK = 0x5C4ED01
 RELAY_LOCK = 0x5C4ED02
 # The connection failed under the call; asyncpg reports a server killed mid-protocol as an
@@ -59,6 +62,15 @@ class StateResult(msgspec.Struct, kw_only=True):
 
 
 _outcome = msgspec.json.Decoder(Outcome)
+_cordon = msgspec.json.Decoder(m.CordonReply)
+_reset = msgspec.json.Decoder(m.VfResetReply)
+#: ``p_desired`` and ``p_types`` of the SQL functions: the schemas' type tags and baseline.
+DESIRED = msgspec.json.encode(
+    DesiredArgs(type=m.type_of(m.VfDesired), clean=m.clean_config())
+).decode()
+EVENT_TYPES = msgspec.json.encode(
+    EventTypes(ready=m.type_of(m.Ready), failed=m.type_of(m.Failed))
+).decode()
 _state_result = msgspec.json.Decoder(StateResult)
 _trace = msgspec.json.Decoder(dict[str, str])
 
@@ -80,9 +92,12 @@ def functions_script() -> str:
 
 
 def _outbox_row(r: asyncpg.Record, bases: dict[str, dict[str, str]]) -> OutboxRow:
-    _id, event_id, guest_id, verb, ce_type, payload, trace, source, created_at = r
+    _id, event_id, guest_id, verb, ce_type, payload, trace, source, created_at, vf_host, vf_pci = r
     base = bases.get(source) or bases.setdefault(source, outbox.base_headers(source))
-    subject = subjects.placement_event(guest_id, verb)
+    subject = (
+        subjects.desired_vf(vf_host, vf_pci) if vf_pci is not None
+        else subjects.placement_event(guest_id, verb)
+    )  # fmt: skip
     return OutboxRow(
         subject.subject, payload.encode(),
         outbox.stored_headers(base, event_id, ce_type, created_at),
@@ -94,6 +109,27 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release a connection to the pool as it is (asyncpg still rolls back an open
     transaction). Its default reset is a full round trip per call; our sessions keep no state
     to reset: transaction-scoped advisory locks only, no LISTEN, cursors or SET."""
+
+
+def latest_desired(records: list[asyncpg.Record]) -> list[asyncpg.Record]:
+    """The batch without desired states another row of the batch replaces.
+
+    The relay publishes a batch concurrently, so two desired states of one VF in a batch
+    could land in either order, and the stream keeps the last one landed. Only the newest of
+    each VF is published (all are deleted with the batch); batches follow each other only once
+    JetStream acknowledged every row, and a VF's revisions are allocated under its row lock,
+    so one VF's desired states reach the stream in revision order.
+    """
+    newest: dict[tuple[str, str], int] = {}
+    for r in records:
+        if r[10] is not None:
+            newest[(r[9], r[10])] = r[0]
+    return [r for r in records if r[10] is None or newest[(r[9], r[10])] == r[0]]
+
+
+def _tagged(raw: str, typ: type[m.Message]) -> bytes:
+    """A reply the SQL built without its ``type`` tag, tagged."""
+    return msgspec.json.encode({**msgspec.json.decode(raw), "type": m.type_of(typ)})
 
 
 def _refusal(exc: asyncpg.PostgresError) -> SriovError:
@@ -178,8 +214,9 @@ class Store:
 
     async def _operation(self, op: str, args: bytes, event: type[m.Message]) -> Outcome:
         raw = await self._call(
-            op, f"SELECT scheduler.{op}($1::jsonb, $2)::text", args.decode(), m.type_of(event)
-        )
+            op, f"SELECT scheduler.{op}($1::jsonb, $2, $3::jsonb)::text",
+            args.decode(), m.type_of(event), DESIRED,
+        )  # fmt: skip
         return _outcome.decode(raw)
 
     async def place(self, args: bytes) -> Outcome:
@@ -190,7 +227,11 @@ class Store:
         return await self._operation("release", args, m.Released)
 
     async def confirm(self, args: bytes) -> Outcome:
-        return await self._operation("confirm", args, m.Confirmed)
+        raw = await self._call(
+            "confirm", "SELECT scheduler.confirm($1::jsonb, $2)::text", args.decode(),
+            m.type_of(m.Confirmed),
+        )  # fmt: skip
+        return _outcome.decode(raw)
 
     async def guest(self, guest_id: str) -> Outcome:
         raw = await self._call("get", "SELECT scheduler.guest_assignments($1)::text", guest_id)
@@ -199,8 +240,8 @@ class Store:
     async def apply_state(self, devices: bytes, hosts: bytes, ctx: bytes) -> StateResult:
         raw = await self._call(
             "apply state",
-            "SELECT scheduler.apply_state($1::jsonb, $2::jsonb, $3::jsonb, $4)::text",
-            devices.decode(), hosts.decode(), ctx.decode(), m.type_of(m.Lost),
+            "SELECT scheduler.apply_state($1::jsonb, $2::jsonb, $3::jsonb, $4, $5::jsonb)::text",
+            devices.decode(), hosts.decode(), ctx.decode(), m.type_of(m.Lost), DESIRED,
         )  # fmt: skip
         return _state_result.decode(raw)
 
@@ -208,10 +249,30 @@ class Store:
         """End unconfirmed reservations whose TTL passed (at ``now``, default the database's)."""
         n = await self._call(
             "expire",
-            "SELECT scheduler.expire($1, coalesce($2, now()), $3::jsonb, $4)",
-            limit, now, ctx.decode(), m.type_of(m.Expired),
+            "SELECT scheduler.expire($1, coalesce($2, now()), $3::jsonb, $4, $5::jsonb)",
+            limit, now, ctx.decode(), m.type_of(m.Expired), DESIRED,
         )  # fmt: skip
         return int(n)
+
+    # --- the VF lifecycle ---------------------------------------------------------------------
+    async def vf_applied(self, applied: bytes, ctx: bytes) -> str:
+        """Take one of hostd's outcomes (``AppliedArgs``); returns what it did (stale,
+        duplicate, ready, failed, clean, quarantined, repaired)."""
+        return str(await self._call(
+            "vf applied", "SELECT scheduler.vf_applied($1::jsonb, $2::jsonb, $3::jsonb, $4::jsonb)",
+            applied.decode(), ctx.decode(), EVENT_TYPES, DESIRED,
+        ))  # fmt: skip
+
+    async def cordon(self, args: bytes) -> m.CordonReply:
+        raw = await self._call("cordon", "SELECT scheduler.cordon($1::jsonb)::text", args.decode())
+        return _cordon.decode(_tagged(raw, m.CordonReply))
+
+    async def vf_reset(self, args: bytes) -> m.VfResetReply:
+        raw = await self._call(
+            "vf-reset", "SELECT scheduler.vf_reset($1::jsonb, $2::jsonb)::text",
+            args.decode(), DESIRED,
+        )  # fmt: skip
+        return _reset.decode(_tagged(raw, m.VfResetReply))
 
     async def purge(self, older_than_s: float, limit: int = 5000) -> int:
         """Forget idempotency keys and ended reservations older than the retention (what
@@ -274,13 +335,14 @@ class Store:
             records = await conn.fetch(
                 # the row id is the event's seq: allocated inside the transaction that made
                 # the change, so it follows the id of every event that change depended on
-                "SELECT id, event_id::text, guest_id, verb, type, "
-                "(payload::jsonb || jsonb_build_object('seq', id))::text, trace::text, "
-                "source, created_at FROM scheduler.outbox ORDER BY id LIMIT $1",
+                "SELECT id, event_id::text, guest_id, verb, type, CASE WHEN vf_pci IS NULL "
+                "THEN (payload::jsonb || jsonb_build_object('seq', id))::text ELSE payload END, "
+                "trace::text, source, created_at, vf_host, vf_pci "
+                "FROM scheduler.outbox ORDER BY id LIMIT $1",
                 limit,
             )
             bases: dict[str, dict[str, str]] = {}
-            yield [_outbox_row(r, bases) for r in records]
+            yield [_outbox_row(r, bases) for r in latest_desired(records)]
             if records:
                 await conn.execute(
                     "DELETE FROM scheduler.outbox WHERE id = ANY($1::bigint[])",

@@ -4,7 +4,9 @@
 stream on inventory's subjects, with increasing revisions, exactly as inventory does; the
 scheduler cannot tell the difference. :func:`run_replica` runs one scheduler replica inside
 the current event loop (its own NATS connection and pool), :func:`settle` waits until the
-state consumer has applied everything published so far.
+state consumer has applied everything published so far. A PF given ``capabilities`` is one
+whose hostd runs the VF lifecycle: :class:`FakeHostd` reads its desired states and reports
+outcomes as hostd would.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ from sriov.scheduler.projection import durable_name
 from sriov.scheduler.settings import SchedulerSettings
 
 I350 = "I350 Ethernet Controller Virtual Function"
+#: A PF driver that can apply every VF setting (mlx5_core's ndo_set_vf_*).
+FULL = m.PfCapabilities(
+    driver="mlx5_core", vf_driver="mlx5_core", mac=True, vlan=True, vlan_8021ad=True,
+    spoof_check=True, trust=True, link_state=True, min_tx_rate=True, max_tx_rate=True,
+)  # fmt: skip
+#: igb: no min rate, no 802.1ad, no trust toggling of its own... as the igb driver has it.
+IGB = msgspec.structs.replace(
+    FULL, driver="igb", vf_driver="igbvf", min_tx_rate=False, vlan_8021ad=False
+)
 CX5 = "ConnectX-5 Virtual Function"
 VENDOR_DEVICE = {I350: "8086:1520", CX5: "15b3:1018"}
 _instances = itertools.count(1)
@@ -44,6 +55,8 @@ class PfSpec:
     network: str | None = None
     ifname: str | None = None
     link_up: bool = True
+    capabilities: m.PfCapabilities | None = None
+    """None: a hostd without the VF lifecycle (no desired state, ready at once)."""
 
 
 @dataclass
@@ -84,6 +97,7 @@ class FleetState:
                     network=pf.network,
                     link_state="up" if pf.link_up else "down",
                     host_status=status,  # type: ignore[arg-type]
+                    capabilities=pf.capabilities,
                 )
                 self.devices[dev.id] = dev
                 self._dirty.add(dev.id)
@@ -255,3 +269,52 @@ async def wait_events(
             if len(events) >= count:
                 return events
             await asyncio.sleep(0.05)
+
+
+# --- a hostd's side of the VF lifecycle ------------------------------------------------------
+@dataclass
+class FakeHostd:
+    """Reads a host's desired VF states from ``SRIOV_DESIRED`` and reports outcomes on its
+    host subject, as hostd does (the real hostd applies them to the VF first)."""
+
+    bus: Bus
+    host_id: str
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def desired(self) -> dict[str, m.VfDesired]:
+        """The current desired state of each VF of the host, by PCI address."""
+        out: dict[str, m.VfDesired] = {}
+        flt = subjects.desired_of_host(self.host_id)
+        async for stored in self.bus.history(subjects.STREAM_DESIRED, flt):
+            d = m.DESIRED.decode(stored.data)
+            out[d.pci_address] = d
+        return out
+
+    async def wait(self, pci: str, state: str, after: int = 0, timeout: float = 10) -> m.VfDesired:
+        """Until the VF's desired state is ``state`` with a revision above ``after``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                d = (await self.desired()).get(pci)
+                if d is not None and d.state == state and d.revision > after:
+                    return d
+                await asyncio.sleep(0.05)
+
+    async def report(
+        self,
+        desired: m.VfDesired,
+        outcome: str,
+        *,
+        error: str | None = None,
+        iommu_group: int | None = 17,
+        revision: int | None = None,
+    ) -> None:
+        """Publish the outcome of ``desired`` (read back as asked unless it failed)."""
+        ev = m.VfApplied(
+            host_id=self.host_id, generation=1, seq=next(self._seq),
+            pci_address=desired.pci_address,
+            revision=desired.revision if revision is None else revision,
+            outcome=outcome,  # type: ignore[arg-type]
+            actual=desired.config if outcome in ("ready", "clean") else None, error=error,
+            iommu_group=iommu_group,
+        )  # fmt: skip
+        await self.bus.js_publish(subjects.host_vf(self.host_id, "applied"), ev)

@@ -85,11 +85,18 @@ def host_rescan(obj: CliContext, host_id: str) -> Report:
 @_host_option
 @click.option("--pf", required=True, help="PF netdev name (eth1) or PCI address.")
 @click.option("--num", "num_vfs", required=True, type=click.IntRange(0), help="VF count.")
+@click.option(
+    "--force", is_flag=True,
+    help="Even though guests hold VFs of the PF: their reservations end (lost).",
+)  # fmt: skip
 @click.pass_obj
-def host_set_numvfs(obj: CliContext, host_id: str, pf: str, num_vfs: int) -> Report:
-    """Set a PF's VF count (written as 0 then N, bounded by sriov_totalvfs)."""
+def host_set_numvfs(obj: CliContext, host_id: str, pf: str, num_vfs: int, force: bool) -> Report:
+    """Set a PF's VF count (written as 0 then N, bounded by sriov_totalvfs).
+
+    Refused while guests hold VFs of the PF (recreating VFs destroys theirs), unless --force.
+    """
     subject = s.endpoint(s.hostcmd_group(host_id), "set-numvfs")
-    req = m.SetNumVfsRequest(pf=pf, num_vfs=num_vfs)
+    req = m.SetNumVfsRequest(pf=pf, num_vfs=num_vfs, force=force)
 
     async def call(bus: Bus) -> m.CommandAck:
         # creating many VFs takes a while on real hardware: allow more than the default

@@ -1,6 +1,8 @@
 """``sriovctl isolated-device-list``, ``isolated-device-show``, ``host-list``, ``host-show``.
 
-The device table has the guide's ``climc isolated-device-list`` columns and paging footer.
+The device table has the guide's ``climc isolated-device-list`` columns and paging footer;
+``--lifecycle`` adds where each VF is in its lifecycle and what hostd read back of it
+(driver, MAC, VLAN), and filters on the state, so the guide's table stays as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from sriov.common import subjects as s
 from sriov.common.bus import Bus
 
 DEVICE_COLUMNS = ["ID", "Dev_type", "Model", "Addr", "Vendor_device_id", "Host_id", "Guest_id"]
+LIFECYCLE_COLUMNS = ["Lifecycle", "Driver", "MAC", "VLAN"]
+LIFECYCLE_STATES = ("free", "preparing", "ready", "cleaning", "quarantined")
 HOST_COLUMNS = ["ID", "Name", "Status", "Last_seen", "Generation", "PFs", "VFs", "Free", "Errors"]
 
 
@@ -30,6 +34,17 @@ def device_row(d: m.Device) -> list[str | None]:
     return [d.id, d.dev_type, d.model, d.addr, d.vendor_device_id, d.host_id, d.guest_id]
 
 
+def lifecycle_cells(d: m.Device) -> list[str | None]:
+    """The lifecycle state ("-": a host without the lifecycle) and the read-back config."""
+    a = d.actual
+    return [
+        d.lifecycle or "-",
+        d.driver,
+        a.mac if a else d.mac,
+        str(a.vlan) if a else None,
+    ]
+
+
 @command("isolated-device-list")
 @click.option("--host", "host_id", help="Only this host's devices.")
 @click.option("--model", help="Exact model, e.g. 'I350 Ethernet Controller Virtual Function'.")
@@ -38,6 +53,11 @@ def device_row(d: m.Device) -> list[str | None]:
 @click.option("--guest", "guest_id", help="Only devices held by this guest.")
 @click.option("--free", "state", flag_value="free", help="Only devices no guest holds.")
 @click.option("--attached", "state", flag_value="attached", help="Only devices guests hold.")
+@click.option(
+    "--lifecycle",
+    type=click.Choice(["any", *LIFECYCLE_STATES]),
+    help="Add the lifecycle state, driver, MAC and VLAN; only VFs in this state ('any': all).",
+)
 @click.option("--limit", default=15, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
 @click.pass_obj
@@ -49,6 +69,7 @@ def isolated_device_list(
     vendor_device_id: str | None,
     guest_id: str | None,
     state: str | None,
+    lifecycle: str | None,
     limit: int,
     offset: int,
 ) -> Report:
@@ -60,6 +81,7 @@ def isolated_device_list(
         vendor_device_id=vendor_device_id,
         guest_id=guest_id,
         state=state or "any",  # type: ignore[arg-type]
+        lifecycle=None if lifecycle in (None, "any") else lifecycle,  # type: ignore[arg-type]
         limit=limit,
         offset=offset,
     )
@@ -69,10 +91,9 @@ def isolated_device_list(
         return await bus.request(subject, req, m.DeviceListReply, timeout=obj.timeout)
 
     reply = obj.run(call)
-    rows = [device_row(d) for d in reply.devices]
-    return Report(
-        reply, [Table(DEVICE_COLUMNS, rows, footer(reply.total, reply.limit, reply.offset))]
-    )
+    columns = DEVICE_COLUMNS + (LIFECYCLE_COLUMNS if lifecycle else [])
+    rows = [device_row(d) + (lifecycle_cells(d) if lifecycle else []) for d in reply.devices]
+    return Report(reply, [Table(columns, rows, footer(reply.total, reply.limit, reply.offset))])
 
 
 @command("isolated-device-show")
@@ -149,6 +170,8 @@ def fields_table(struct: msgspec.Struct) -> Table:
 def _text(value: object) -> str:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    if isinstance(value, msgspec.Struct):  # capabilities, read-back configuration
+        return msgspec.json.encode(value).decode()
     return "" if value is None else str(value)
 
 

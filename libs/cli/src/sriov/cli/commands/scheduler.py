@@ -2,7 +2,9 @@
 ``server-confirm``: VF placement for guests, in the guide's ``climc`` words.
 
 This control plane places VFs; it does not run guests. ``server-create`` reserves a VF for
-each ``--net`` (all on one host, or none) and prints the assignment; the guide's other
+each ``--net`` (all on one host, or none), waits until the host has prepared them
+(``ready``: driver, MAC, VLAN applied and read back; ``--no-wait`` returns at ``reserved``)
+and prints what a VM manager needs to start the guest with them; the guide's other
 ``climc server-create`` options are accepted so its command runs as written, and ignored.
 A request that gets no answer in time is sent again with the same request id, which is safe:
 the scheduler answers a retried request with the first answer.
@@ -15,6 +17,7 @@ from typing import Any
 
 import click
 
+from sriov.cli import readiness
 from sriov.cli.context import CliContext
 from sriov.cli.output import Report, Table, command
 from sriov.common import schemas as m
@@ -49,10 +52,38 @@ def rows(reply: m.PlacementReply) -> list[list[Any]]:
     ]  # fmt: skip
 
 
-def show(reply: m.PlacementReply, what: str) -> Report:
-    return Report(
-        reply, [Table(COLUMNS, rows(reply), f"*** {what}: {len(reply.assignments)} VF(s) ***")]
-    )
+def show(reply: m.PlacementReply, what: str, error: str | None = None) -> Report:
+    human: list[Table | str] = [
+        Table(COLUMNS, rows(reply), f"*** {what}: {len(reply.assignments)} VF(s) ***")
+    ]
+    if any(a.prepared is not None for a in reply.assignments):
+        human.append(Table(readiness.VM_COLUMNS, readiness.vm_rows(reply)))
+    notes = [f"sriovctl: error: {error}"] if error else []
+    return Report(reply, human, notes, exit_code=1 if error else 0)
+
+
+async def placed(
+    bus: Bus, obj: CliContext, name: str, req: m.PlaceRequest | m.AttachRequest, wait: float
+) -> readiness.Outcome:
+    """Send ``req``; unless ``wait`` is 0, wait until the host prepared its VFs (or failed)."""
+    if not wait:
+        return readiness.Outcome(await call(bus, name, req, obj.timeout))
+    async with readiness.listening(bus, req.guest_id) as events:
+        reply = await call(bus, name, req, obj.timeout)
+        get = m.GetRequest(guest_id=req.guest_id)
+        return await readiness.wait_ready(
+            reply, events, lambda: call(bus, "get", get, obj.timeout), wait
+        )
+
+
+def _wait_options(fn: Any) -> Any:
+    fn = click.option(
+        "--wait-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
+        help="Seconds to wait for the VFs to be ready (exit 1 when they are not).",
+    )(fn)  # fmt: skip
+    return click.option(
+        "--no-wait", is_flag=True, help="Return once reserved, before the host prepared the VFs."
+    )(fn)
 
 
 def _request_id(fn: Any) -> Any:
@@ -100,12 +131,13 @@ def _request_id(fn: Any) -> Any:
 @click.option("--mem-spec", help="Accepted for the guide's command; not handled here.")
 @click.option("--auto-start", is_flag=True, help="Accepted for the guide's command; ignored.")
 @_request_id
+@_wait_options
 @click.pass_obj
 def server_create(obj: CliContext, /, guest: str, nets: tuple[str, ...], host_id: str | None,
                   numa_policy: str, numa_node: int | None, packing: str, ttl_s: float | None,
-                  confirm: bool, request_id: str | None,
+                  confirm: bool, request_id: str | None, no_wait: bool, wait_timeout: float,
                   **not_handled: Any) -> Report:  # fmt: skip
-    """Reserve VFs for GUEST, all on one host (placement only: prints the assignment)."""
+    """Reserve VFs for GUEST, all on one host, and wait until the host prepared them."""
     ignored = [f"--{k.replace('_', '-')}" for k in NOT_HANDLED if not_handled.get(k)]
     if ignored:
         click.echo(f"note: {', '.join(ignored)} not handled: sriovctl places VFs only", err=True)
@@ -120,14 +152,16 @@ def server_create(obj: CliContext, /, guest: str, nets: tuple[str, ...], host_id
         ttl_s=ttl_s,
     )
 
-    async def go(bus: Bus) -> m.PlacementReply:
-        reply = await call(bus, "place", req, obj.timeout)
-        if confirm:
+    async def go(bus: Bus) -> readiness.Outcome:
+        done = await placed(bus, obj, "place", req, 0 if no_wait else wait_timeout)
+        if confirm and done.error is None:
             confirmed = m.ConfirmRequest(request_id=f"{req.request_id}/confirm", guest_id=guest)
             reply = await call(bus, "confirm", confirmed, obj.timeout)
-        return reply
+            done.reply = readiness.keep_prepared(reply, done.reply)
+        return done
 
-    return show(obj.run(go), f"Guest {guest} on host")
+    done = obj.run(go)
+    return show(done.reply, f"Guest {guest} on host", done.error)
 
 
 @command("server-attach-network")
@@ -141,16 +175,18 @@ def server_create(obj: CliContext, /, guest: str, nets: tuple[str, ...], host_id
     help="Seconds before the unconfirmed reservation expires.",
 )
 @_request_id
+@_wait_options
 @click.pass_obj
 def server_attach_network(obj: CliContext, guest: str, netdesc: str, host_id: str | None,
-                          ttl_s: float | None, request_id: str | None) -> Report:  # fmt: skip
+                          ttl_s: float | None, request_id: str | None, no_wait: bool,
+                          wait_timeout: float) -> Report:  # fmt: skip
     """Add a VF to GUEST on its host. NETDESC: 'sriov-nic-model=<model>[:<network id>]'."""
     req = m.AttachRequest(
         request_id=request_id or str(uuid.uuid4()), guest_id=guest,
         net=m.NetRequest(desc=netdesc), host_id=host_id, ttl_s=ttl_s,
     )  # fmt: skip
-    reply = obj.run(lambda bus: call(bus, "attach", req, obj.timeout))
-    return show(reply, f"Attached to guest {guest}")
+    done = obj.run(lambda bus: placed(bus, obj, "attach", req, 0 if no_wait else wait_timeout))
+    return show(done.reply, f"Attached to guest {guest}", done.error)
 
 
 @command("server-release")

@@ -1,9 +1,10 @@
 """``sriovctl nats-config`` and ``nats-permissions``: per-host NATS credentials for a fleet.
 
-``nats-config`` writes the server's accounts file (bcrypt hashes only) and one environment
-file per identity (host, service, operator...), mode 0600. Re-running it keeps every existing
-password, so adding a host never disturbs the others; ``--rotate USER`` replaces one. It
-never prints a password. Works offline: it talks to no server.
+``nats-config`` writes the server's accounts file (public nkeys only) and one environment
+file per identity (host, service, operator...) holding its nkey seed, mode 0600. Re-running
+it keeps every existing seed, so adding a host never disturbs the others; ``--rotate USER``
+replaces one and a host no longer listed loses its file, its key revoked for good. It never
+prints a seed. Works offline: it talks to no server.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from pathlib import Path
 import click
 
 from sriov.cli import nats_auth as na
+from sriov.cli import nats_bundle as nb
+from sriov.cli.context import CliContext
 from sriov.cli.output import Report, Table, command, fail
+from sriov.common.bus import STREAMS, Bus
 from sriov.common.errors import SriovError
 
 
@@ -42,18 +46,15 @@ def _names(values: tuple[str, ...], files: tuple[Path, ...]) -> list[str]:
     "--out",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory (created 0700; earlier passwords in it are kept).",
+    help="Output directory (created 0700; earlier keys in it are kept).",
 )
 @click.option("--url", "nats_url", help="NATS URL(s) to write into every environment file.")
-@click.option("--rotate", multiple=True, help="Give this user a new password (repeatable).")
+@click.option("--rotate", multiple=True, help="Give this user a new nkey (repeatable).")
 @click.option("--tls-cert", help="Server certificate path, as the server sees it.")
 @click.option("--tls-key", help="Server key path, as the server sees it.")
 @click.option("--tls-ca", help="CA for client certificates (server side).")
 @click.option("--tls-verify", is_flag=True, help="Require client certificates (mutual TLS).")
 @click.option("--client-tls-ca", help="CA path on the clients (SRIOV_NATS_TLS_CA).")
-@click.option(
-    "--bcrypt-cost", default=na.DEFAULT_BCRYPT_COST, show_default=True, type=click.IntRange(4, 31)
-)
 def nats_config(
     hosts: tuple[str, ...],
     hosts_file: tuple[Path, ...],
@@ -66,7 +67,6 @@ def nats_config(
     tls_ca: str | None,
     tls_verify: bool,
     client_tls_ca: str | None,
-    bcrypt_cost: int,
 ) -> Report:
     """Generate NATS accounts, per-host users and permissions for a fleet.
 
@@ -75,7 +75,9 @@ def nats_config(
       server/auth.conf       include it from nats-server.conf (`include "auth.conf"`)
       hosts/<host>.env       copy to that host as /etc/sriov/nats.env (mode 0600)
       services/<svc>.env     a Kubernetes Secret or systemd EnvironmentFile per service
-      admin/*.env            operator (sriovctl), stream admin, system account
+      server/revoked.txt     public keys rotated or removed: never accepted again
+      admin/*.env            operator (sriovctl), stream admin, system account (root:
+                             keep sys.env offline, never on a pod or host)
     """
     try:
         host_ids = _names(hosts, hosts_file)
@@ -86,14 +88,14 @@ def nats_config(
         if tls_verify and not tls_ca:
             raise click.UsageError("--tls-verify needs --tls-ca (the CA of client certificates)")
         server_tls = (
-            na.ServerTls(tls_cert, tls_key, tls_ca, tls_verify) if tls_cert and tls_key else None
+            nb.ServerTls(tls_cert, tls_key, tls_ca, tls_verify) if tls_cert and tls_key else None
         )
-        client_tls = na.ClientTls(ca_file=client_tls_ca) if client_tls_ca else None
-        existing = na.existing_passwords(out) if out.exists() else {}
+        client_tls = nb.ClientTls(ca_file=client_tls_ca) if client_tls_ca else None
+        existing = nb.read_existing(out) if out.exists() else nb.Existing()
         unknown = sorted(set(rotate) - {i.user for i in na.fleet_identities(host_ids, clients)})
         if unknown:
             raise click.UsageError(f"--rotate names no generated user: {', '.join(unknown)}")
-        bundle = na.build_bundle(
+        bundle = nb.build_bundle(
             host_ids,
             clients=clients,
             existing=existing,
@@ -101,9 +103,8 @@ def nats_config(
             nats_url=nats_url,
             server_tls=server_tls,
             client_tls=client_tls,
-            cost=bcrypt_cost,
         )
-        na.write_bundle(bundle, out)
+        nb.write_bundle(bundle, out)
     except SriovError as exc:
         fail(f"{exc} [{exc.code}]", 2)
     except OSError as exc:
@@ -114,18 +115,19 @@ def nats_config(
             "role": i.role,
             "host_id": i.host_id,
             "file": str(out / i.env_name),
-            "password": "new" if i.user in bundle.created else "kept",
+            "key": "new" if i.user in bundle.created else "kept",
         }
         for i in bundle.identities
     ]
-    dropped = sorted(set(existing) - {i.user for i in bundle.identities})
-    summary = {"server_config": str(out / na.SERVER_FILE), "users": rows, "dropped": dropped}
+    dropped = sorted(bundle.removed)
+    summary = {"server_config": str(out / nb.SERVER_FILE), "users": rows, "dropped": dropped}
     return Report(summary, [
-        Table(["User", "Role", "Host", "Environment file", "Password"],
-              [[r["user"], r["role"], r["host_id"] or "", r["file"], r["password"]] for r in rows],
+        Table(["User", "Role", "Host", "Environment file", "Key"],
+              [[r["user"], r["role"], r["host_id"] or "", r["file"], r["key"]] for r in rows],
               f"*** Total: {len(rows)} ***"),
-        f"server config: {out / na.SERVER_FILE} (bcrypt hashes; reload nats-server)",
-        *(f"note: {user} is no longer configured; delete its environment file" for user in dropped),
+        f"server config: {out / nb.SERVER_FILE} (public nkeys; reload nats-server)",
+        *(f"revoked: {user} is no longer configured; its key is revoked and its environment "
+          "file deleted" for user in dropped),
     ])  # fmt: skip
 
 
@@ -173,4 +175,23 @@ def nats_permissions(role: str, host_id: str | None, name: str | None) -> Report
     ])  # fmt: skip
 
 
-COMMANDS = (nats_config, nats_permissions)
+@command("streams-provision")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 5))
+@click.pass_obj
+def streams_provision(obj: CliContext, replicas: int) -> Report:
+    """Create or update every JetStream stream of the catalogue, then verify them.
+
+    Run it with the stream admin's environment file (admin/sriov-stream-admin.env) at deploy
+    and upgrade time: the running services may only read the streams' configuration.
+    """
+
+    async def call(bus: Bus) -> list[str]:
+        await bus.ensure_streams(replicas=replicas)
+        await bus.verify_streams(replicas=replicas)
+        return [spec.name for spec in STREAMS]
+
+    names = obj.run(call)
+    return Report({"streams": names}, [f"provisioned and verified: {', '.join(names)}"])
+
+
+COMMANDS = (nats_config, nats_permissions, streams_provision)

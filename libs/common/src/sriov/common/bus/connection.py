@@ -56,6 +56,7 @@ class Bus:
         user: str | None = None,
         password: str | None = None,
         creds_file: str | None = None,
+        nkey_seed: str | None = None,
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
@@ -76,10 +77,12 @@ class Bus:
             "disconnected_cb": _log_event("disconnected from NATS"),
             "reconnected_cb": _log_event("reconnected to NATS"),
         }
-        if user:
+        if user and password:
             opts["user"], opts["password"] = user, password
         if creds_file:
             opts["user_credentials"] = creds_file
+        if nkey_seed:  # the server sends a nonce; nats-py signs it with this seed
+            opts["nkeys_seed_str"] = nkey_seed
         if inbox_prefix:
             opts["inbox_prefix"] = inbox_prefix
         if tls_ca or tls_cert:
@@ -166,6 +169,14 @@ class Bus:
         request its permissions deny) is reported as such.
         """
         await streams.ensure_streams(self._js, specs, replicas)
+
+    async def verify_streams(
+        self, specs: Sequence[StreamSpec] = STREAMS, replicas: int = 1
+    ) -> None:
+        """Read each stream's configuration and raise a :class:`BusError` naming the stream
+        and field when it differs from the catalogue (sealed, subjects, limits, replicas
+        lower). Needs only ``STREAM.INFO``: what a running service is allowed."""
+        await streams.verify_streams(self._js, specs, replicas)
 
     # --- publishing -------------------------------------------------------------------------
     async def publish(
@@ -324,7 +335,8 @@ class Bus:
         to the dead-letter stream and terminated; unknown message types are logged and acked.
         ``batch_handler``, when given, receives every decodable message of a fetched batch at
         once (for bulk database writes); a failure then falls back to one-by-one handling so
-        a poison message cannot hold the batch.
+        a poison message cannot hold the batch. ``spec.replay_last`` starts a fresh durable at
+        the last message of each subject (current desired state), then follows.
         """
         await consumer.consume(
             self._js,

@@ -59,6 +59,10 @@ class ConsumerSpec:
     batch: int = 100
     deliver_all: bool = True
     backoff_s: Sequence[float] = (0.2, 1, 5)
+    replay_last: bool = False
+    """Start afresh from the last message of each subject (a last-value stream's current
+    state), then follow: an existing durable of this name is deleted first, so a restarted
+    process replays current state instead of resuming where it acknowledged."""
 
 
 @dataclass
@@ -85,15 +89,21 @@ async def consume(
 ) -> None:
     """The loop behind :meth:`Bus.consume` (documented there)."""
     cfg = ConsumerConfig(
+        # ``name`` too: nats-py then creates through CONSUMER.CREATE.<stream>.<name>.<filter>,
+        # the subject the generated permissions allow (the server checks name and filter).
+        name=spec.durable,
         durable_name=spec.durable,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=spec.ack_wait_s,
         max_deliver=spec.max_deliver + 1,  # our own dead-letter happens at max_deliver
         max_ack_pending=spec.max_ack_pending,
-        deliver_policy=DeliverPolicy.ALL if spec.deliver_all else DeliverPolicy.NEW,
+        deliver_policy=_deliver_policy(spec),
         filter_subjects=spec.filter_subjects if len(spec.filter_subjects) > 1 else None,
         filter_subject=spec.filter_subjects[0] if len(spec.filter_subjects) == 1 else None,
     )
+    if spec.replay_last:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(spec.stream, spec.durable)
     psub = await _pull_subscribe(js, spec, cfg)
     sem = asyncio.Semaphore(spec.concurrency)
     tasks: set[asyncio.Task[None]] = set()
@@ -122,6 +132,8 @@ async def consume(
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        for task in tasks:  # cancelled: handlers in flight stop too (unacked: redelivered)
+            task.cancel()
         with contextlib.suppress(Exception):
             await psub.unsubscribe()
 
@@ -230,20 +242,68 @@ async def _dead_letter(
     await m.term()
 
 
+def _deliver_policy(spec: ConsumerSpec) -> DeliverPolicy:
+    if spec.replay_last:
+        return DeliverPolicy.LAST_PER_SUBJECT
+    return DeliverPolicy.ALL if spec.deliver_all else DeliverPolicy.NEW
+
+
 def _delivery(m: Msg) -> Delivery:
     md = m.metadata
     return Delivery(m.subject, m.headers or {}, md.num_delivered, md.sequence.stream)
 
 
+_CHECKED = ("filter_subject", "deliver_policy", "ack_policy", "max_deliver", "ack_wait",
+            "max_ack_pending")  # fmt: skip
+
+
+def _consumer_differences(cfg: ConsumerConfig, found: ConsumerConfig) -> list[str]:
+    out = []
+    if sorted(found.filter_subjects or []) != sorted(cfg.filter_subjects or []):
+        got, want = found.filter_subjects, cfg.filter_subjects
+        out.append(f"filter_subjects is {got!r}, expected {want!r}")
+    for name in _CHECKED:
+        got, want = getattr(found, name), getattr(cfg, name)
+        if got != want:
+            got, want = getattr(got, "value", got), getattr(want, "value", want)
+            out.append(f"{name} is {got!r}, expected {want!r}")
+    return out
+
+
 async def _pull_subscribe(js: JetStreamContext, spec: ConsumerSpec, cfg: ConsumerConfig) -> Any:
-    """Create-or-bind the durable; several replicas racing here all end up bound."""
+    """Create-or-bind the durable; several replicas racing here all end up bound.
+
+    A durable that exists with another configuration (someone redefined or pre-created it)
+    is never bound silently: the start fails with a :class:`BusError` naming what differs.
+    """
+    where = f"durable consumer {spec.durable} on stream {spec.stream}"
     for _ in range(5):
         try:
             await js.add_consumer(spec.stream, cfg)
-        except nats.js.errors.BadRequestError:
-            pass  # exists with another config: bind to it as it is
+        except nats.js.errors.NotFoundError as exc:
+            raise BusError(f"cannot create {where}: no such stream", stream=spec.stream) from exc
+        except nats.js.errors.APIError as exc:  # exists otherwise, or not allowed to change
+            try:
+                found = (await js.consumer_info(spec.stream, spec.durable)).config
+            except nats.js.errors.NotFoundError:
+                raise BusError(
+                    f"cannot create {where}: {exc.description} (err_code {exc.err_code})",
+                    stream=spec.stream,
+                ) from exc
+            diffs = _consumer_differences(cfg, found)
+            raise BusError(
+                f"{where} differs from what this service expects: "
+                f"{'; '.join(diffs) or exc.description}. Someone redefined it: delete it "
+                "with the stream admin identity and restart",
+                stream=spec.stream,
+            ) from exc
+        except TimeoutError as exc:
+            raise BusError(
+                f"JetStream did not answer creating {where}: may this identity create it?",
+                stream=spec.stream,
+            ) from exc
         try:
             return await js.pull_subscribe_bind(spec.durable, spec.stream)
         except nats.js.errors.NotFoundError:
             await asyncio.sleep(0.2)
-    raise BusError(f"cannot bind durable consumer {spec.durable} on stream {spec.stream}")
+    raise BusError(f"cannot bind {where}")

@@ -126,28 +126,26 @@ async def history(js: JetStreamContext, stream: str, subject: str) -> AsyncItera
 async def last_values(
     js: JetStreamContext, stream: str, filter_subject: str, idle_s: float
 ) -> AsyncIterator[tuple[str, bytes]]:
-    """The current last value of every subject of a last-value stream, read by an ephemeral
-    consumer (one fetch per 500 subjects)."""
+    """The current last value of every subject of a last-value stream, read by an ordered
+    consumer: server-named, pushed to this connection's own inbox, never acked. It needs no
+    ``MSG.NEXT`` or ``ACK`` permission, which would also reach other identities' durables."""
     if not (await stream_info(js, stream)).messages:
         return
-    sub = await js.pull_subscribe(
+    sub = await js.subscribe(
         filter_subject,
         stream=stream,
-        config=api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-            ack_policy=api.AckPolicy.NONE,
-            inactive_threshold=30,
-        ),
+        ordered_consumer=True,
+        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+        inactive_threshold=30,
     )
     try:
         while True:
             try:
-                batch = await sub.fetch(500, timeout=idle_s)
+                m = await sub.next_msg(timeout=idle_s)
             except nats.errors.TimeoutError:
                 return
-            for m in batch:
-                yield m.subject, m.data
-            if batch and batch[-1].metadata.num_pending == 0:
+            yield m.subject, m.data
+            if m.metadata.num_pending == 0:
                 return
     finally:
         with contextlib.suppress(Exception):

@@ -223,6 +223,9 @@ class SetNumVfsRequest(Message, kw_only=True, tag="hostcmd.set-numvfs.v1"):
     pf: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     """PF netdev name or PCI address."""
     num_vfs: NumVfs
+    force: bool = False
+    """Change the count even though guests hold VFs of this PF (their VFs are destroyed; the
+    scheduler ends those reservations with ``lost`` events). Without it a held PF is refused."""
 
 
 class DoctorRequest(Message, kw_only=True, tag="hostcmd.doctor.v1"):

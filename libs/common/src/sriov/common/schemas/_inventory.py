@@ -115,6 +115,8 @@ class DeviceListRequest(Message, kw_only=True, tag="inventory.devices.list.v1"):
     vendor_device_id: str | None = None
     guest_id: Token | None = None
     state: Literal["any", "free", "attached"] = "any"
+    lifecycle: VfLifecycleState | None = None
+    """Only VFs in this lifecycle state (``quarantined``: the ones an operator must reset)."""
     limit: PageLimit = 15
     """Rows per page (1-1000), as climc's ``Limit``."""
     offset: Offset = 0

@@ -70,4 +70,7 @@ Offset = Annotated[int, msgspec.Meta(ge=0)]
 #: What a PF's ``sriov_totalvfs`` can hold (a u16 in the SR-IOV capability).
 NumVfs = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Revision = Annotated[int, msgspec.Meta(ge=0)]
-Reason = Annotated[str, msgspec.Meta(max_length=1000)]
+REASON_MAX = 500
+Reason = Annotated[
+    str, msgspec.Meta(max_length=REASON_MAX, pattern=PRINTABLE_PATTERN, description="Printable.")
+]

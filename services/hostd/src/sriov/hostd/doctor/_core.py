@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,6 +32,8 @@ class DoctorInputs:
     cpu_vendor: str | None = None
     """``intel`` or ``amd`` (from /proc/cpuinfo), when known."""
     ip_probe: IpProbe | None = None
+    quarantined: Mapping[str, str] = field(default_factory=dict)
+    """VF address -> why its restore to a clean state failed (hostd's lifecycle)."""
 
 
 @dataclass

@@ -251,6 +251,19 @@ def vfs(inp: DoctorInputs, out: Out) -> None:
             "them to vfio-pci",
         )
 
+    for pci, evidence in sorted(inp.quarantined.items()):
+        out.add(
+            "vf.quarantined",
+            "error",
+            f"VF {pci} is quarantined: it could not be restored to a clean state, so it is "
+            "never offered to a guest",
+            device=pci,
+            evidence=evidence,
+            fix="check the PF driver's messages (dmesg), that no process still holds the VF "
+            "(lsof /dev/vfio/<iommu group>) and its settings (ip link show <pf>); then "
+            "sriovctl vf-reset <host> <pci> restores it once more and returns it to service",
+        )
+
 
 # --- InfiniBand -------------------------------------------------------------------------------
 def infiniband(inp: DoctorInputs, out: Out) -> None:

@@ -89,7 +89,9 @@ def probe(root: str, address: str) -> None:
     if not drv_dir.is_dir():
         return  # no such driver loaded: the device stays unbound, as on a real host
     writer = TreeWriter(root, state)
-    writer._link(dev / "driver", drv_dir)
+    # relative to the device's real directory (bus/pci/devices/<addr> is itself a link), as
+    # the kernel's are: discovery resolves the link from there
+    writer._link(dev.resolve() / "driver", drv_dir)
     writer._link(drv_dir / address, dev)
     if driver == "vfio-pci" or card.link_type == "infiniband":
         save_state(root, state)

@@ -106,6 +106,11 @@ class VfConfigurator:
         mac = await self._netdev_mac(netdev) if netdev else None
         return plan(desired, actual, self.capabilities(pf), netdev_mac=mac)
 
+    async def netdev_mac(self, address: str) -> str | None:
+        """The MAC of VF ``address``'s own netdev (None: no netdev, on vfio-pci)."""
+        netdev = drv.netdev_of(self.sysfs, address)
+        return await self._netdev_mac(netdev) if netdev else None
+
     async def _converge(self, pf: str, vf: int, desired: VfConfig, *, restoring: bool) -> VfConfig:
         caps = self.capabilities(pf)
         want = resolve(desired, caps)

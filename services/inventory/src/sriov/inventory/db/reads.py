@@ -8,7 +8,7 @@ import asyncpg
 
 from sriov.common import schemas as m
 from sriov.inventory.db.conn import Conn
-from sriov.inventory.db.store import DEVICE_FIELDS
+from sriov.inventory.db.store import DEVICE_FIELDS, device_from_row
 
 _DEVICE_SELECT = f"SELECT {', '.join(DEVICE_FIELDS)} FROM inventory.devices"
 #: The guide's order: model, then address descending (host and id break ties).
@@ -26,12 +26,19 @@ class DeviceFilter:
     vendor_device_id: str | None = None
     guest_id: str | None = None
     state: str = "any"
+    lifecycle: str | None = None
+
+    @property
+    def direct(self) -> bool:
+        """Count and page on the devices' own indexes: the per-host counts know neither a
+        device's guest nor its lifecycle state."""
+        return self.guest_id is not None or self.lifecycle is not None
 
     def where(self, counts: bool = False) -> tuple[str, list[object]]:
         """SQL conditions on ``devices`` (or, ``counts``, on ``device_counts``)."""
         clauses = [] if counts else ["NOT removed"]
         args: list[object] = []
-        for column in ("host_id", "model", "dev_type", "vendor_device_id", "guest_id"):
+        for column in ("host_id", "model", "dev_type", "vendor_device_id", "guest_id", "lifecycle"):
             value = getattr(self, column)
             if value is not None:
                 args.append(value)
@@ -46,7 +53,7 @@ class DeviceFilter:
 
 
 def device(r: asyncpg.Record) -> m.Device:
-    return m.Device(**{f: r[f] for f in DEVICE_FIELDS})
+    return device_from_row(r)
 
 
 #: The listing order: model, host, then address descending (the guide's order for a host).
@@ -64,7 +71,7 @@ async def list_devices(
     reads those groups only and skips at most one host's devices, however deep the page.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        if flt.guest_id is not None:  # a guest holds few devices: count and page directly
+        if flt.direct:
             total = await count_devices(conn, flt)
             return await _page(conn, flt, limit, offset, None), total
         where, args = flt.where(counts=True)
@@ -119,7 +126,7 @@ async def _page(
 
 
 async def count_devices(conn: Conn, flt: DeviceFilter) -> int:
-    if flt.guest_id is not None:  # few rows, indexed: count them
+    if flt.direct:
         where, args = flt.where()
         sql = f"SELECT count(*) FROM inventory.devices WHERE {where}"
     else:
@@ -175,7 +182,8 @@ async def fleet_counts(
     """VFs by (host, model) with free/reserved counts, and hosts by status (for gauges)."""
     vfs = await conn.fetch(
         "SELECT host_id, model, count(*) AS total,"
-        " count(*) FILTER (WHERE guest_id IS NULL AND present) AS free,"
+        " count(*) FILTER (WHERE guest_id IS NULL AND present"
+        " AND coalesce(lifecycle, 'free') = 'free') AS free,"
         " count(*) FILTER (WHERE guest_id IS NOT NULL) AS reserved "
         "FROM inventory.devices WHERE NOT removed GROUP BY host_id, model"
     )

@@ -17,24 +17,37 @@ import msgspec
 
 from sriov.common import schemas as m
 from sriov.common.outbox import OutboxRow
+from sriov.inventory import lifecycle
 from sriov.inventory.db import outbox
 from sriov.inventory.db.conn import Conn
 from sriov.inventory.model import HOST_COLUMNS, Changes, DeviceRec, HostRow, HostView, PfRec
 
-LIFECYCLE_FIELDS = ("capabilities", "lifecycle", "actual")
-"""Device fields of the VF lifecycle, not stored yet (they are last in Device, so the stored
-fields keep their positions in ``astuple``)."""
-DEVICE_FIELDS: tuple[str, ...] = tuple(
-    f for f in m.Device.__struct_fields__ if f not in LIFECYCLE_FIELDS
-)
+DEVICE_FIELDS: tuple[str, ...] = tuple(f for f in m.Device.__struct_fields__)
 ROW_FIELDS = ("vf_link_state", "removed", "guest_seq", "generation", "seq", "revision")
-DEVICE_COLUMNS = DEVICE_FIELDS + ROW_FIELDS
+LIFE_FIELDS = ("hold_seq", "end_seq", "ready_seq", "outcome", "outcome_revision")
+DEVICE_COLUMNS = DEVICE_FIELDS + ROW_FIELDS + LIFE_FIELDS
 _PG_TYPES = {
     "vf_index": "int", "numa_node": "int", "iommu_group": "int", "present": "bool",
     "offload": "bool", "updated_at": "timestamptz", "removed": "bool", "guest_seq": "bigint",
-    "generation": "bigint", "seq": "bigint", "revision": "bigint",
+    "generation": "bigint", "seq": "bigint", "revision": "bigint", "capabilities": "jsonb",
+    "actual": "jsonb", "hold_seq": "bigint", "end_seq": "bigint", "ready_seq": "bigint",
+    "outcome_revision": "bigint",
 }  # fmt: skip
 _decode_pf = msgspec.json.Decoder(m.PF).decode
+#: Device fields stored as jsonb (asyncpg hands jsonb over as text).
+_JSON_FIELDS = {
+    "capabilities": msgspec.json.Decoder(m.PfCapabilities).decode,
+    "actual": msgspec.json.Decoder(m.VfConfig).decode,
+}
+
+
+def device_from_row(r: asyncpg.Record) -> m.Device:
+    """A ``Device`` from a row holding (at least) its ``DEVICE_FIELDS``."""
+    values = {f: r[f] for f in DEVICE_FIELDS}
+    for f, decode in _JSON_FIELDS.items():
+        if values[f] is not None:
+            values[f] = decode(values[f])
+    return m.Device(**values)
 
 
 def _unnest(columns: Sequence[str]) -> str:
@@ -127,14 +140,14 @@ def _host(r: asyncpg.Record) -> HostRow:
 
 
 def _device(r: asyncpg.Record) -> DeviceRec:
-    dev = m.Device(**{f: r[f] for f in DEVICE_FIELDS})
     return DeviceRec(
-        dev,
+        device_from_row(r),
         (r["generation"], r["seq"]),
         revision=r["revision"],
         removed=r["removed"],
         guest_seq=r["guest_seq"],
         vf_link_state=r["vf_link_state"],
+        life=lifecycle.Stamps(*(r[f] for f in LIFE_FIELDS)),
     )
 
 
@@ -230,11 +243,18 @@ async def _save_counts(conn: Conn, views: Sequence[HostView]) -> None:
 def _device_arrays(recs: Sequence[DeviceRec]) -> list[list[object]]:
     cols: list[list[object]] = [[] for _ in DEVICE_COLUMNS]
     nd = len(DEVICE_FIELDS)
+    json_at = [DEVICE_FIELDS.index(f) for f in _JSON_FIELDS]
     for rec in recs:
-        values = msgspec.structs.astuple(rec.device)
+        values = list(msgspec.structs.astuple(rec.device))
+        for i in json_at:
+            if values[i] is not None:
+                values[i] = m.encode(values[i]).decode()
         for i in range(nd):
             cols[i].append(values[i])
-        extra = (rec.vf_link_state, rec.removed, rec.guest_seq, *rec.stamp, rec.revision)
+        extra = (
+            rec.vf_link_state, rec.removed, rec.guest_seq, *rec.stamp, rec.revision,
+            *rec.life.as_tuple(),
+        )  # fmt: skip
         for j, v in enumerate(extra, nd):
             cols[j].append(v)
     return cols

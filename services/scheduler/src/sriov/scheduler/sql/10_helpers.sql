@@ -21,7 +21,12 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
         'addr', v.addr, 'model', v.model, 'vendor_device_id', v.vendor_device_id,
         'pf_pci_address', v.pf_pci_address, 'pf_ifname', v.pf_ifname,
         'numa_node', v.numa_node, 'wire', v.wire, 'net', r.net, 'state', r.state,
-        'expires_at', r.expires_at)
+        'expires_at', r.expires_at, 'config', r.config,
+        -- a managed VF (its reservation has a config) is preparing until hostd reads it back
+        'prepared', CASE WHEN r.config IS NULL THEN NULL
+                         WHEN v.lifecycle = 'ready' THEN 'ready' ELSE 'preparing' END,
+        'iommu_group', (SELECT d.iommu_group FROM scheduler.desired d
+                        WHERE d.device_id = v.device_id))
 $$;
 
 -- Does VF v satisfy net n = {kind: model|id, value, selector: wire or network or null}?

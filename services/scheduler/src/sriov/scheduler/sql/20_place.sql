@@ -1,6 +1,7 @@
 -- place and attach: one VF per net for a guest, all on one host, in one transaction, or none.
--- "Free" everywhere means: held_by IS NULL AND present AND link_up AND NOT removed (spelled out
--- in each query so the planner can use the partial indexes on exactly that predicate).
+-- "Free" everywhere means: held_by IS NULL AND lifecycle = 'free' AND present AND link_up AND
+-- NOT removed (spelled out in each query so the planner can use the partial indexes on exactly
+-- that predicate), and the VF must be able to apply the net's settings (scheduler.can_serve).
 
 -- One free VF of net n on host p_host, locked FOR UPDATE SKIP LOCKED (concurrent placements
 -- never wait for each other and never get the same VF), or NULL. Each query is a LIMIT 1 walk
@@ -21,7 +22,8 @@ BEGIN
         SELECT v.device_id, v.pf_pci_address INTO device_id, pf
         FROM scheduler.vfs v
         WHERE v.host_id = p_host AND v.model = v_model
-          AND v.held_by IS NULL AND v.present AND v.link_up AND NOT v.removed
+          AND v.held_by IS NULL AND v.lifecycle = 'free' AND v.present AND v.link_up
+          AND NOT v.removed AND scheduler.can_serve(v, n)
           AND (v_sel IS NULL OR v.wire = v_sel OR v.network = v_sel)
           AND (p_numa IS NULL OR v.numa_node = p_numa)
           AND (p_pfs IS NULL OR v.pf_pci_address = ANY (p_pfs))
@@ -32,7 +34,8 @@ BEGIN
         SELECT v.device_id, v.pf_pci_address INTO device_id, pf
         FROM scheduler.vfs v
         WHERE v.host_id = p_host AND v.model = v_model
-          AND v.held_by IS NULL AND v.present AND v.link_up AND NOT v.removed
+          AND v.held_by IS NULL AND v.lifecycle = 'free' AND v.present AND v.link_up
+          AND NOT v.removed AND scheduler.can_serve(v, n)
           AND (v_sel IS NULL OR v.wire = v_sel OR v.network = v_sel)
           AND (p_numa IS NULL OR v.numa_node = p_numa)
           AND v.pf_pci_address <> ALL (coalesce(p_pfs, '{}'))
@@ -106,8 +109,8 @@ BEGIN
             -- an ordered walk of the free-VF index; the host's status is one probe after it
             SELECT v.host_id, v.host_key INTO v_cand, v_key
             FROM scheduler.vfs v
-            WHERE v.model = v_model AND v.held_by IS NULL AND v.present AND v.link_up
-              AND NOT v.removed
+            WHERE v.model = v_model AND v.held_by IS NULL AND v.lifecycle = 'free'
+              AND v.present AND v.link_up AND NOT v.removed AND scheduler.can_serve(v, n)
               AND (v_sel IS NULL OR v.wire = v_sel OR v.network = v_sel)
               AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
               AND (v.host_key, v.host_id) > (v_key, v_cand)
@@ -116,7 +119,8 @@ BEGIN
             LIMIT 1;
             EXIT WHEN NOT FOUND;
             CONTINUE WHEN NOT EXISTS (
-                SELECT 1 FROM scheduler.hosts h WHERE h.host_id = v_cand AND h.status = 'online');
+                SELECT 1 FROM scheduler.hosts h
+                 WHERE h.host_id = v_cand AND h.status = 'online' AND NOT h.cordoned);
             ids := scheduler.pick_on_host(v_cand, p_nets, p_numa_req, p_numa_pref, p_packing,
                                           NULL);
             IF ids IS NOT NULL THEN
@@ -145,116 +149,6 @@ RETURNS SETOF text LANGUAGE sql STABLE AS $$
       AND EXISTS (SELECT 1 FROM scheduler.vfs v WHERE v.model = m.model AND NOT v.removed)
 $$;
 
--- Why a placement cannot be satisfied: what was short, where the nearest capacity is, and
--- why the matching VFs of the fleet are not free. Always raises.
-CREATE OR REPLACE FUNCTION scheduler.no_capacity(a jsonb, p_host text, p_numa_req integer)
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    grp      record;
-    best     record;
-    here     numeric;
-    fleet    record;
-    wanted   text := '';
-    sep      text := '';
-    numa     text := '';
-    why      text;
-    nearest  text;
-    v_models text[] := ARRAY(SELECT n->>'value' FROM jsonb_array_elements(a->'nets') n
-                             WHERE n->>'kind' = 'model');
-    v_sels   text[] := ARRAY(SELECT n->>'selector' FROM jsonb_array_elements(a->'nets') n
-                             WHERE n->>'kind' = 'model' AND n->>'selector' IS NOT NULL);
-    v_unselected boolean := EXISTS (SELECT 1 FROM jsonb_array_elements(a->'nets') n
-                                    WHERE n->>'kind' = 'model' AND n->>'selector' IS NULL);
-BEGIN
-    -- An unknown model is a typo, not a capacity problem.
-    FOR grp IN
-        SELECT DISTINCT n->>'value' AS model FROM jsonb_array_elements(a->'nets') n
-        WHERE n->>'kind' = 'model'
-          AND NOT EXISTS (SELECT 1 FROM scheduler.vfs v WHERE v.model = n->>'value' AND NOT v.removed)
-    LOOP
-        PERFORM scheduler.fail('unknown_model', format(
-            'no VF of model %s is known to the scheduler; known models: %s',
-            quote_literal(grp.model),
-            coalesce((SELECT string_agg(quote_literal(model), ', ' ORDER BY model)
-                      FROM scheduler.known_models() AS model),
-                     'none (no device state received yet)')),
-            jsonb_build_object('model', grp.model));
-    END LOOP;
-
-    FOR grp IN SELECT n->>'desc' AS descr, count(*) AS need
-                 FROM jsonb_array_elements(a->'nets') n GROUP BY 1 ORDER BY 1 LOOP
-        wanted := wanted || sep || grp.need || ' x ' || quote_literal(grp.descr);
-        sep := ' + ';
-    END LOOP;
-    IF p_numa_req IS NOT NULL THEN
-        numa := format(' on NUMA node %s', p_numa_req);
-    END IF;
-
-    -- Per online host: how many of the wanted VFs it could give (capped by each net's need).
-    CREATE TEMP TABLE IF NOT EXISTS capacity_now (host_id text, score numeric, free numeric)
-        ON COMMIT DROP;
-    DELETE FROM capacity_now;
-    INSERT INTO capacity_now
-    SELECT per.host_id, sum(least(per.free, per.need)), sum(per.free)
-    FROM (
-        SELECT f.host_id, g.descr, g.need, count(*) AS free
-        FROM (SELECT n->>'desc' AS descr, count(*) AS need, min(n->>'kind') AS kind,
-                     min(n->>'value') AS value, min(n->>'selector') AS sel
-                FROM jsonb_array_elements(a->'nets') n GROUP BY 1) g
-        CROSS JOIN LATERAL (  -- two index-friendly branches: by model, by id
-            SELECT v.host_id FROM scheduler.vfs v
-            WHERE g.kind = 'model' AND v.model = g.value
-              AND v.held_by IS NULL AND v.present AND v.link_up AND NOT v.removed
-              AND (g.sel IS NULL OR v.wire = g.sel OR v.network = g.sel)
-              AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
-            UNION ALL
-            SELECT v.host_id FROM scheduler.vfs v
-            WHERE g.kind = 'id' AND v.device_id = g.value
-              AND v.held_by IS NULL AND v.present AND v.link_up AND NOT v.removed
-              AND (g.sel IS NULL OR v.wire = g.sel OR v.network = g.sel)
-              AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)) f
-        JOIN scheduler.hosts h ON h.host_id = f.host_id AND h.status = 'online'
-        GROUP BY f.host_id, g.descr, g.need) per
-    GROUP BY per.host_id;
-    SELECT * INTO best FROM capacity_now c
-     WHERE p_host IS NULL OR c.host_id <> p_host
-     ORDER BY c.score DESC, c.free DESC, c.host_id LIMIT 1;
-    SELECT coalesce(max(score), 0) INTO here FROM capacity_now WHERE host_id = p_host;
-
-    -- Why the fleet's matching VFs are not free.
-    SELECT count(*) AS total,
-           count(*) FILTER (WHERE v.held_by IS NOT NULL) AS reserved,
-           count(*) FILTER (WHERE h.status IS DISTINCT FROM 'online') AS offline,
-           count(*) FILTER (WHERE NOT v.link_up) AS link_down,
-           count(*) FILTER (WHERE NOT v.present) AS absent
-      INTO fleet
-    FROM scheduler.vfs v LEFT JOIN scheduler.hosts h ON h.host_id = v.host_id
-    WHERE NOT v.removed AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
-      AND v.model = ANY (v_models)  -- a net naming a VF was refused earlier, and why
-      AND (v_unselected OR v.wire = ANY (v_sels) OR v.network = ANY (v_sels));
-    why := format('the fleet has %s matching VF(s)%s: %s reserved, %s on hosts not online, '
-                  '%s with PF link down, %s absent', fleet.total, numa, fleet.reserved,
-                  fleet.offline, fleet.link_down, fleet.absent);
-    nearest := CASE WHEN best.host_id IS NULL THEN 'nearest capacity: none'
-                    ELSE format('nearest capacity: host %s has %s of the %s VF(s)', best.host_id,
-                                best.score, jsonb_array_length(a->'nets')) END;
-
-    IF p_host IS NOT NULL THEN
-        PERFORM scheduler.fail('no_capacity', format(
-            'no capacity on host %s: need %s%s, it has %s of them free; %s elsewhere (%s)',
-            p_host, wanted, numa, here, nearest, why),
-            jsonb_build_object('wanted', wanted, 'host_id', p_host, 'host_has', here,
-                               'nearest_host', best.host_id, 'nearest_host_has', best.score,
-                               'matching', fleet.total, 'reserved', fleet.reserved));
-    END IF;
-    PERFORM scheduler.fail('no_capacity', format(
-        'no capacity: need %s%s on one online host, but no host has them free; %s (%s)',
-        wanted, numa, nearest, why),
-        jsonb_build_object('wanted', wanted, 'nearest_host', best.host_id,
-                           'nearest_host_has', best.score, 'matching', fleet.total,
-                           'reserved', fleet.reserved));
-END $$;
-
 -- A net naming one VF (sriov-nic-id=...): lock it and say why it cannot be had, or return its
 -- host.
 CREATE OR REPLACE FUNCTION scheduler.check_id_net(n jsonb, p_guest text, p_numa_req integer)
@@ -282,6 +176,20 @@ BEGIN
                  ELSE format(': pick another VF, or ask for any free one with '
                              'sriov-nic-model=%s', v.model) END),
             jsonb_build_object('device_id', v.device_id, 'guest_id', v.held_by));
+    END IF;
+    IF v.lifecycle IN ('cleaning', 'quarantined') THEN
+        PERFORM scheduler.fail('no_capacity', format(
+            'VF %s (%s on host %s) cannot be reserved: it is %s%s', v.device_id, v.addr,
+            v.host_id, v.lifecycle,
+            CASE WHEN v.lifecycle = 'cleaning' THEN ' (its host restores it after its last guest)'
+                 ELSE ' (its restore failed: an operator must reset it with vf-reset)' END),
+            jsonb_build_object('device_id', v.device_id, 'reason', v.lifecycle));
+    END IF;
+    IF NOT scheduler.can_serve(v, n) THEN
+        PERFORM scheduler.fail('no_capacity', format(
+            'VF %s (%s on host %s) cannot apply what the net asks: its PF lacks %s',
+            v.device_id, v.addr, v.host_id, scheduler.lacking(v, n)),
+            jsonb_build_object('device_id', v.device_id, 'reason', 'capabilities'));
     END IF;
     SELECT h.status INTO status FROM scheduler.hosts h WHERE h.host_id = v.host_id;
     IF status IS DISTINCT FROM 'online' THEN
@@ -314,10 +222,12 @@ END $$;
 
 -- a: {op: place|attach, request_id, guest_id, fingerprint,
 --     nets: [{desc, kind: model|id, value, selector}], host_id, numa_policy, numa_node,
---     packing, ttl_s, start_key, trace, source}
--- p_type: the type tag of the Reserved event it emits (the schemas' own, passed by the store).
+--     packing, ttl_s, start_key, trace, source}; each net also {config, needs, driver}
+-- p_type: the type tag of the Reserved event it emits (the schemas' own, passed by the store);
+-- p_desired: see 15_vf_config.sql. A managed VF is reserved 'preparing', with its desired
+-- state (the net's configuration) published in this transaction; an unmanaged one 'ready'.
 -- Returns {host_id, assignments, released: []}; raises SRV01 with the reason otherwise.
-CREATE OR REPLACE FUNCTION scheduler.place(a jsonb, p_type text)
+CREATE OR REPLACE FUNCTION scheduler.place(a jsonb, p_type text, p_desired jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_guest     text := a->>'guest_id';
@@ -333,11 +243,29 @@ DECLARE
     v_ids       text[];
     v_assign    jsonb;
     v_expires   timestamptz;
+    v_cfgs      jsonb;
+    v_dup       record;
     n           jsonb;
 BEGIN
     v_reply := scheduler.begin_request(a);
     IF v_reply IS NOT NULL THEN
         RETURN v_reply;
+    END IF;
+
+    -- A MAC the request names must not be another active reservation's.
+    SELECT x.ord, r.guest_id, r.device_id, r.mac INTO v_dup
+    FROM jsonb_array_elements(v_nets) WITH ORDINALITY AS x(n, ord)
+    JOIN scheduler.reservations r ON r.mac = x.n->'config'->>'mac' AND r.ended_at IS NULL
+    LIMIT 1;
+    IF FOUND THEN
+        PERFORM scheduler.fail('invalid_request', format(
+            '%s.mac: %s is the MAC of VF %s, held by guest %s: a MAC is unique across the '
+            'fleet (leave mac out and the scheduler generates one)',
+            CASE WHEN a->>'op' = 'attach' THEN 'net' ELSE format('nets[%s]', v_dup.ord - 1) END,
+            v_dup.mac, v_dup.device_id, v_dup.guest_id),
+            jsonb_build_object('field', CASE WHEN a->>'op' = 'attach' THEN 'net.mac'
+                                             ELSE format('nets[%s].mac', v_dup.ord - 1) END,
+                               'key', 'mac'));
     END IF;
 
     IF a->>'op' = 'attach' OR EXISTS (
@@ -393,6 +321,15 @@ BEGIN
                 'host %s is %s: no VF can be reserved on it until it is online again',
                 v_host, v_status), jsonb_build_object('host_id', v_host));
         END IF;
+        SELECT cordon_reason INTO v_status FROM scheduler.hosts
+         WHERE host_id = v_host AND cordoned;
+        IF FOUND THEN
+            PERFORM scheduler.fail('no_capacity', format(
+                'no capacity on host %s: it is cordoned%s, so it takes no new placements '
+                '(sriovctl host-uncordon %s ends that)', v_host,
+                CASE WHEN v_status <> '' THEN format(' (%s)', v_status) ELSE '' END, v_host),
+                jsonb_build_object('host_id', v_host, 'reason', 'cordoned'));
+        END IF;
         v_ids := scheduler.pick_on_host(v_host, v_nets, v_numa_req, v_numa_pref,
                                         a->>'packing', v_used_pfs);
     ELSE
@@ -411,22 +348,26 @@ BEGIN
     END IF;
 
     v_expires := now() + make_interval(secs => (a->>'ttl_s')::float8);
-    UPDATE scheduler.vfs SET held_by = v_guest WHERE device_id = ANY (v_ids);
-    INSERT INTO scheduler.reservations (device_id, guest_id, host_id, request_id, net, expires_at)
+    UPDATE scheduler.vfs SET held_by = v_guest,
+           lifecycle = CASE WHEN managed THEN 'preparing' ELSE 'ready' END
+     WHERE device_id = ANY (v_ids);
+    SELECT jsonb_object_agg(v.device_id, scheduler.vf_config(
+               v, v_nets->(array_position(v_ids, v.device_id) - 1)))
+      INTO v_cfgs
+    FROM scheduler.vfs v WHERE v.device_id = ANY (v_ids) AND v.managed;
+    INSERT INTO scheduler.reservations (
+        device_id, guest_id, host_id, request_id, net, expires_at, config, mac)
     SELECT d.id, v_guest, v_host, a->>'request_id', v_nets->(d.ord::integer - 1)->>'desc',
-           v_expires
+           v_expires, v_cfgs->d.id, v_cfgs->d.id->>'mac'
     FROM unnest(v_ids) WITH ORDINALITY AS d(id, ord);
+    PERFORM scheduler.emit_desired(c.key, 'assigned', v_guest, c.value, false, p_desired, a)
+    FROM jsonb_each(coalesce(v_cfgs, '{}')) c ORDER BY c.key;
 
-    SELECT jsonb_agg(jsonb_build_object(
-               'device_id', v.device_id, 'host_id', v.host_id, 'pci_address', v.pci_address,
-               'addr', v.addr, 'model', v.model, 'vendor_device_id', v.vendor_device_id,
-               'pf_pci_address', v.pf_pci_address, 'pf_ifname', v.pf_ifname,
-               'numa_node', v.numa_node, 'wire', v.wire,
-               'net', v_nets->(array_position(v_ids, v.device_id) - 1)->>'desc',
-               'state', 'reserved', 'expires_at', v_expires)
-           ORDER BY array_position(v_ids, v.device_id))
+    SELECT jsonb_agg(scheduler.assignment(v, r) ORDER BY array_position(v_ids, v.device_id))
       INTO v_assign
-    FROM scheduler.vfs v WHERE v.device_id = ANY (v_ids);
+    FROM scheduler.vfs v
+    JOIN scheduler.reservations r ON r.device_id = v.device_id AND r.ended_at IS NULL
+    WHERE v.device_id = ANY (v_ids);
 
     PERFORM scheduler.emit(v_guest, 'reserved', p_type,
         jsonb_build_object('request_id', a->>'request_id', 'host_id', v_host,

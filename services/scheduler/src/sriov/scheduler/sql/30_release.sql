@@ -2,8 +2,9 @@
 -- Lock order everywhere: reservations rows, then vfs rows (no deadlock between them).
 
 -- a: {op: release, request_id, guest_id, fingerprint, device_id (or null: all), trace, source}
--- p_type (here and below): the type tag of the event the function emits, passed by the store.
-CREATE OR REPLACE FUNCTION scheduler.release(a jsonb, p_type text)
+-- p_type (here and below): the type tag of the event the function emits, passed by the store;
+-- p_desired: see 15_vf_config.sql (a managed VF's desired state becomes clean).
+CREATE OR REPLACE FUNCTION scheduler.release(a jsonb, p_type text, p_desired jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_guest  text := a->>'guest_id';
@@ -33,7 +34,8 @@ BEGIN
     SELECT coalesce(array_agg(device_id ORDER BY device_id), '{}'), array_agg(DISTINCT host_id)
       INTO v_ids, v_hosts FROM ended;
     IF cardinality(v_ids) > 0 THEN
-        UPDATE scheduler.vfs SET held_by = NULL WHERE device_id = ANY (v_ids) AND held_by = v_guest;
+        PERFORM scheduler.vacate(v_ids, array_fill(v_guest, ARRAY[cardinality(v_ids)]),
+                                 p_desired, a);
         PERFORM scheduler.emit(v_guest, 'released', p_type,
             jsonb_build_object('request_id', a->>'request_id', 'device_ids', to_jsonb(v_ids)), a);
     END IF;
@@ -75,11 +77,13 @@ END $$;
 -- End unconfirmed reservations whose TTL passed at p_now: one Expired event per guest and
 -- request. Several replicas may sweep at once: SKIP LOCKED splits the work.
 CREATE OR REPLACE FUNCTION scheduler.expire(
-    p_limit integer, p_now timestamptz, a jsonb, p_type text)
+    p_limit integer, p_now timestamptz, a jsonb, p_type text, p_desired jsonb)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
-    v_n integer;
+    v_n      integer;
     v_events integer;
+    v_ids    text[];
+    v_guests text[];
 BEGIN
     WITH due AS (
         SELECT id FROM scheduler.reservations
@@ -90,14 +94,17 @@ BEGIN
         UPDATE scheduler.reservations r SET ended_at = now(), end_reason = 'expired'
           FROM due WHERE r.id = due.id
         RETURNING r.device_id, r.guest_id, r.request_id),
-    freed AS (
-        UPDATE scheduler.vfs v SET held_by = NULL
-          FROM ended e WHERE v.device_id = e.device_id AND v.held_by = e.guest_id),
     events AS MATERIALIZED (  -- read below: a SELECT in WITH runs only if it is read
         SELECT scheduler.emit(e.guest_id, 'expired', p_type, jsonb_build_object(
                    'request_id', e.request_id,
                    'device_ids', jsonb_agg(e.device_id ORDER BY e.device_id)), a)
         FROM ended e GROUP BY e.guest_id, e.request_id)
-    SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM events) INTO v_n, v_events;
+    SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM events),
+           (SELECT array_agg(device_id ORDER BY device_id) FROM ended),
+           (SELECT array_agg(guest_id ORDER BY device_id) FROM ended)
+      INTO v_n, v_events, v_ids, v_guests;
+    IF v_n > 0 THEN
+        PERFORM scheduler.vacate(v_ids, v_guests, p_desired, a);
+    END IF;
     RETURN v_n;
 END $$;

@@ -6,10 +6,13 @@
 -- batch. Lower or equal revisions are ignored, so replays and redeliveries are harmless.
 -- p_type: the type tag of the Lost events it emits (the schemas' own, passed by the store).
 -- Returns {"devices": rows changed, "lost": reservations ended, "hosts_down": [host ids]}.
+-- p_desired: see 15_vf_config.sql (a lost managed VF's desired state becomes clean).
 CREATE OR REPLACE FUNCTION scheduler.apply_state(
-    p_devices jsonb, p_hosts jsonb, a jsonb, p_type text)
+    p_devices jsonb, p_hosts jsonb, a jsonb, p_type text, p_desired jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
+    v_gone     text[];
+    v_guests   text[];
     v_host_ids text[];
     v_old      jsonb;
     v_down     text[];
@@ -58,16 +61,17 @@ BEGIN
         INSERT INTO scheduler.vfs AS v (
             device_id, host_id, host_key, pci_address, addr, model, vendor_device_id,
             pf_pci_address, pf_ifname, vf_index, numa_node, wire, network, link_up, present,
-            removed, revision)
+            removed, revision, managed, cannot, vf_driver)
         SELECT d.id, d.host_id, hashtext(d.host_id), d.pci_address, d.addr, d.model,
                d.vendor_device_id, d.pf_pci_address, d.pf_ifname, d.vf_index, d.numa_node,
-               d.wire, d.network, d.link_up, d.present, d.removed, d.revision
+               d.wire, d.network, d.link_up, d.present, d.removed, d.revision, d.managed,
+               d.cannot, d.vf_driver
         FROM jsonb_to_recordset(p_devices) AS d(
             id text, host_id text, pci_address text, addr text, model text,
             vendor_device_id text, pf_pci_address text, pf_ifname text, vf_index integer,
             numa_node integer,
             wire text, network text, link_up boolean, present boolean, removed boolean,
-            revision bigint)
+            revision bigint, managed boolean, cannot text[], vf_driver text)
         ORDER BY d.host_id, d.pci_address  -- a host's VFs together on disk; one lock order
         ON CONFLICT (device_id) DO UPDATE SET
             host_id = EXCLUDED.host_id, host_key = EXCLUDED.host_key,
@@ -77,7 +81,12 @@ BEGIN
             vf_index = EXCLUDED.vf_index,
             numa_node = EXCLUDED.numa_node, wire = EXCLUDED.wire, network = EXCLUDED.network,
             link_up = EXCLUDED.link_up, present = EXCLUDED.present, removed = EXCLUDED.removed,
-            revision = EXCLUDED.revision, updated_at = now()
+            revision = EXCLUDED.revision, managed = EXCLUDED.managed,
+            cannot = EXCLUDED.cannot, vf_driver = EXCLUDED.vf_driver,
+            -- a hostd that no longer runs the lifecycle will never report this VF clean
+            lifecycle = CASE WHEN NOT EXCLUDED.managed AND v.lifecycle = 'cleaning'
+                             THEN 'free' ELSE v.lifecycle END,
+            updated_at = now()
         WHERE v.revision < EXCLUDED.revision;
         GET DIAGNOSTICS v_changed = ROW_COUNT;
 
@@ -88,16 +97,19 @@ BEGIN
              WHERE v.device_id = r.device_id AND r.device_id = ANY (v_ids)
                AND r.ended_at IS NULL AND (v.removed OR NOT v.present)
             RETURNING r.device_id, r.guest_id, r.request_id, r.host_id),
-        freed AS (
-            UPDATE scheduler.vfs v SET held_by = NULL
-              FROM gone g WHERE v.device_id = g.device_id AND v.held_by = g.guest_id),
         events AS MATERIALIZED (  -- read below: a SELECT in WITH runs only if it is read
             SELECT scheduler.emit(g.guest_id, 'lost', p_type, jsonb_build_object(
                        'request_id', g.request_id,
                        'device_ids', jsonb_agg(g.device_id ORDER BY g.device_id),
                        'reason', 'vf_removed', 'host_id', g.host_id, 'still_reserved', false), a)
             FROM gone g GROUP BY g.guest_id, g.request_id, g.host_id)
-        SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM events) INTO v_lost, v_events;
+        SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM events),
+               (SELECT array_agg(device_id ORDER BY device_id) FROM gone),
+               (SELECT array_agg(guest_id ORDER BY device_id) FROM gone)
+          INTO v_lost, v_events, v_gone, v_guests;
+        IF v_lost > 0 THEN  -- a managed VF is cleaned by its hostd if it ever comes back
+            PERFORM scheduler.vacate(v_gone, v_guests, p_desired, a);
+        END IF;
     END IF;
     RETURN jsonb_build_object('devices', v_changed, 'lost', v_lost,
                               'hosts_down', to_jsonb(coalesce(v_down, '{}')));

@@ -1,0 +1,249 @@
+"""The VF lifecycle on the scheduler's side (issue 12): VF settings on a net, desired state on
+SRIOV_DESIRED, hostd's outcomes (a fake hostd on the real host subject), cordon, vf-reset."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from sriov.common import schemas as m
+from sriov.common import subjects
+from sriov.common.errors import Conflict, InvalidRequest, NoCapacity, NotFound
+from sriov.scheduler.testing import CX5, FULL, IGB, FakeHostd, PfSpec, wait_events
+
+PF_A, PF_B = "0000:3b:00.0", "0000:5e:00.0"
+NET = f"sriov-nic-model={CX5}"
+
+
+async def call(bus: Any, name: str, req: m.Message, reply: type[m.Message]) -> Any:
+    return await bus.request(subjects.endpoint(subjects.SCHEDULER_GROUP, name), req, reply)
+
+
+async def reservations(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM scheduler.reservations"))
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "config", "key"),
+    [
+        (";vlan=4095", None, "vlan"),
+        (";mac=01:00:5e:00:00:01", None, "mac"),  # multicast
+        (";mac=00:00:00:00:00:00", None, "mac"),
+        (";min-rate=200;max-rate=100", None, "min-rate"),
+        (";vlna=5", None, "vlna"),
+        (";qos=8", None, "qos"),
+        (";spoof-check=maybe", None, "spoof-check"),
+        (";vlan=100", m.VfConfig(vlan=200), "vlan"),  # the same key twice
+    ],
+)
+async def test_invalid_settings_are_refused_naming_the_key_and_nothing_is_stored(
+    fleet, sync, client, database_url, suffix: str, config: m.VfConfig | None, key: str
+) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=2, capabilities=FULL)])
+    await sync()
+    req = m.PlaceRequest(
+        request_id=str(uuid.uuid4()), guest_id="g1",
+        nets=[m.NetRequest(desc=NET + suffix, config=config)],
+    )  # fmt: skip
+    with pytest.raises(InvalidRequest) as err:
+        await client.call("place", req)
+    assert err.value.details["key"] == key, err.value
+    assert "nets[0]" in str(err.value)
+    assert await reservations(database_url) == 0
+
+
+async def test_a_mac_another_guest_holds_is_refused(fleet, sync, client, database_url) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=3, capabilities=FULL)])
+    await sync()
+    await client.place("g1", NET + ";mac=fa:16:3e:00:00:01")
+    with pytest.raises(InvalidRequest) as err:
+        await client.place("g2", NET + ";mac=FA:16:3E:00:00:01")
+    assert err.value.details["key"] == "mac"
+    assert "held by guest g1" in str(err.value)
+    typed = m.NetRequest(desc=NET, config=m.VfConfig(mac="fa:16:3e:00:00:01"))
+    with pytest.raises(InvalidRequest):
+        await client.call("place", m.PlaceRequest(request_id="r", guest_id="g3", nets=[typed]))
+    assert await reservations(database_url) == 1
+
+
+async def test_only_a_pf_that_can_apply_the_settings_is_picked(fleet, sync, client) -> None:
+    fleet.add_host("igb", [PfSpec(PF_A, count=3, capabilities=IGB)])
+    await sync()
+    with pytest.raises(NoCapacity) as err:
+        await client.place("g1", NET + ";min-rate=100;max-rate=1000")
+    assert "none: all 3 whose PF cannot apply what the net asks (min-rate)" in str(err.value)
+    ok = await client.place("g1", NET + ";max-rate=1000")  # igb can limit the max rate
+    assert ok.host_id == "igb"
+    fleet.add_host("cx5", [PfSpec(PF_A, count=1, capabilities=FULL)])
+    await sync()
+    got = await client.place("g2", NET + ";min-rate=100;max-rate=1000")
+    assert got.host_id == "cx5"
+    assert got.assignments[0].config is not None
+    assert got.assignments[0].config.min_tx_rate == 100
+
+
+async def test_place_publishes_desired_state_and_ready_follows_hostd(
+    fleet, sync, client, bus
+) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=2, capabilities=FULL)])
+    await sync()
+    hostd = FakeHostd(bus, "h1")
+    a = await client.place("g1", NET + ";vlan=100;trust=on")
+    b = await client.place("g2", NET)
+    assert a.assignments[0].prepared == "preparing"
+    want_a = await hostd.wait(a.assignments[0].pci_address, "assigned")
+    want_b = await hostd.wait(b.assignments[0].pci_address, "assigned")
+    assert want_a.guest_id == "g1" and want_a.config.vlan == 100 and want_a.config.trust
+    assert want_a.config.driver == "vfio-pci"
+    macs = {want_a.config.mac, want_b.config.mac}
+    assert len(macs) == 2 and all(mac and mac.startswith("02:") for mac in macs)  # local, unique
+    assert want_a.config == a.assignments[0].config  # the reply says what hostd is told
+
+    await hostd.report(want_a, "ready", iommu_group=42)
+    events = await wait_events(bus, 2, "g1")
+    ready = events[-1]
+    assert isinstance(ready, m.Ready), events
+    assert ready.device_ids == [a.assignments[0].device_id]
+    assert ready.assignments[0].iommu_group == 42
+    assert ready.assignments[0].config == want_a.config
+    got = (await client.get("g1")).assignments[0]
+    assert (got.prepared, got.iommu_group) == ("ready", 42)
+    assert (await client.get("g2")).assignments[0].prepared == "preparing"
+
+
+async def test_a_released_vf_is_offered_again_only_once_hostd_reports_it_clean(
+    fleet, sync, client, bus
+) -> None:
+    hostd, vf, assigned = await one_vf_placed(fleet, sync, client, bus)
+    await hostd.report(assigned, "ready")
+    await client.release("g1")
+    clean = await hostd.wait(vf.pci_address, "clean", after=assigned.revision)
+    assert clean.config == m.clean_config() and clean.guest_id is None and not clean.reset
+    with pytest.raises(NoCapacity) as err:
+        await client.place("g2", NET)
+    assert "1 being cleaned after their last guest" in str(err.value)
+    await hostd.report(assigned, "clean")  # an outcome for an older revision: ignored
+    await hostd.report(clean, "clean")
+    async with _eventually():
+        while True:
+            try:
+                assert (await client.place("g2", NET)).assignments[0].device_id == vf.device_id
+                break
+            except NoCapacity:
+                await _sleep()
+
+
+async def test_a_vf_the_host_cannot_prepare_ends_its_reservation(fleet, sync, client, bus) -> None:
+    hostd, vf, assigned = await one_vf_placed(fleet, sync, client, bus, NET + ";vlan=7")
+    await hostd.report(assigned, "failed", error="RTNETLINK answers: Operation not supported")
+    events = await wait_events(bus, 2, "g1")
+    failed = events[-1]
+    assert isinstance(failed, m.Failed) and failed.op == "prepare", events
+    assert failed.device_ids == [vf.device_id]
+    assert "Operation not supported" in failed.error.message
+    with pytest.raises(NotFound):
+        await client.get("g1")
+    await hostd.wait(vf.pci_address, "clean", after=assigned.revision)  # and it is cleaned
+
+
+async def test_a_quarantined_vf_is_never_placed_until_reset_and_clean(
+    fleet, sync, client, bus
+) -> None:
+    hostd, vf, assigned = await one_vf_placed(fleet, sync, client, bus)
+    reset = m.VfResetRequest(request_id="reset-1", host_id="h1", pci_address=vf.pci_address)
+    with pytest.raises(Conflict) as err:  # only a quarantined VF is reset
+        await call(bus, "vf-reset", reset, m.VfResetReply)
+    assert "is preparing, not quarantined" in str(err.value)
+    await client.release("g1")
+    clean = await hostd.wait(vf.pci_address, "clean", after=assigned.revision)
+    await hostd.report(clean, "quarantined", error="MAC still set after restore")
+    async with _eventually():
+        while True:
+            with pytest.raises(NoCapacity) as err:
+                await client.place("g2", NET)
+            if "1 quarantined" in str(err.value):
+                break
+            await _sleep()
+    await hostd.report(clean, "clean")  # a late "clean" does not lift a quarantine
+    await _sleep(0.3)
+    with pytest.raises(NoCapacity):
+        await client.place("g2", NET)
+
+    reply = await call(bus, "vf-reset", reset, m.VfResetReply)
+    assert (reply.state, reply.device_id) == ("cleaning", vf.device_id)
+    assert await call(bus, "vf-reset", reset, m.VfResetReply) == reply  # a retry
+    again = await hostd.wait(vf.pci_address, "clean", after=clean.revision)
+    assert again.reset and again.revision == reply.revision
+    await hostd.report(again, "clean")
+    async with _eventually():
+        while True:
+            try:
+                await client.place("g2", NET)
+                break
+            except NoCapacity:
+                await _sleep()
+
+
+async def test_a_cordoned_host_takes_no_new_placements(fleet, sync, client, bus) -> None:
+    fleet.add_host("h1", [PfSpec(PF_A, count=3)])
+    await sync()
+    held = (await client.place("g1", NET)).assignments[0]
+    reply = await call(
+        bus, "cordon", m.CordonRequest(host_id="h1", reason="kernel update"), m.CordonReply
+    )
+    assert reply.cordoned and reply.reason == "kernel update"
+    assert [(h.guest_id, h.device_id) for h in reply.held] == [("g1", held.device_id)]
+    with pytest.raises(NoCapacity) as err:
+        await client.place("g2", NET)
+    assert "3 on cordoned hosts" in str(err.value)
+    with pytest.raises(NoCapacity) as err:
+        await client.attach("g1", NET)
+    assert "host h1: it is cordoned (kernel update)" in str(err.value)
+    with pytest.raises(NotFound):
+        await call(bus, "cordon", m.CordonRequest(host_id="nope"), m.CordonReply)
+    off = m.CordonRequest(host_id="h1", cordoned=False)
+    assert not (await call(bus, "cordon", off, m.CordonReply)).cordoned
+    assert (await client.place("g2", NET)).host_id == "h1"
+
+
+async def test_a_host_without_the_lifecycle_behaves_as_before(fleet, sync, client, bus) -> None:
+    fleet.add_host("old", [PfSpec(PF_A, count=2)])
+    await sync()
+    a = (await client.place("g1", NET)).assignments[0]
+    assert (a.prepared, a.config) == (None, None)
+    with pytest.raises(NoCapacity) as err:  # nobody there would apply a VLAN
+        await client.place("g2", NET + ";vlan=10")
+    assert "VF settings (its hostd has no VF lifecycle)" in str(err.value)
+    await client.release("g1")
+    assert (await client.place("g2", NET)).assignments[0].device_id == a.device_id
+    assert await FakeHostd(bus, "old").desired() == {}
+    events = await wait_events(bus, 2, "g1")
+    assert [type(e).__name__ for e in events] == ["Reserved", "Released"]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _eventually(timeout: float = 10) -> asyncio.Timeout:
+    return asyncio.timeout(timeout)
+
+
+async def _sleep(seconds: float = 0.05) -> None:
+    await asyncio.sleep(seconds)
+
+
+async def one_vf_placed(
+    fleet: Any, sync: Any, client: Any, bus: Any, desc: str = NET
+) -> tuple[FakeHostd, m.Assignment, m.VfDesired]:
+    """A host with one managed VF, placed for g1: its hostd, the VF, its desired state."""
+    fleet.add_host("h1", [PfSpec(PF_A, count=1, capabilities=FULL)])
+    await sync()
+    hostd = FakeHostd(bus, "h1")
+    vf = (await client.place("g1", desc)).assignments[0]
+    return hostd, vf, await hostd.wait(vf.pci_address, "assigned")
