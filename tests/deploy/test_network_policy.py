@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_kubernetes_manifests import (
+from .test_kubernetes_manifests import (
     DEPLOY,
     K8S,
     by_kind,
