@@ -30,7 +30,8 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 SCHEMAS = Path(__file__).parent / "schemas"
 K8S_VERSION = "1.30"
-BUILTIN_GROUPS = ("v1", "apps/v1", "policy/v1", "rbac.authorization.k8s.io/v1", "batch/v1")
+BUILTIN_GROUPS = ("v1", "apps/v1", "policy/v1", "rbac.authorization.k8s.io/v1", "batch/v1",
+                  "networking.k8s.io/v1")  # fmt: skip
 KUSTOMIZATIONS = [K8S / "base", K8S / "overlays/production"]
 
 Doc = dict[str, Any]

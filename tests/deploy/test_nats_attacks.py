@@ -184,3 +184,90 @@ async def test_a_redefined_durable_is_named_not_bound(sn: Any) -> None:
     finally:
         await scheduler.close()
         await admin.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The provisioning identity (stream-admin): it shapes streams, it never touches messages
+# ---------------------------------------------------------------------------------------------
+ADMIN = "sriov-stream-admin"
+ADMIN_DENIED = [
+    *(a for a in STREAM_ATTACKS if a[0] not in ("update", "seal", "delete-durable")),
+    ("read-msg", s.js_api("STREAM", "MSG", "GET", s.STREAM_HOST_EVENTS), {"seq": 1}),
+    ("read-direct", s.js_api("DIRECT", "GET", s.STREAM_HOST_EVENTS), {"seq": 1}),
+    ("read-ephemeral", s.js_api("CONSUMER", "CREATE", s.STREAM_HOST_EVENTS),
+     {"stream_name": s.STREAM_HOST_EVENTS,
+      "config": {"deliver_policy": "all", "ack_policy": "none"}}),
+    ("publish-event", s.host_link(A, True).subject, {}),
+    ("publish-request", s.placement_request("vm-1", "place").subject, {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("attack", "subject", "body"), [
+    pytest.param(*a, id=a[0]) for a in ADMIN_DENIED
+])  # fmt: skip
+async def test_stream_admin_reads_no_message_and_takes_no_durable(
+    sn: Any, attack: str, subject: str, body: dict[str, Any]
+) -> None:
+    admin = await provisioned(sn)
+    inventory = await sn.connect("sriov-inventory")
+    ops = await sn.connect("sriov-operator")
+    try:
+        spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "inventory-host-events", [s.HOST_EVENTS_ALL])
+        await inventory.js_publish_raw(s.host_state(A).subject, b"{}", {})
+        stop = asyncio.Event()
+        stop.set()
+        await inventory.consume(spec, m.HOST_EVENTS, _never, stop=stop)
+        before = await snapshot(ops)
+        await denied(admin, subject, body)
+        assert await snapshot(ops) == before, f"the stream admin changed what is stored: {attack}"
+    finally:
+        for bus in (ops, inventory, admin):
+            await bus.close()
+
+
+async def test_stream_admin_subscribes_to_no_event(sn: Any) -> None:
+    admin = await provisioned(sn)
+    host = await sn.connect(HOST_A)
+    try:
+        async with admin.subscribe(s.HOST_EVENTS_ALL) as messages:
+            await host.js_publish_raw(s.host_link(A, True).subject, b"{}", {})
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await anext(messages)
+    finally:
+        await host.close()
+        await admin.close()
+
+
+async def test_stream_admin_updates_streams_and_removes_a_tampered_durable(sn: Any) -> None:
+    """What it is for: re-provisioning repairs a lowered limit, and a durable someone redefined
+    is deleted so that its owner creates it again as the catalogue says."""
+    admin = await provisioned(sn)
+    inventory = await sn.connect("sriov-inventory")
+    try:
+        update = s.js_api("STREAM", "UPDATE", s.STREAM_PLACEMENT)
+        raw = await admin.request_raw(s.js_api("STREAM", "INFO", s.STREAM_PLACEMENT), b"")
+        cfg = json.loads(raw.data)["config"] | {"max_msgs_per_subject": 1}
+        reply = json.loads((await admin.request_raw(update, json.dumps(cfg).encode())).data)
+        assert "error" not in reply, reply  # allowed: it is the one that changes streams
+        with pytest.raises(BusError, match="max_msgs_per_subject is 1, expected 64"):
+            await inventory.verify_streams(runtime.streams_to_verify("sriov-inventory"))
+        await admin.ensure_streams()
+        await inventory.verify_streams(runtime.streams_to_verify("sriov-inventory"))
+
+        spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "inventory-host-events", [s.HOST_EVENTS_ALL])
+        stop = asyncio.Event()
+        stop.set()
+        await inventory.consume(spec, m.HOST_EVENTS, _never, stop=stop)
+        spec.deliver_all = False  # as if someone had redefined it
+        with pytest.raises(BusError, match="inventory-host-events"):
+            await inventory.consume(spec, m.HOST_EVENTS, _never, stop=stop)
+        gone = s.js_api("CONSUMER", "DELETE", s.STREAM_HOST_EVENTS, "inventory-host-events")
+        assert json.loads((await admin.request_raw(gone, b"")).data)["success"] is True
+        await inventory.consume(spec, m.HOST_EVENTS, _never, stop=stop)  # created again
+        info = s.js_api("CONSUMER", "INFO", s.STREAM_HOST_EVENTS, "inventory-host-events")
+        config = json.loads((await admin.request_raw(info, b"")).data)["config"]
+        assert config["deliver_policy"] == "new"
+    finally:
+        await inventory.close()
+        await admin.close()

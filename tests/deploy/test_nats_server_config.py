@@ -11,6 +11,7 @@ import os
 import posixpath
 import re
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ def _patch_value(patches: list[dict[str, Any]], path: str) -> dict[str, Any]:
 def test_chart_values_make_a_three_node_jetstream_cluster() -> None:
     v = values("nats-values.yaml")
     assert v["fullnameOverride"] == "nats"  # Service nats.sriov.svc, as the manifests use
-    assert v["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    cluster = v["config"]["cluster"]
+    assert (cluster["enabled"], cluster["replicas"]) == (True, 3)
     assert v["config"]["jetstream"]["enabled"] is True
     assert v["config"]["jetstream"]["fileStore"]["pvc"]["size"].endswith("Gi")
     spread = v["podTemplate"]["topologySpreadConstraints"]["kubernetes.io/hostname"]
@@ -109,11 +111,80 @@ def test_chart_tls_values_use_the_cert_manager_secret() -> None:
     assert "*.nats-headless" in server["dnsNames"]
 
 
+ROUTE_PASSWORD = "0123456789abcdef" * 4
+
+
+def routes_conf_from_guide() -> str:
+    """The ``routes.conf`` OPERATIONS.md tells the operator to write, password filled in."""
+    guide = (DEPLOY / "OPERATIONS.md").read_text()
+    m = re.search(r"cat > /etc/nats/routes\.conf <<EOF\n(.*?)\n\s*EOF\n", guide, re.S)
+    assert m, "OPERATIONS.md no longer shows how to write /etc/nats/routes.conf"
+    return textwrap.dedent(m.group(1)).replace("$ROUTE_PASSWORD", ROUTE_PASSWORD)
+
+
+def route_tls(d: Path) -> None:
+    """A route CA and one server's route certificate, as the guide's openssl lines make."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", "route-ca.key", "-out", "route-ca.crt",
+            "-days", "1", "-subj", "/CN=sriov NATS routes CA")  # fmt: skip
+    openssl("req", *ec, "-keyout", "route.key", "-out", "route.csr", "-subj", "/CN=nats-1")
+    openssl("x509", "-req", "-in", "route.csr", "-CA", "route-ca.crt", "-CAkey",
+            "route-ca.key", "-CAcreateserial", "-out", "route.crt", "-days", "1")  # fmt: skip
+
+
 def test_bare_metal_config_with_generated_auth_is_valid(tmp_path: Path) -> None:
+    text = (DEPLOY / "nats/nats-server.conf").read_text()
+    (tmp_path / "tls").mkdir()
+    route_tls(tmp_path / "tls")
     conf = tmp_path / "nats-server.conf"
-    conf.write_text((DEPLOY / "nats/nats-server.conf").read_text())
+    conf.write_text(text.replace("/etc/nats/tls/", f"{tmp_path}/tls/"))
     (tmp_path / "auth.conf").write_text(auth_conf())
-    result = check_config(conf, {"NATS_SERVER_NAME": "nats-1"})
+    (tmp_path / "routes.conf").write_text(routes_conf_from_guide())
+    env = {"NATS_SERVER_NAME": "nats-1", "NATS_CLUSTER_LISTEN": "10.0.0.11:6222"}
+    result = check_config(conf, env)
     assert result.returncode == 0, result.stderr + result.stdout
+    for missing in env:
+        result = check_config(conf, {k: v for k, v in env.items() if k != missing})
+        assert missing in result.stderr + result.stdout  # set by nats.env per node
+
+
+def test_bare_metal_routes_are_private_authenticated_and_tls() -> None:
+    text = (DEPLOY / "nats/nats-server.conf").read_text()
+    cluster = text[text.index("cluster {") :]
+    assert "0.0.0.0" not in cluster and "listen: $NATS_CLUSTER_LISTEN" in cluster
+    assert re.search(r"tls \{[^}]*ca_file", cluster), "routes without mutual TLS"
+    assert 'include "routes.conf"' in cluster
+    routes = routes_conf_from_guide()
+    assert re.search(r"authorization \{ user: sriov-route, password: ", routes)
+    urls = re.findall(r"nats-route://([^\s\"]+)", routes)
+    assert len(urls) == 3 and all(u.startswith(f"sriov-route:{ROUTE_PASSWORD}@") for u in urls)
+
+
+def test_chart_routes_authenticate_and_pass_nats_server(tmp_path: Path) -> None:
+    """The cluster block the chart renders from our values (its files/config/cluster.yaml:
+    credentials in the route URLs and an authorization block) with the password given at
+    install time, checked by nats-server."""
+    v = values("nats-values.yaml")
+    route = v["config"]["cluster"]["routeURLs"]
+    assert route["user"] and "password" not in route  # never in a file of the repository
+    guide = (DEPLOY / "OPERATIONS.md").read_text()
+    assert "--set-string config.cluster.routeURLs.password=" in guide
+    domain = "nats-headless.sriov.svc.cluster.local" if route.get("useFQDN") else "nats-headless"
+    urls = ", ".join(
+        f'"nats://{route["user"]}:{ROUTE_PASSWORD}@nats-{i}.{domain}:6222"'
+        for i in range(v["config"]["cluster"]["replicas"])
+    )
+    conf = tmp_path / "nats.conf"
+    conf.write_text(
+        'server_name: nats-0\nlisten: "127.0.0.1:-1"\n'
+        f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+        "cluster {\n  name: nats\n  port: 6222\n  no_advertise: true\n"
+        f"  routes: [{urls}]\n"
+        f'  authorization {{ user: "{route["user"]}", password: "{ROUTE_PASSWORD}" }}\n}}\n'
+    )
     result = check_config(conf)
-    assert "NATS_SERVER_NAME" in result.stderr + result.stdout  # set by nats.env per node
+    assert result.returncode == 0, result.stderr + result.stdout

@@ -1,7 +1,9 @@
 """``sriovctl offload-status``, ``offload-enable``, ``offload-disable``, ``offload-audit``.
 
 They talk to each host's offload agent (``sriov-offload``) over its host-scoped endpoints;
-``offload-status`` without ``--host`` finds every running agent through service discovery.
+``offload-status`` without ``--host`` asks every host in inventory's host list, never the hosts
+that ``$SRV`` discovery names: any host identity may answer discovery, so its metadata could
+add or hide targets (issue 17).
 """
 
 from __future__ import annotations
@@ -10,16 +12,14 @@ import asyncio
 from collections.abc import Sequence
 
 import click
-import msgspec
 
 from sriov.cli.context import CliContext
 from sriov.cli.output import Report, Table, command
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
-from sriov.common.errors import SriovError
+from sriov.common.errors import BusError, BusTimeout, SriovError
 
-AGENT = "sriov-offload"
 STATUS_COLUMNS = ["Host", "HW_offload", "TC_policy", "Max_idle_ms", "Flow_API", "Restart",
                   "OVS", "Problems"]  # fmt: skip
 FINDING_COLUMNS = ["Host", "Severity", "Check", "Device", "Message", "Fix"]
@@ -27,6 +27,8 @@ PORT_COLUMNS = ["Port", "PF", "Flows", "Offloaded", "Partial", "Software", "Pack
                 "Offloaded_bytes"]  # fmt: skip
 FLOW_COLUMNS = ["In_port", "Packets", "Bytes", "Used", "Layer", "Datapath", "Actions", "Match"]
 PROBLEM = ("warning", "error")
+PAGE = 1000
+"""Hosts per inventory.hosts.list request (its maximum)."""
 
 
 def _ep(host: str, name: str) -> s.Subject:
@@ -56,35 +58,44 @@ def findings_table(findings: Sequence[tuple[str, m.Finding]], everything: bool) 
     return [Table(FINDING_COLUMNS, rows)] if rows else []
 
 
-async def discover_hosts(bus: Bus, wait: float) -> list[str]:
-    try:
-        infos = await bus.discover("INFO", wait)
-    except msgspec.DecodeError:
-        # With no service at all, nats-server answers $SRV.INFO with an empty "no
-        # responders" status message, which Bus.discover tries to decode as JSON.
-        return []
-    hosts = {
-        (i.get("metadata") or {}).get("host_id")
-        for i in infos
-        if i.get("name") == AGENT
-    }  # fmt: skip
-    return sorted(h for h in hosts if h)
+async def inventory_hosts(bus: Bus, timeout: float) -> list[m.HostInfo]:
+    """Every host inventory knows, all pages."""
+    subject = s.endpoint(s.INVENTORY_HOSTS_GROUP, "list")
+    hosts: list[m.HostInfo] = []
+    while True:
+        req = m.HostListRequest(limit=PAGE, offset=len(hosts))
+        page = await bus.request(subject, req, m.HostListReply, timeout=timeout)
+        hosts += page.hosts
+        if not page.hosts or len(hosts) >= page.total:
+            return hosts
+
+
+def _no_agent(exc: SriovError) -> bool:
+    """ "No responders": nothing serves this host's offload endpoints (no agent runs there)."""
+    return isinstance(exc, BusError) and not isinstance(exc, BusTimeout)
 
 
 @command("offload-status")
 @click.option("--host", "hosts", multiple=True, help="Only this host (repeatable).")
 @click.option("--all-findings", is_flag=True, help="Also show checks that passed.")
-@click.option("--wait", default=0.5, show_default=True, help="Seconds to discover agents.")
 @click.pass_obj
-def offload_status(
-    obj: CliContext, hosts: tuple[str, ...], all_findings: bool, wait: float
-) -> Report:
-    """hw-offload settings, the NIC checks and whether ovs-vswitchd must restart, per host."""
+def offload_status(obj: CliContext, hosts: tuple[str, ...], all_findings: bool) -> Report:
+    """hw-offload settings, the NIC checks and whether ovs-vswitchd must restart, per host.
 
-    async def call(bus: Bus) -> list[m.OffloadStatus | SriovError]:
-        targets = list(hosts) or await discover_hosts(bus, wait)
+    Without --host: every online host of inventory's host list (sriovctl host-list).
+    """
 
-        async def one(host: str) -> m.OffloadStatus | SriovError:
+    async def call(bus: Bus) -> tuple[list[m.OffloadStatus | SriovError], list[str]]:
+        notes: list[str] = []
+        if hosts:
+            targets = list(hosts)
+        else:
+            known = await inventory_hosts(bus, obj.timeout)
+            targets = [h.host_id for h in known if h.status == "online"]
+            notes += [f"sriovctl: host {h.host_id} is {h.status} in inventory: not asked"
+                      for h in known if h.status != "online"]  # fmt: skip
+
+        async def one(host: str) -> m.OffloadStatus | SriovError | None:
             try:
                 return await bus.request(
                     _ep(host, "get"), m.OffloadGetRequest(), m.OffloadStatus, timeout=obj.timeout
@@ -92,17 +103,21 @@ def offload_status(
             except SriovError as exc:
                 if hosts and len(hosts) == 1:
                     raise
+                if not hosts and _no_agent(exc):
+                    notes.append(f"sriovctl: host {host}: no offload agent runs there")
+                    return None
                 return exc
 
-        return list(await asyncio.gather(*(one(h) for h in targets)))
+        answers = await asyncio.gather(*(one(h) for h in targets))
+        return [a for a in answers if a is not None], notes
 
-    results = obj.run(call)
+    results, notes = obj.run(call)
     statuses = [r for r in results if isinstance(r, m.OffloadStatus)]
     errors = [r for r in results if not isinstance(r, m.OffloadStatus)]
-    notes = [f"sriovctl: {err} [{err.code}]" for err in errors]
-    if not results:
+    notes += [f"sriovctl: {err} [{err.code}]" for err in errors]
+    if not statuses and not errors:
         notes.append("sriovctl: error: no offload agent answered: is sriov-offload running on "
-                     "the hosts?")  # fmt: skip
+                     "the hosts inventory lists as online?")  # fmt: skip
     found = [(st.host_id, f) for st in statuses for f in st.findings]
     return Report(
         statuses,
@@ -110,7 +125,7 @@ def offload_status(
                f"*** Total: {len(statuses)} ***"),
          *findings_table(found, all_findings)],
         notes,
-        exit_code=1 if errors or not results else 0,
+        exit_code=1 if errors or not statuses else 0,
     )  # fmt: skip
 
 
