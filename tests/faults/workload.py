@@ -203,10 +203,20 @@ async def mismatch(bus: Bus, expect: Expect) -> str | None:
             return f"inventory guests {have} != expected {want}; " + await _explain(
                 bus, set(have.values()) ^ set(want.values())
             )
+        # the VF lifecycle settled too: a held VF prepared, every other one restored clean
+        unsettled = [
+            f"{d.addr} {d.lifecycle}"
+            for d in devices
+            if d.lifecycle is not None and d.lifecycle != ("ready" if d.id in want else "free")
+        ]
+        if unsettled:
+            return f"VF lifecycle not settled in inventory: {unsettled}"
         for guest, devs in expect.holdings.items():
             reply = await bus.request(sched("get"), m.GetRequest(guest_id=guest), m.PlacementReply)
             if {a.device_id for a in reply.assignments} != devs:
                 return f"scheduler holds {reply.assignments} for {guest}, expected {devs}"
+            if waiting := [a.pci_address for a in reply.assignments if a.prepared == "preparing"]:
+                return f"scheduler has {guest}'s {waiting} still preparing"
         if (n := await dead_letters(bus)) != expect.dead_letters:
             return f"{n} dead-lettered messages, expected {expect.dead_letters}"
         for check in expect.extra:

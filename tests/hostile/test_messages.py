@@ -27,7 +27,8 @@ from workload import CX5, Expect, Workload, consumers_drained, converge, invento
 
 from sriov.common import schemas as m
 from sriov.common import subjects
-from sriov.common.bus import HDR_ERROR, HDR_ERROR_CODE, HDR_SRIOV_CODE, Bus
+from sriov.common.bus import HDR_ERROR, HDR_ERROR_CODE, HDR_SRIOV_CODE, STREAMS, Bus
+from sriov.common.errors import BusError
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
@@ -246,6 +247,12 @@ async def test_hostile_events_are_dead_lettered_or_dropped(
 ) -> None:
     wl, guest, before = baseline
     dl_before = len(await dead_lettered(client))
+    stream_of = {
+        "inventory-host-events": subjects.STREAM_HOST_EVENTS,
+        "inventory-placement": subjects.STREAM_PLACEMENT,
+        "scheduler-state": subjects.STREAM_STATE,
+        "scheduler-requests": subjects.STREAM_PLACEMENT_REQUESTS,
+    }
     sent: dict[str, tuple[str, str, str]] = {}
     for consumer, target, msg in stream_targets(fleet.host_id):
         for i, (what, payload) in enumerate(hostile(msg)):
@@ -255,6 +262,11 @@ async def test_hostile_events_are_dead_lettered_or_dropped(
             if len(payload) > HUGE // 2 and "huge" not in what:
                 continue
             ce_id = uuid.uuid4().hex
+            limit = next(st.max_msg_size for st in STREAMS if st.name == stream_of[consumer])
+            if len(payload) > limit:  # the stream refuses it: it never reaches a consumer
+                with pytest.raises(BusError, match="exceeds maximum allowed"):
+                    await client.js_publish_raw(subject, payload, {"ce-id": ce_id}, timeout=10)
+                continue
             await client.js_publish_raw(
                 subject, payload, {"ce-id": ce_id, "Nats-Msg-Id": ce_id}, timeout=10
             )

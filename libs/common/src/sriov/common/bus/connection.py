@@ -227,6 +227,12 @@ class Bus:
             ) from exc
         except nats.errors.TimeoutError as exc:
             raise BusTimeout(f"JetStream did not acknowledge {subject} in {timeout}s") from exc
+        except nats.js.errors.APIError as exc:  # refused by the stream: size, limits, sealed
+            raise BusError(
+                f"JetStream refused {subject} ({len(payload)} bytes): {exc.description} "
+                f"(err_code {exc.err_code})",
+                subject=subject,
+            ) from exc
         return not ack.duplicate
 
     # --- request/reply ----------------------------------------------------------------------
