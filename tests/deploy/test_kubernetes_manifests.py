@@ -276,6 +276,7 @@ def test_host_agents_are_a_daemonset_like_the_guides_default_host(rendered: list
     assert hostd["securityContext"]["privileged"] is True
     mounts = {m["mountPath"]: volumes[m["name"]] for m in hostd["volumeMounts"]}
     assert mounts["/sys"] == "/sys" and mounts["/etc/sriov"] == "/etc/sriov"
+    assert mounts["/etc/machine-id"] == "/etc/machine-id"  # the host's id, not the image's
     argv = shell_command(hostd)
     assert argv == ["sriov-hostd", "run", "--config", "/etc/sriov/host.conf",
                     "--sysfs-root", "/sys"]  # fmt: skip
@@ -288,6 +289,7 @@ def test_host_agents_are_a_daemonset_like_the_guides_default_host(rendered: list
     ovs_mount = {m["mountPath"]: volumes[m["name"]] for m in offload["volumeMounts"]}
     assert Path(args.ovsdb.removeprefix("unix:")).parent == Path("/var/run/openvswitch")
     assert ovs_mount["/var/run/openvswitch"] == "/var/run/openvswitch"
+    assert ovs_mount["/etc/machine-id"] == "/etc/machine-id"
     for c in (hostd, offload):
         assert ". /etc/sriov/nats.env" in " ".join(c["args"]), "credentials from the node"
         assert not any(k.startswith("SRIOV_NATS_PASS") for k in env_of(c))

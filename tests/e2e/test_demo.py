@@ -25,6 +25,7 @@ def test_demo_walks_through_the_guide(tmp_path: Path) -> None:
     assert "$ sriovctl server-attach-network wyq-test-sriov-nic" in out
     assert "8 with PF link down" in out
     assert "audit.nothing_offloaded" in out
+    assert "$ sriov-hostd discover --config" in out and "PFs: 2" in out and "VFs: 15" in out
     assert "stopped; nothing left running" in out
 
 

@@ -6,6 +6,8 @@ test_outbox.py (ordered log) and services/inventory/tests/test_state_stream.py (
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sriov.common.bus import HDR_MSG_ID
 from sriov.common.outbox import base_headers, stored_headers
 
@@ -19,6 +21,8 @@ def test_stored_headers_are_cloudevents_with_the_event_id_as_message_id() -> Non
     )  # fmt: skip
     assert h["ce-time"] == base["ce-time"] and h["content-type"] == "application/json"
     # an event stored earlier keeps the time it was committed; the base is not changed
-    later = stored_headers(base, "e2", "placement.reserved.v1", "2026-01-02T03:04:05+00:00")
-    assert later["ce-time"] == "2026-01-02T03:04:05+00:00"
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    later = stored_headers(base, "e2", "placement.reserved.v1", at)
+    assert later["ce-time"] == "2026-01-02T02:04:05Z"  # UTC with Z, as payloads have it
+    assert base["ce-time"].endswith("Z")
     assert base["ce-id"] == "-" and base["ce-time"] != later["ce-time"]

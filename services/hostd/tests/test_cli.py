@@ -58,8 +58,10 @@ async def test_simulate_doctor_remove(tmp_path: Path, netns: str) -> None:
                            "--json")  # fmt: skip
     findings = msgspec.json.decode(out, type=list[m.Finding])
     assert rc == 0 and [f for f in findings if f.severity in ("error", "warning")] == []
+    off = tmp_path / "cmdline-off"
+    off.write_text("ro intel_iommu=off\n")
     rc, out, _ = await run(str(BIN / "sriov-hostd"), "doctor", "--config", str(conf_path),
-                           "--cmdline-file", "/dev/null", check=False)  # fmt: skip
+                           "--cmdline-file", str(off), check=False)  # fmt: skip
     assert rc == 1 and "ERROR     iommu.cmdline" in out
     # a broken host.conf: one clear line naming file, line and key; exit 2
     conf_path.write_text(conf_path.read_text() + "num_vfs: {eth1: -1}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from sriov.hostd.hostconf import (
     Network,
     configured_pfs,
     load_host_conf,
+    machine_host_id,
     offload_pfs,
     read_host_conf,
 )
@@ -84,7 +86,7 @@ def test_offload_bond_expands_to_members(tmp_path: Path) -> None:
         ("host_id: h\nsriov_nics:\n- eth1\n- 7\n", "host.conf:4: sriov_nics[1]: Expected `str`"),
         ("host_id: h\nsriov_nics: [eth1, eth1]\n", "host.conf:2: sriov_nics[1]: eth1 is listed"),
         ("host_id: h\nsriov_nic: [eth1]\n", "host.conf:2: sriov_nic: unknown key"),
-        ("networks: []\n", "host.conf:1: host_id: required key is missing"),
+        ("host_id: ''\n", "host.conf:1: host_id: use 1-128 characters"),
         ("host_id: 'a b'\n", "host.conf:1: host_id: use 1-128 characters"),
         ("host_id: h\nnum_vfs:\n  eth1: -2\n", "host.conf:3: num_vfs.eth1: VF count must be"),
         ("host_id: h\nnum_vfs:\n  eth1: many\n", "host.conf:3: num_vfs.eth1: expected a VF count"),
@@ -117,3 +119,42 @@ def test_recursive_yaml_alias_is_a_config_error(tmp_path: Path) -> None:
     # Either refused as a self-reference or as the wrong type; always file, line and key.
     with pytest.raises(ConfigError, match=r"host\.conf(:2: sriov_nics\[0\]|.*refers to itself)"):
         load_host_conf(write(tmp_path, "host_id: h\nsriov_nics: &x [*x]\n"))
+
+
+GUIDE_CONF = """\
+networks:
+- eth1/br0/192.168.100.111
+sriov_nics:
+- eth1
+ovs_offload_nics:
+- eth1
+"""
+
+
+def test_the_guides_file_without_host_id_gets_the_machines_stable_id(tmp_path: Path) -> None:
+    machine = tmp_path / "machine-id"
+    machine.write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
+    text = GUIDE_CONF + f"machine_id_file: {machine}\n"
+    first = load_host_conf(write(tmp_path, text)).host_id
+    assert first == load_host_conf(write(tmp_path, text)).host_id  # stable
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", first
+    )
+    assert "3d1219c7" not in first  # the machine id itself is not exposed
+    machine.write_text("0" * 31 + "1\n")
+    assert load_host_conf(write(tmp_path, text)).host_id != first  # another machine
+    assert machine_host_id(machine) == load_host_conf(write(tmp_path, text)).host_id
+    explicit = load_host_conf(write(tmp_path, "host_id: h7\n" + text)).host_id
+    assert explicit == "h7"  # the explicit key still wins
+
+
+@pytest.mark.parametrize(("content", "why"), [(None, "cannot be read"), ("nope", "no machine id")])
+def test_no_host_id_and_no_machine_id_is_a_clear_error(
+    tmp_path: Path, content: str | None, why: str
+) -> None:
+    machine = tmp_path / "machine-id"
+    if content is not None:
+        machine.write_text(content)
+    with pytest.raises(ConfigError, match=why) as err:
+        load_host_conf(write(tmp_path, GUIDE_CONF + f"machine_id_file: {machine}\n"))
+    assert str(machine) in str(err.value) and "set host_id" in str(err.value)

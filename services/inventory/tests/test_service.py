@@ -89,8 +89,11 @@ async def test_command_serves_queries_and_stops_on_sigterm(
             f"{s.INVENTORY_DEVICES_GROUP}.list", f"{s.INVENTORY_DEVICES_GROUP}.get",
             f"{s.INVENTORY_HOSTS_GROUP}.list", f"{s.INVENTORY_HOSTS_GROUP}.get",
         }  # fmt: skip
-        with pytest.raises(InvalidRequest, match="limit 0 is out of range"):
+        names = sorted(e["name"] for e in infos[0]["endpoints"])
+        assert names == ["devices_get", "devices_list", "hosts_get", "hosts_list"]
+        with pytest.raises(InvalidRequest, match=r">= 1 - at `\$.limit`") as bad:
             await t.list_devices(bus, limit=0)
+        assert bad.value.details["field"] == "limit"
         get = s.endpoint(s.INVENTORY_DEVICES_GROUP, "get")
         with pytest.raises(NotFound):
             await bus.request(get, m.DeviceGetRequest(id="nope"), m.DeviceGetReply)

@@ -88,3 +88,27 @@ def test_several_datapaths_and_unparsed_lines() -> None:
 def test_empty_host() -> None:
     audit = build_audit("h1", True, [])
     assert audit.flows == 0 and audit.ratio == 0.0 and audit.findings == []
+
+
+def test_a_dump_without_m_says_nothing_about_offload_so_flows_are_unknown() -> None:
+    d = dump("kernel.txt", "system@ovs-system")  # no -m: no dp:, no offloaded:
+    assert {f.offloaded for f in d.dump.flows} == {"unknown"}
+    audit = build_audit("h1", True, [d])
+    assert (audit.flows, audit.unknown, audit.not_offloaded, audit.offloaded) == (5, 5, 0, 0)
+    assert audit.top_not_offloaded == [] and audit.ratio == 0.0
+    checks = [f.check for f in audit.findings]
+    assert checks == ["audit.offload_unknown"]  # never "nothing offloaded" on no evidence
+    assert "without -m" in audit.findings[0].message
+    assert sum(p.unknown for p in audit.per_port) == 5
+    # the same flows with -m are known
+    m = dump("kernel-m.txt", "system@ovs-system")
+    assert "unknown" not in {f.offloaded for f in m.dump.flows}
+    assert build_audit("h1", True, [m]).unknown == 0
+
+
+def test_a_dump_taken_with_type_offloaded_lists_offloaded_flows_only() -> None:
+    text = (FIXTURES / "tc-offloaded.txt").read_text()
+    d = DatapathDump("system@ovs-system", parse_dump(text, offloaded_only=True))
+    audit = build_audit("h1", True, [d])
+    assert audit.flows == audit.offloaded == 2 and audit.unknown == 0 and audit.ratio == 1.0
+    assert audit.findings == []

@@ -28,10 +28,20 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_host_id_is_required() -> None:
-    proc = run("--nats-url", "nats://127.0.0.1:1")
-    assert proc.returncode == 2
-    assert "--host-id (SRIOV_HOST_ID) is required" in proc.stderr
+def test_host_id_defaults_to_hostd_s_the_host_conf_s_or_the_machine_s(tmp_path: Path) -> None:
+    from sriov.common.config import from_args
+    from sriov.hostd.hostconf import load_host_conf
+    from sriov.offload.main import parser
+    from sriov.offload.settings import OffloadSettings
+
+    machine = tmp_path / "machine-id"
+    machine.write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
+    conf = tmp_path / "host.conf"
+    conf.write_text(f"sriov_nics: [eth1]\nmachine_id_file: {machine}\n")  # no host_id
+    settings = from_args(OffloadSettings, parser().parse_args(["--config", str(conf)]))
+    assert settings.host_id == load_host_conf(conf).host_id  # the same id hostd uses
+    given = ["--config", str(conf), "--host-id", "h9"]
+    assert from_args(OffloadSettings, parser().parse_args(given)).host_id == "h9"
 
 
 def test_bad_host_id_and_interval_are_refused() -> None:

@@ -15,7 +15,11 @@ from sriov.common.errors import BusError, InvalidRequest
     ("endpoint", "payload", "field"),
     [
         ("place", b"{not json", "$"),
-        ("place", b'{"type": "placement.place.v1", "guest_id": "g", "nets": []}', "request_id"),
+        ("place", b"", "$"),  # "empty body"
+        ("place", b'{"type": "placement.place.v1", "guest_id": "g", "nets": [{"desc": "x"}]}',
+         "request_id"),  # a missing field is named
+        ("place", b'{"type": "placement.place.v1", "request_id": "r", "guest_id": "g", '
+                  b'"nets": []}', "nets"),
         ("place", b'{"type": "placement.place.v1", "request_id": "r", "guest_id": "g", '
                   b'"nets": [{"desc": 5}]}', "$.nets[0].desc"),
         ("place", b'{"type": "placement.place.v1", "request_id": "r", "guest_id": "g", '

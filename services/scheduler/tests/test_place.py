@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from sriov.common import schemas as m
-from sriov.common.errors import HostOffline, InvalidRequest, NoCapacity, NotFound, UnknownModel
+from sriov.common.errors import (
+    Conflict,
+    HostOffline,
+    InvalidRequest,
+    NoCapacity,
+    NotFound,
+    UnknownModel,
+)
 from sriov.scheduler.testing import CX5, I350, PfSpec, wait_events
 
 
@@ -64,7 +71,7 @@ async def test_retried_request_gets_the_same_answer(fleet, sync, client, bus) ->
     await wait_events(bus, 1, "g1")
     assert len((await client.get("g1")).assignments) == 1
     assert len(await wait_events(bus, 1, "g1")) == 1
-    with pytest.raises(InvalidRequest) as err:
+    with pytest.raises(Conflict) as err:
         await client.place("g1", f"sriov-nic-model={CX5}", f"sriov-nic-model={CX5}",
                            request_id="same")  # fmt: skip
     assert "already used for a different request" in str(err.value)

@@ -91,6 +91,13 @@ CHANNELS: tuple[Channel, ...] = (
             "Offloaded-flow audit of a host's datapath.", s.STREAM_OFFLOAD),
 )  # fmt: skip
 
+#: Where a durable consumer copies a message it gave up on (``bus/consumer.py``).
+DEAD_LETTER = Channel(
+    s.DEAD_LETTER, (), (INVENTORY, SCHEDULER), (CLI, EXTERNAL),
+    "A message a durable consumer gave up on (malformed, refused, or failed max_deliver "
+    "times), with why in its headers; operators look here.", s.STREAM_DEAD_LETTER,
+)  # fmt: skip
+
 _DEV = s.INVENTORY_DEVICES_GROUP
 _HOSTS = s.INVENTORY_HOSTS_GROUP
 

@@ -23,6 +23,7 @@ upserted per subject with their headers). The store implements :class:`OutboxSto
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -33,7 +34,7 @@ from opentelemetry.trace import SpanKind
 
 from sriov.common import runtime, telemetry
 from sriov.common import schemas as m
-from sriov.common.bus import HDR_MSG_ID, Bus, event_headers
+from sriov.common.bus import HDR_MSG_ID, Bus, event_headers, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def base_headers(source: str) -> dict[str, str]:
 
 
 def stored_headers(
-    base: Mapping[str, str], event_id: str, ce_type: str, time: str | None = None
+    base: Mapping[str, str], event_id: str, ce_type: str, time: dt.datetime | None = None
 ) -> dict[str, str]:
     """``base`` for one event: its id (also the ``Nats-Msg-Id``), its type and, for an event
     stored earlier, the time it was committed."""
@@ -83,7 +84,7 @@ def stored_headers(
     headers["ce-id"] = headers[HDR_MSG_ID] = event_id
     headers["ce-type"] = ce_type
     if time is not None:
-        headers["ce-time"] = time
+        headers["ce-time"] = rfc3339(time)
     return headers
 
 

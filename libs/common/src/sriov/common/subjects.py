@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 
 from sriov.common.errors import InvalidRequest
+from sriov.common.schemas._limits import TOKEN_MAX, TOKEN_PATTERN
 
 PREFIX = "sriov.v1"
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_TOKEN = re.compile(TOKEN_PATTERN)
 _PCI = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
 _PCI_TOKEN = re.compile(r"^([0-9a-f]{4})-([0-9a-f]{2})-([0-9a-f]{2})-([0-7])$")
 
@@ -25,7 +26,7 @@ def token(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a safe subject token, else raise naming ``what``."""
     if not isinstance(value, str) or not _TOKEN.fullmatch(value):
         raise InvalidRequest(
-            f"{what} {value!r} cannot be used in a subject: use 1-128 characters "
+            f"{what} {value!r} cannot be used in a subject: use 1-{TOKEN_MAX} characters "
             "from A-Z a-z 0-9 - _",
             field=what,
         )
@@ -198,6 +199,14 @@ def hostcmd_group(host_id: str) -> str:
 
 def offloadcmd_group(host_id: str) -> str:
     return OFFLOADCMD_GROUP.format(host_id=token(host_id, "host_id"))
+
+
+def endpoint_name(template: str) -> str:
+    """The ``nats.micro`` name of an endpoint: its subject template after the service's own
+    token, placeholders left out (``devices_list``, ``hosts_get``, ``place``, ``set_numvfs``),
+    so no two endpoints of one service share a name in ``nats micro info``."""
+    tail = template.split(".")[3:]
+    return "_".join(t for t in tail if not t.startswith("{")).replace("-", "_")
 
 
 def endpoint(group: str, name: str) -> Subject:

@@ -38,9 +38,11 @@ class Demo:
         self.step_no += 1
         print(f"\n{_bold(f'== {self.step_no}. {title}')}\n   {why}", flush=True)
 
-    def ctl(self, *args: str, expect_fail: bool = False, show: bool = True) -> str:
-        argv = [str(Path(sys.executable).parent / "sriovctl"), *args]
-        shown = " ".join(f"'{a}'" if " " in a else a for a in ["sriovctl", *args])
+    def ctl(
+        self, *args: str, expect_fail: bool = False, show: bool = True, prog: str = "sriovctl"
+    ) -> str:
+        argv = [str(Path(sys.executable).parent / prog), *args]
+        shown = " ".join(f"'{a}'" if " " in a else a for a in [prog, *args])
         if show:
             print(f"$ {shown}", flush=True)
         res = subprocess.run(argv, capture_output=True, text=True, env=self.stack.env(), timeout=60)
@@ -138,6 +140,13 @@ class Demo:
 
         self.step("Doctor", "Every check of the guide's set-up steps and Common Questions.")
         self.ctl("host-doctor", "--host", h)
+
+        self.step(
+            "sriov-hostd discover",
+            "The same host read offline, without NATS: the host id to make credentials for, "
+            "and the PFs, VFs and errors hostd publishes (what support asks a customer for).",
+        )
+        self.ctl("discover", "--config", str(self.host.conf), prog="sriov-hostd")
 
         self.step("Release", "Release the guests; their VFs are free again.")
         self.ctl("server-release", GUEST)

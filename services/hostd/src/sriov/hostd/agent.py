@@ -52,7 +52,7 @@ class Options:
     netns: str | None = None
     cmdline_file: str | None = None
     kmsg_file: str | None = None
-    cpuinfo_file: str = "/proc/cpuinfo"
+    cpuinfo_file: str | None = None
     netlink: bool = True
     """Watch links over netlink (off only for sysfs-only tests)."""
     watch_config: bool = True
@@ -509,7 +509,7 @@ def doctor_inputs(
         found=found,
         cmdline=doctor.read_cmdline(opts.cmdline_file or conf.cmdline_file),
         kernel_log=doctor.read_kernel_log(opts.kmsg_file or conf.kmsg_file),
-        cpu_vendor=doctor.read_cpu_vendor(opts.cpuinfo_file),
+        cpu_vendor=doctor.read_cpu_vendor(opts.cpuinfo_file or conf.cpuinfo_file),
         ip_probe=doctor.ip_probe(netns),
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sriov.common import schemas as m
@@ -21,6 +22,9 @@ from sriov.hostd.pciids import PciIds
 from sriov.hostd.sysfs import ARPHRD_ETHER, ARPHRD_INFINIBAND, Sysfs, link_state
 
 _VIRTFN = re.compile(r"^virtfn(\d+)$")
+CONVENTIONAL_PCI = 256
+"""Config space size of a conventional (not PCIe) function: no extended capabilities."""
+_PCI_ADDR = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
 @dataclass
@@ -93,7 +97,9 @@ def _discover_pf(
         return
     net_dir = os.path.realpath(link)  # links below are relative to the real directory
     if not os.path.isdir(net_dir):
-        ctx.error("", f"{link} points to {net_dir}, which does not exist", link, ifname)
+        ctx.error(
+            "", f"{link} is a dangling link: its target {net_dir} does not exist", link, ifname
+        )
         return
     try:
         dev = s.link_target(os.path.join(net_dir, "device"))
@@ -103,6 +109,15 @@ def _discover_pf(
     if dev is None:
         ctx.error("", f"{ifname} is not a PCI device (no {net_dir}/device link)", net_dir, ifname)
         return
+    pci = pci_function(s, dev)
+    if pci is None:
+        bus = _optional(ctx, "", lambda: s.link_name(os.path.join(dev, "subsystem")), None)
+        ctx.error(
+            "", f"{ifname} is not a PCI device: its device {dev} is on the {bus or 'unknown'} "
+            "bus, and no PCI function is above it", dev, ifname,
+        )  # fmt: skip
+        return
+    dev = pci
     addr = os.path.basename(dev)
     try:
         vendor = s.read_hex_id(os.path.join(dev, "vendor"))
@@ -157,6 +172,18 @@ def _discover_pf(
     _discover_vfs(ctx, pf, dev)
 
 
+def pci_function(s: Sysfs, dev: str) -> str | None:
+    """The PCI function a netdev's device is or sits below: a virtio-net device
+    (``.../0000:00:03.0/virtio2``) is a child of its PCI function. None when no PCI function
+    is above it (a virtual, USB or platform device)."""
+    stop = s.path("devices")
+    while dev.startswith(stop + os.sep):
+        if _PCI_ADDR.match(os.path.basename(dev)):
+            return dev
+        dev = os.path.dirname(dev)
+    return None
+
+
 def _discover_vfs(ctx: _Ctx, pf: m.PF, dev: str) -> None:
     s = ctx.sysfs
     links = []
@@ -197,7 +224,7 @@ def _read_vf(ctx: _Ctx, pf: m.PF, index: int, link: str, dev: str) -> m.VF | Non
     addr = os.path.basename(raw)
     vf_dir = os.path.normpath(os.path.join(dev, raw))
     if not os.path.isdir(vf_dir):
-        ctx.error(addr, f"{link} points to {raw}, which does not exist", link)
+        ctx.error(addr, f"{link} is a dangling link: its target {vf_dir} does not exist", link)
         return None
     return _discover_vf(ctx, pf, index, addr, vf_dir)
 
@@ -289,7 +316,9 @@ def _check_config(ctx: _Ctx, addr: str, dev: str) -> None:
     try:
         data = ctx.sysfs.read_bytes(path)
         space = configspace.parse(data)
-        if not space.extended_readable:
+        # 256 bytes is a conventional PCI function's whole config space (no SR-IOV possible,
+        # which the doctor says); only fewer means the kernel hid the rest from a non-root
+        if not space.extended_readable and len(data) != CONVENTIONAL_PCI:
             ctx.error(
                 addr,
                 f"config space of {addr} reads only {len(data)} bytes: extended "
@@ -300,3 +329,44 @@ def _check_config(ctx: _Ctx, addr: str, dev: str) -> None:
         ctx.error(addr, f"config space unreadable: {exc.message}", path)
     except configspace.ConfigSpaceError as exc:
         ctx.error(addr, f"config space of {addr} is unusable: {exc}", path)
+
+
+def snapshot(host_id: str, hostname: str, found: Discovery) -> m.HostSnapshot:
+    """What hostd would publish for ``found`` (generation and seq 0: nothing was sent)."""
+    return m.HostSnapshot(
+        host_id=host_id, generation=0, seq=0, hostname=hostname,
+        pfs=found.pfs, vfs=found.vfs, errors=found.errors,
+    )  # fmt: skip
+
+
+_PF_HEAD = ("PF", "IFNAME", "MODEL", "DRIVER", "NUMA", "VFS", "LINK", "ROLE")
+_VF_HEAD = ("VF", "PF", "INDEX", "MODEL", "DRIVER", "IFNAME", "MAC", "IOMMU")
+
+
+def render(snap: m.HostSnapshot) -> str:
+    """``sriov-hostd discover``'s tables: the host id, PFs, VFs and what could not be read."""
+    pfs = [_PF_HEAD, *(
+        (p.pci_address, p.ifname or "-", p.model or f"{p.vendor_id}:{p.device_id}",
+         p.driver or "-", str(p.numa_node), f"{p.num_vfs}/{p.total_vfs}", p.link_state,
+         ",".join(r for r, on in (("sriov", p.sriov), ("offload", p.offload),
+                                  ("management", p.management)) if on) or "-")
+        for p in snap.pfs
+    )]  # fmt: skip
+    vfs = [_VF_HEAD, *(
+        (v.pci_address, v.pf_pci_address, str(v.vf_index), v.model, v.driver or "-",
+         v.ifname or "-", v.mac or "-", "-" if v.iommu_group is None else str(v.iommu_group))
+        for v in snap.vfs
+    )]  # fmt: skip
+    errs = [
+        ("DEVICE", "PATH", "ERROR"),
+        *((e.pci_address or e.ifname or "-", e.path or "-", e.message) for e in snap.errors),
+    ]
+    out = [f"host_id {snap.host_id}" + (f" ({snap.hostname})" if snap.hostname else "")]
+    for title, rows in (("PFs", pfs), ("VFs", vfs), ("errors", errs)):
+        out += ["", f"{title}: {len(rows) - 1}"] + (_table(rows) if len(rows) > 1 else [])
+    return "\n".join(out)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

@@ -5,12 +5,19 @@ NATS keys of ``BusSettings``.
 The guide's format is kept as operators write it: a network is ``ifname/bridge/ip-or-wire``;
 a NIC in ``sriov_nics`` that is not in ``networks`` takes the first network's wire; a bond in
 ``ovs_offload_nics`` stands for its member PFs. Every error names ``file:line: key: problem``.
+
+``host_id`` may be left out (the guide's file has none): it then defaults to a stable id of the
+machine derived from ``/etc/machine-id`` (:func:`machine_host_id`), the same for hostd and
+offload, and for a pod that mounts the host's file read-only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +34,32 @@ _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 _WIRE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _PCI = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 _HOST_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+MACHINE_ID_FILE = "/etc/machine-id"
+#: Keys the machine id into an id of this application (systemd's app-specific ids do the
+#: same): the machine id itself stays private, as machine-id(5) asks.
+_APP_ID = b"sriov-control-plane host_id v1"
+_MACHINE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def machine_host_id(path: str | Path = MACHINE_ID_FILE) -> str:
+    """A stable host id derived from the machine id in ``path``: a UUID, the same on every
+    start and for every daemon of the host, different on every machine."""
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"host_id is not set and {path} cannot be read ({exc.strerror or exc}): set "
+            f"host_id in host.conf, or mount the host's {MACHINE_ID_FILE} read-only",
+            file=str(path),
+        ) from exc
+    if not _MACHINE_ID.match(text):
+        raise ConfigError(
+            f"host_id is not set and {path} holds no machine id (32 hex digits): set host_id "
+            "in host.conf, or run systemd-machine-id-setup",
+            file=str(path),
+        )
+    digest = hmac.new(bytes.fromhex(text), _APP_ID, hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 class Network(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,8 +87,12 @@ class HostConf(BusSettings, kw_only=True):
     The NATS keys are ``BusSettings``' own (``nats_url``, ``nats_creds``...): those the file
     gives override ``SRIOV_*`` variables, and command-line options override both."""
 
-    host_id: str
-    """Stable id of this host in the fleet (the guide's ``Host_id``)."""
+    host_id: str = ""
+    """Stable id of this host in the fleet (the guide's ``Host_id``); left out, derived from
+    ``machine_id_file`` (:func:`machine_host_id`)."""
+    machine_id_file: str = MACHINE_ID_FILE
+    """Where the machine id is read from when ``host_id`` is left out (in a pod: the host's
+    file, mounted read-only)."""
     hostname: str | None = None
     networks: list[Network] = msgspec.field(default_factory=list)
     sriov_nics: list[str] = msgspec.field(default_factory=list)
@@ -76,6 +113,9 @@ class HostConf(BusSettings, kw_only=True):
     cmdline_file: str = "/proc/cmdline"
     kmsg_file: str | None = None
     """Kernel log as text (default: read /dev/kmsg)."""
+    cpuinfo_file: str = "/proc/cpuinfo"
+    """CPU vendor, the doctor's last hint for which IOMMU flag to suggest (a copied or
+    simulated host has its own)."""
     # timing
     heartbeat_interval_s: float = 10.0
     resync_interval_s: float = 300.0
@@ -149,6 +189,8 @@ def parse_host_conf(data: Any, source: str, lines: Mapping[PathKey, int] | None 
                 problem = f"expected a VF count, got {count!r}"
                 raise _err(source, lines, ("num_vfs", str(key)), problem)
     conf = convert(data, HostConf, source=source, lines=lines)
+    if not conf.host_id and "host_id" not in data:
+        conf.host_id = machine_host_id(conf.machine_id_file)
     _validate(conf, source, lines)
     return conf
 

@@ -5,6 +5,8 @@
 * ``simulate --spec guide --root DIR [--netns NS] [--write-config PATH]`` writes a sysfs tree
   (and real veth netdevs) for a host without SR-IOV hardware; ``--remove`` tears it down.
 * ``doctor --config host.conf [--json]`` runs every check locally and prints the findings.
+* ``discover --config host.conf [-o table|json]`` prints the host id and the PFs, VFs and
+  errors hostd would publish, without NATS (what support asks a customer for).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -32,6 +35,7 @@ def _add_host_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--netns", help="network namespace holding the PF/VF netdevs")
     p.add_argument("--cmdline-file", help="kernel cmdline (default /proc/cmdline)")
     p.add_argument("--kmsg-file", help="kernel log as text (default: /dev/kmsg)")
+    p.add_argument("--cpuinfo-file", help="CPU information (default: /proc/cpuinfo)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="check the host against the guide's set-up steps")
     _add_host_args(doc)
     doc.add_argument("--json", action="store_true", help="machine-readable output")
+    dis = sub.add_parser("discover", help="print what hostd would publish (no NATS needed)")
+    _add_host_args(dis)
+    dis.add_argument("-o", "--output", choices=("table", "json"), default="table")
     return parser
 
 
@@ -67,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _run(args)
         elif args.command == "simulate":
             sys.exit(_simulate(args))
+        elif args.command == "discover":
+            sys.exit(_discover(args))
         else:
             sys.exit(_doctor(args))
     except SriovError as exc:
@@ -85,6 +94,7 @@ def _options(args: argparse.Namespace) -> tuple[object, object, dict[str, Any]]:
         netns=args.netns,
         cmdline_file=args.cmdline_file,
         kmsg_file=args.kmsg_file,
+        cpuinfo_file=args.cpuinfo_file,
     )
     return conf, opts, bus_keys
 
@@ -105,12 +115,11 @@ def _run(args: argparse.Namespace) -> None:
         await agent.start(ctx.spawn)
         await agent.register(ctx.service)
 
-    runtime.run(
-        lambda: runtime.serve(
-            NAME, DESCRIPTION, settings, body, metadata={"host_id": conf.host_id}
-        ),
-        NAME,
-    )
+    async def start() -> None:
+        logging.getLogger(NAME).info("host_id %s", conf.host_id)  # for sriovctl nats-config
+        await runtime.serve(NAME, DESCRIPTION, settings, body, metadata={"host_id": conf.host_id})
+
+    runtime.run(start, NAME)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -144,8 +153,11 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     cmdline = root.parent / "cmdline"
     kmsg = root.parent / "kmsg.log"
+    cpuinfo = root.parent / "cpuinfo"
     cmdline.write_text((spec.cmdline or spec.default_cmdline()) + "\n")
     kmsg.write_text("\n".join(spec.kernel_log or spec.default_kernel_log()) + "\n")
+    vendor = "AuthenticAMD" if spec.iommu == "amd" else "GenuineIntel"
+    cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\n")
     if args.netns:
         count = netdevs.create(state.netdevs, args.netns)
         print(f"created {count} veth netdevs in namespace {args.netns}")
@@ -154,6 +166,7 @@ def _simulate(args: argparse.Namespace) -> int:
             "sysfs_root": str(root.resolve()),
             "cmdline_file": str(cmdline.resolve()),
             "kmsg_file": str(kmsg.resolve()),
+            "cpuinfo_file": str(cpuinfo.resolve()),
         }
         if args.netns:
             extra["netns"] = args.netns
@@ -166,11 +179,9 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _doctor(args: argparse.Namespace) -> int:
-    import msgspec
-
-    from sriov.hostd import doctor
-    from sriov.hostd.agent import Options, doctor_inputs
+def _discovered(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, str | None]:
+    """host.conf, options, sysfs and what discovery finds there (doctor and discover)."""
+    from sriov.hostd.agent import Options
     from sriov.hostd.discovery import discover
     from sriov.hostd.hostconf import HostConf
     from sriov.hostd.netview import NetView
@@ -183,6 +194,33 @@ def _doctor(args: argparse.Namespace) -> int:
     sysfs = Sysfs(opts.sysfs_root or conf.sysfs_root)
     net = asyncio.run(_net_view(netns))
     found = discover(conf, sysfs, PciIds(conf.pci_ids), net if isinstance(net, NetView) else None)
+    return conf, opts, sysfs, found, netns
+
+
+def _discover(args: argparse.Namespace) -> int:
+    """Exit 0, or 1 when a device could not be read (the errors are printed)."""
+    import socket
+
+    import msgspec
+
+    from sriov.hostd.discovery import render, snapshot
+
+    conf, _, _, found, _ = _discovered(args)
+    snap = snapshot(conf.host_id, conf.hostname or socket.gethostname(), found)
+    if args.output == "json":
+        print(msgspec.json.format(msgspec.json.encode(snap), indent=2).decode())
+    else:
+        print(render(snap))
+    return 1 if snap.errors else 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from sriov.hostd import doctor
+    from sriov.hostd.agent import doctor_inputs
+
+    conf, opts, sysfs, found, netns = _discovered(args)
     findings = doctor.run(doctor_inputs(conf, sysfs, found, opts, netns))
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(findings), indent=2).decode())

@@ -90,7 +90,9 @@ class Sysfs:
             raise SysfsError(f"cannot read link {path}: {_reason(exc)}", path=path) from None
         full = os.path.normpath(os.path.join(os.path.dirname(path), target))
         if not os.path.exists(full):
-            raise SysfsError(f"{path} points to {target}, which does not exist", path=path)
+            raise SysfsError(
+                f"{path} is a dangling link: its target {full} does not exist", path=path
+            )
         return full
 
     def link_name(self, path: str) -> str | None:

@@ -17,14 +17,6 @@ from sriov.inventory.db import reads
 from sriov.inventory.db.conn import Pool
 
 QUEUE_GROUP = "sriov-inventory"
-MAX_LIMIT = 1000
-
-
-def _paging(limit: int, offset: int) -> None:
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidRequest(f"limit {limit} is out of range: use 1 to {MAX_LIMIT}", field="limit")
-    if offset < 0:
-        raise InvalidRequest(f"offset {offset} is negative: use 0 or more", field="offset")
 
 
 class QueryApi:
@@ -49,7 +41,7 @@ class QueryApi:
     async def devices_list(
         self, req: m.DeviceListRequest, _headers: Mapping[str, str]
     ) -> m.DeviceListReply:
-        _paging(req.limit, req.offset)
+        m.check(req)  # paging ranges: the request type's own (decoding enforced them too)
         flt = reads.DeviceFilter(
             host_id=req.host_id,
             model=req.model,
@@ -78,7 +70,7 @@ class QueryApi:
     async def hosts_list(
         self, req: m.HostListRequest, _headers: Mapping[str, str]
     ) -> m.HostListReply:
-        _paging(req.limit, req.offset)
+        m.check(req)  # paging ranges: the request type's own (decoding enforced them too)
         async with self.pool.acquire() as conn:
             hosts, total = await reads.list_hosts(conn, req.status, req.limit, req.offset)
         return m.HostListReply(hosts=hosts, total=total, limit=req.limit, offset=req.offset)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sriov.common.schemas import Audit, Finding, FlowSummary, PortCounters
-from sriov.offload.flows import NOT_OFFLOADED, OFFLOADED, PARTIAL, Dump, Flow
+from sriov.offload.flows import NOT_OFFLOADED, OFFLOADED, PARTIAL, UNKNOWN, Dump, Flow
 
 MAX_TOP = 1000
 NO_PORT = "(no in_port)"
@@ -27,10 +27,10 @@ class DatapathDump:
 
 class _Counters:
     __slots__ = ("bytes", "flows", "not_offloaded", "off_bytes", "offloaded", "packets",
-                 "part_bytes", "partial")  # fmt: skip
+                 "part_bytes", "partial", "unknown")  # fmt: skip
 
     def __init__(self) -> None:
-        self.flows = self.offloaded = self.partial = self.not_offloaded = 0
+        self.flows = self.offloaded = self.partial = self.not_offloaded = self.unknown = 0
         self.bytes = self.off_bytes = self.part_bytes = self.packets = 0
 
     def add(self, f: Flow) -> None:
@@ -43,6 +43,8 @@ class _Counters:
         elif f.offloaded == PARTIAL:
             self.partial += 1
             self.part_bytes += f.bytes
+        elif f.offloaded == UNKNOWN:
+            self.unknown += 1
         else:
             self.not_offloaded += 1
 
@@ -50,7 +52,7 @@ class _Counters:
         return PortCounters(
             port=port, pf=pf, flows=self.flows, offloaded=self.offloaded, partial=self.partial,
             not_offloaded=self.not_offloaded, bytes=self.bytes, offloaded_bytes=self.off_bytes,
-            partial_bytes=self.part_bytes, packets=self.packets,
+            partial_bytes=self.part_bytes, packets=self.packets, unknown=self.unknown,
         )  # fmt: skip
 
 
@@ -100,7 +102,8 @@ def build_audit(
         offloaded_bytes=total.off_bytes,
         partial_bytes=total.part_bytes,
         packets=total.packets,
-        ratio=total.offloaded / total.flows if total.flows else 0.0,
+        unknown=total.unknown,
+        ratio=total.offloaded / known if (known := total.flows - total.unknown) else 0.0,
         per_port=[c.model(port, port_pf.get(port)) for port, c in sorted(ports.items())],
         per_pf=[c.model(pf, pf) for pf, c in sorted(pfs.items())],
         top_not_offloaded=top_flows,
@@ -131,7 +134,9 @@ def _findings(audit: Audit, dumps: Sequence[DatapathDump], software: list[Flow])
     top = "; ".join(describe_flow(s) for s in audit.top_not_offloaded[:3]) or "none"
     counts = (
         f"{audit.flows} flows ({audit.offloaded} offloaded, {audit.partial} partially, "
-        f"{audit.not_offloaded} in software) on {', '.join(audit.datapaths) or 'no datapath'}"
+        f"{audit.not_offloaded} in software"
+        + (f", {audit.unknown} unknown" if audit.unknown else "")
+        + f") on {', '.join(audit.datapaths) or 'no datapath'}"
     )
     if audit.hw_offload and busy and audit.offloaded == 0 and audit.partial == 0:
         out.append(
@@ -166,6 +171,18 @@ def _findings(audit: Audit, dumps: Sequence[DatapathDump], software: list[Flow])
                 message=f"hw-offload is off: all {len(busy)} flows with traffic run in software",
                 evidence=counts,
                 fix="sriovctl offload-enable --host <host> (once the NIC checks pass)",
+            )
+        )
+    if audit.unknown:
+        out.append(
+            Finding(
+                check="audit.offload_unknown",
+                severity="warning",
+                message=f"{audit.unknown} of {audit.flows} flows: the dump does not say whether "
+                "they are offloaded (no 'dp:' or 'offloaded:' field: it was taken without -m)",
+                evidence=counts,
+                fix="take the dump with 'ovs-appctl dpctl/dump-flows -m'; a dump taken with "
+                "type=offloaded lists offloaded flows only: audit it with --type offloaded",
             )
         )
     if audit.unparsed_lines:

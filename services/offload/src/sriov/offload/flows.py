@@ -11,6 +11,10 @@ userspace datapath, whose dumps are split by ``flow-dump from the main thread:``
 survive). A line that is none of these is kept as a :class:`ParseError` naming its number,
 so one odd line never hides the rest of the dump.
 
+OVS prints ``offloaded:`` and ``dp:`` only with ``-m``: a line without ``dp:`` says nothing
+about where the flow runs, so its status is ``unknown`` -- unless the caller knows the dump was
+taken with ``type=offloaded`` (``offloaded_only``), which lists offloaded flows only.
+
 Speed matters (a busy host holds 100k+ flows): each line costs one ``str.find`` for the
 stats and one anchored regex match of the short tail, never a scan with backtracking.
 """
@@ -21,7 +25,7 @@ import re
 
 import msgspec
 
-OFFLOADED, PARTIAL, NOT_OFFLOADED = "yes", "partial", "no"
+OFFLOADED, PARTIAL, NOT_OFFLOADED, UNKNOWN = "yes", "partial", "no", "unknown"
 
 _STATS = ", packets:"
 _TAIL = re.compile(
@@ -55,7 +59,8 @@ class Flow(msgspec.Struct, kw_only=True, gc=False):
     dp: str | None = None
     """Layer holding the flow (``ovs``, ``tc``, ``dpdk``); only printed with ``-m``."""
     offloaded: str = NOT_OFFLOADED
-    """``yes`` (in hardware), ``partial`` (userspace with HW classification) or ``no``."""
+    """``yes`` (in hardware), ``partial`` (userspace with HW classification), ``no``, or
+    ``unknown`` (a dump without ``-m`` does not say)."""
     pmd: int | None = None
     """Userspace datapath thread: a PMD core id, -1 for the main thread, None if unsaid."""
     extra: str | None = None
@@ -80,8 +85,11 @@ class Dump(msgspec.Struct, kw_only=True):
     errors: list[ParseError]
 
 
-def parse_dump(text: str, *, datapath: str | None = None) -> Dump:
-    """Every flow of one dump-flows output; lines it cannot read become errors."""
+def parse_dump(text: str, *, datapath: str | None = None, offloaded_only: bool = False) -> Dump:
+    """Every flow of one dump-flows output; lines it cannot read become errors.
+
+    ``offloaded_only``: the dump was taken with ``type=offloaded``, so every flow it lists is
+    offloaded whatever its line says."""
     flows: list[Flow] = []
     errors: list[ParseError] = []
     pmd: int | None = None
@@ -130,7 +138,7 @@ def parse_dump(text: str, *, datapath: str | None = None) -> Dump:
                 in_port=port,
                 flags=flags,
                 dp=dp,
-                offloaded=offloaded or NOT_OFFLOADED,
+                offloaded=OFFLOADED if offloaded_only else _status(offloaded, dp),
                 pmd=pmd,
                 extra=extra,
                 datapath=datapath,
@@ -138,6 +146,12 @@ def parse_dump(text: str, *, datapath: str | None = None) -> Dump:
             )
         )
     return Dump(flows=flows, errors=errors)
+
+
+def _status(offloaded: str | None, dp: str | None) -> str:
+    if offloaded:
+        return offloaded
+    return NOT_OFFLOADED if dp else UNKNOWN  # no dp: the dump was taken without -m
 
 
 def _why(line: str) -> str:

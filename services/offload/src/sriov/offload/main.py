@@ -5,18 +5,25 @@
         [--sysfs-root /sys] [--audit-interval 30] [--allow-restart] [NATS options]
 
 Every option also reads ``SRIOV_<OPTION>`` from the environment (``SRIOV_HOST_ID``...).
+
+    sriov-offload audit --dump FILE [--type offloaded] [-o json]
+
+audits a saved ``ovs-appctl dpctl/dump-flows`` output offline (:mod:`sriov.offload.offline`);
+with no subcommand the agent runs, so existing units and manifests stay valid.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import sys
 from collections.abc import AsyncIterator, Sequence
 
 from sriov.common import runtime
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.config import argument_parser, from_args
-from sriov.common.errors import ConfigError
+from sriov.common.errors import ConfigError, SriovError
 from sriov.hostd.pciids import PciIds
 from sriov.offload.checks import ModelName
 from sriov.offload.control import OffloadControl, Restarter
@@ -28,12 +35,15 @@ from sriov.offload.settings import OffloadSettings
 from sriov.offload.topology import NicChecker
 from sriov.offload.vswitchd import Vswitchd
 
+log = logging.getLogger(__name__)
 NAME = "sriov-offload"
 DESCRIPTION = "OVS hw-offload control and audit"
 
 
 def parser() -> argparse.ArgumentParser:
-    return argument_parser(OffloadSettings, NAME, DESCRIPTION)
+    p = argument_parser(OffloadSettings, NAME, DESCRIPTION)
+    p.epilog = "'sriov-offload audit --dump FILE' audits a saved dpctl/dump-flows offline."
+    return p
 
 
 @contextlib.asynccontextmanager
@@ -87,8 +97,19 @@ async def body(ctx: runtime.ServiceContext) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["audit"]:
+        from sriov.offload import offline
+
+        try:
+            sys.exit(offline.main(args[1:]))
+        except SriovError as exc:
+            print(f"{offline.PROG}: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
     async def run() -> None:
         settings = from_args(OffloadSettings, parser().parse_args(argv))
+        log.info("host_id %s", settings.host_id)  # what sriovctl nats-config needs
         await runtime.serve(
             NAME, DESCRIPTION, settings, body, metadata={"host_id": settings.host_id}
         )

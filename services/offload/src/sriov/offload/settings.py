@@ -9,7 +9,7 @@ from sriov.common import subjects
 from sriov.common.config import option, setting_error
 from sriov.common.errors import InvalidRequest
 from sriov.common.runtime import BusSettings
-from sriov.hostd.hostconf import load_host_conf
+from sriov.hostd.hostconf import load_host_conf, machine_host_id
 from sriov.offload.control import Restarter
 
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
@@ -20,7 +20,10 @@ DEFAULT_RESTART = "systemctl restart ovs-vswitchd"
 class OffloadSettings(BusSettings, kw_only=True):
     """offload (also from SRIOV_* environment variables)"""
 
-    host_id: Annotated[str, option("this host's id (as in host.conf)")]
+    host_id: Annotated[
+        str, option("this host's id (default: host.conf's, else derived from /etc/machine-id)")
+    ] = ""
+    """Left out: the id hostd uses (host.conf's ``host_id``, or the machine's derived id)."""
     ovsdb: Annotated[str, option("OVSDB remote (unix:PATH)")] = DEFAULT_OVSDB
     vswitchd_ctl: Annotated[str, option("ovs-vswitchd control socket or pidfile")] = DEFAULT_CTL
     """A pidfile names the socket ``ovs-vswitchd.<pid>.ctl`` (found again at each connect)."""
@@ -36,6 +39,9 @@ class OffloadSettings(BusSettings, kw_only=True):
 
     def check(self) -> Self:
         super().check()
+        if not self.host_id:
+            conf = load_host_conf(self.config) if self.config is not None else None
+            self.host_id = conf.host_id if conf is not None else machine_host_id()
         try:
             subjects.token(self.host_id, "host_id")
         except InvalidRequest as exc:

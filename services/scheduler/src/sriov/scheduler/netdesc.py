@@ -18,12 +18,12 @@ from typing import Any, Literal
 import msgspec
 
 from sriov.common.errors import InvalidRequest
-from sriov.common.schemas import VfConfig
+from sriov.common.schemas import VfConfig, limits
 from sriov.common.schemas._vfconfig import MAC_PATTERN, VFIO_PCI
 
 MODEL_KEY = "sriov-nic-model"
 ID_KEY = "sriov-nic-id"
-MAX_LEN = 512
+MAX_LEN = limits.NETDESC_MAX
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 FORMS = f"'{MODEL_KEY}=<model>[:<network or wire>]' or '{ID_KEY}=<vf id>[:<network or wire>]'"
 

@@ -113,7 +113,7 @@ class Scheduler:
         return self._reply(req, out)
 
     async def _get(self, req: m.GetRequest) -> m.PlacementReply:
-        out = await self.store.guest(v.guest_id(req.guest_id))
+        out = await self.store.guest(m.check(req).guest_id)
         if not out.assignments:
             raise NotFound(
                 f"guest {req.guest_id} holds no VF: none was reserved for it, or all were "

@@ -100,7 +100,7 @@ def _outbox_row(r: asyncpg.Record, bases: dict[str, dict[str, str]]) -> OutboxRo
     )  # fmt: skip
     return OutboxRow(
         subject.subject, payload.encode(),
-        outbox.stored_headers(base, event_id, ce_type, created_at.isoformat()),
+        outbox.stored_headers(base, event_id, ce_type, created_at),
         template=subject.template, trace=_trace.decode(trace),
     )  # fmt: skip
 

@@ -47,13 +47,24 @@ def host_doctor(obj: CliContext, host_id: str, verbose: bool) -> Report:
 
     diag = obj.run(call)
     errors = sum(1 for f in diag.findings if f.severity == "error")
-    warnings = sum(1 for f in diag.findings if f.severity == "warning")
-    summary = (
-        f"*** {host_id}: {len(diag.findings)} checks, {errors} errors, {warnings} warnings ***"
+    return Report(
+        diag, [doctor_table(host_id, diag.findings, verbose)], exit_code=1 if errors else 0
     )
-    rows = finding_rows(diag.findings, verbose)
-    table = Table(["Severity", "Check", "Device", "Finding", "Fix"], rows, summary)
-    return Report(diag, [table], exit_code=1 if errors else 0)
+
+
+def doctor_table(host_id: str, findings: list[m.Finding], verbose: bool) -> Table:
+    """Problems first; the checks that passed with ``--all``, or when nothing else is to show
+    (a healthy host lists what was checked, not an empty grid)."""
+    count = {s: sum(1 for f in findings if f.severity == s) for s in SEVERITY_ORDER}
+    shown = verbose or count["ok"] == len(findings)
+    summary = (
+        f"*** {host_id}: {len(findings)} checks, {count['error']} errors, "
+        f"{count['warning']} warnings"
+        + ("" if shown else f", {count['ok']} passed (--all lists them)")
+        + " ***"
+    )
+    rows = finding_rows(findings, shown)
+    return Table(["Severity", "Check", "Device", "Finding", "Fix"], rows, summary)
 
 
 @command("host-rescan")

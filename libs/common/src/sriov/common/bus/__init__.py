@@ -35,13 +35,14 @@ __all__ = [
     "StreamSpec",
     "event_headers",
     "raise_service_error",
+    "rfc3339",
 ]
 
 from nats.micro.request import ServiceError
 
 from .connection import Bus
 from .consumer import ConsumerSpec, ConsumerStats, Delivery
-from .headers import HDR_ERROR, HDR_ERROR_CODE, HDR_MSG_ID, HDR_SRIOV_CODE, event_headers
+from .headers import HDR_ERROR, HDR_ERROR_CODE, HDR_MSG_ID, HDR_SRIOV_CODE, event_headers, rfc3339
 from .service import ServiceHost, raise_service_error
 from .stored import ConsumerInfo, StoredMessage, StreamInfo
 from .streams import STREAMS, StreamSpec

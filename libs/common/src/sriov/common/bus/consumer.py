@@ -21,7 +21,13 @@ from sriov.common import telemetry
 from sriov.common.errors import BusError, InvalidRequest, UnknownMessageType
 from sriov.common.schemas import Codec
 
-from .headers import HDR_MSG_ID
+from .headers import (
+    HDR_DL_CONSUMER,
+    HDR_DL_DELIVERED,
+    HDR_DL_REASON,
+    HDR_DL_SUBJECT,
+    HDR_MSG_ID,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -217,10 +223,10 @@ async def _dead_letter(
     stats.dead_lettered += 1
     log.error("%s: dead-lettering %s: %s", spec.durable, m.subject, reason)
     headers = {
-        "Sriov-Dead-Letter-Reason": reason[:1000],
-        "Sriov-Original-Subject": m.subject,
-        "Sriov-Consumer": spec.durable,
-        "Sriov-Delivered": str(m.metadata.num_delivered),
+        HDR_DL_REASON: reason[:1000],
+        HDR_DL_SUBJECT: m.subject,
+        HDR_DL_CONSUMER: spec.durable,
+        HDR_DL_DELIVERED: str(m.metadata.num_delivered),
     }
     for k, v in (m.headers or {}).items():
         if k.startswith("ce-") or k == "traceparent":

@@ -15,6 +15,15 @@ HDR_ERROR = "Nats-Service-Error"
 HDR_ERROR_CODE = "Nats-Service-Error-Code"
 HDR_SRIOV_CODE = "Sriov-Error-Code"
 """Our stable error code beside micro's numeric status (``errors.py`` maps it back)."""
+HDR_DL_REASON = "Sriov-Dead-Letter-Reason"
+HDR_DL_SUBJECT = "Sriov-Original-Subject"
+HDR_DL_CONSUMER = "Sriov-Consumer"
+HDR_DL_DELIVERED = "Sriov-Delivered"
+
+
+def rfc3339(ts: dt.datetime) -> str:
+    """A timestamp as every payload carries it (msgspec's form): UTC with ``Z``."""
+    return ts.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def event_headers(
@@ -27,7 +36,7 @@ def event_headers(
         "ce-id": eid,
         "ce-source": source,
         "ce-type": type_of(type(msg)),
-        "ce-time": dt.datetime.now(dt.UTC).isoformat(),
+        "ce-time": rfc3339(dt.datetime.now(dt.UTC)),
         "content-type": "application/json",
         HDR_MSG_ID: eid,
     }

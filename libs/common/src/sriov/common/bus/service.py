@@ -87,7 +87,9 @@ class ServiceHost:
         queue_group: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> None:
-        """Serve ``<group>.<name>``: decode, call ``handler``, encode the reply or error."""
+        """Serve ``<group>.<name>``: decode, call ``handler``, encode the reply or error.
+
+        Replicas share ``queue_group`` (the service's name unless given), so one answers."""
         req_codec = request if isinstance(request, Codec) else codec(request)
         sub = subj.endpoint(group, name)
 
@@ -112,10 +114,10 @@ class ServiceHost:
                 await req.respond(encode(reply), headers={"content-type": "application/json"})
 
         endpoint = EndpointConfig(
-            name=name.replace("-", "_"),
+            name=subj.endpoint_name(sub.template),
             subject=sub.subject,
             handler=serve,
-            queue_group=queue_group,
+            queue_group=queue_group or self.config.name,
             metadata=metadata or {"request": req_codec.name},
         )
         if self.service is None:

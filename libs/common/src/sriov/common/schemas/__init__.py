@@ -7,7 +7,8 @@ changes add fields with defaults; a breaking change is a new type and subject.
 import functools
 from typing import TypeVar
 
-from sriov.common.schemas._base import Codec, Message, Model, encode, type_of, utcnow
+from sriov.common.schemas import _limits as limits
+from sriov.common.schemas._base import Codec, Message, Model, check, encode, type_of, utcnow
 from sriov.common.schemas._host import (
     PF,
     VF,

@@ -29,6 +29,7 @@ def utcnow() -> dt.datetime:
 
 
 M = TypeVar("M")
+S = TypeVar("S", bound=msgspec.Struct)
 
 _encoder = msgspec.json.Encoder()
 
@@ -65,6 +66,8 @@ class Codec(Generic[M]):
 
     def decode(self, data: bytes | str) -> M:
         raw = data.encode(errors="surrogateescape") if isinstance(data, str) else data
+        if not raw.strip():
+            raise InvalidRequest(f"{self.name}: empty body (a JSON object is expected)", field="$")
         if b"\\u0000" in raw and _NUL.search(raw):
             # PostgreSQL text cannot hold NUL: refuse it here, naming it, rather than fail
             # deep in a database write with an internal error.
@@ -79,8 +82,7 @@ class Codec(Generic[M]):
                 raise UnknownMessageType(
                     f"{self.name}: unknown message type ({text})", field="type"
                 ) from exc
-            field = text.rsplit("at `", 1)[-1].rstrip("`") if "at `" in text else "$"
-            raise InvalidRequest(f"{self.name}: {_shorten(text)}", field=field) from exc
+            raise invalid(self.name, exc) from exc
         except msgspec.DecodeError as exc:
             raise InvalidRequest(f"{self.name}: not valid JSON ({exc})", field="$") from exc
         # msgspec raises these two, not DecodeError, for a bad byte inside a string and for
@@ -91,6 +93,31 @@ class Codec(Generic[M]):
             ) from exc
         except RecursionError as exc:
             raise InvalidRequest(f"{self.name}: JSON nested too deeply", field="$") from exc
+
+
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`")
+
+
+def invalid(name: str, exc: msgspec.ValidationError) -> InvalidRequest:
+    """A msgspec validation error as :class:`InvalidRequest` whose ``field`` is the path of
+    the offending field (``nets[0].desc``, ``guest_id``; ``$`` only for the whole body)."""
+    text = str(exc)
+    path = text.rsplit(" - at `", 1)[1].rstrip("`") if " - at `" in text else "$"
+    missing = _MISSING.match(text)
+    if missing:
+        path = f"{path}.{missing.group(1)}"
+    field = path.removeprefix("$.") if path != "$" else "$"
+    return InvalidRequest(f"{name}: {_shorten(text)}", field=field)
+
+
+def check(msg: S) -> S:
+    """Enforce the limits of ``msg``'s type on a Struct built in Python (decoding enforces
+    them on the wire; constructors do not): the same definitions, the same errors."""
+    try:
+        return msgspec.convert(msgspec.to_builtins(msg), type(msg))
+    except msgspec.ValidationError as exc:
+        name = type_of(type(msg)) if isinstance(msg, Message) else type(msg).__name__
+        raise invalid(name, exc) from exc
 
 
 def _shorten(text: str, limit: int = 400) -> str:

@@ -35,6 +35,8 @@ _STRINGS = {
 
 
 def _value(t: mi.Type, name: str) -> Any:
+    if isinstance(t, mi.Metadata):  # Annotated with only docs (a Timestamp's format)
+        return _value(t.type, name)
     if isinstance(t, mi.UnionType):
         choices = [x for x in t.types if not isinstance(x, mi.NoneType)]
         return _value(choices[0], name) if choices else None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from sriov.common.schemas._base import Message, Model, utcnow
+from sriov.common.schemas._limits import NumVfs, PciAddress, Revision, Timestamp
 from sriov.common.schemas._vfconfig import PfCapabilities, VfConfig
 
 LinkState = Literal["up", "down", "unknown"]
@@ -106,7 +106,7 @@ class HostEvent(Message, kw_only=True):
     """Bumped on each hostd start; events of an older generation are stale."""
     seq: int
     """Strictly increasing within a generation."""
-    ts: dt.datetime = msgspec.field(default_factory=utcnow)
+    ts: Timestamp = msgspec.field(default_factory=utcnow)
 
 
 class HostSnapshot(HostEvent, kw_only=True, tag="host.snapshot.v1"):
@@ -189,8 +189,8 @@ class VfApplied(HostEvent, kw_only=True, tag="host.vf.applied.v1"):
     names the settings) was put back to the desired state.
     """
 
-    pci_address: str
-    revision: int
+    pci_address: PciAddress
+    revision: Revision
     outcome: AppliedOutcome
     actual: VfConfig | None = None
     """What the kernel reports for the VF after the attempt."""
@@ -220,9 +220,9 @@ class RescanRequest(Message, kw_only=True, tag="hostcmd.rescan.v1"):
 
 
 class SetNumVfsRequest(Message, kw_only=True, tag="hostcmd.set-numvfs.v1"):
-    pf: str
+    pf: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     """PF netdev name or PCI address."""
-    num_vfs: int
+    num_vfs: NumVfs
     force: bool = False
     """Change the count even though guests hold VFs of this PF (their VFs are destroyed; the
     scheduler ends those reservations with ``lost`` events). Without it a held PF is refused."""

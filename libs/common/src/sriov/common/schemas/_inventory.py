@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Literal
 
@@ -11,6 +10,7 @@ import msgspec
 from sriov.common.schemas._base import Message, Model, utcnow
 from sriov.common.schemas._host import LinkState
 from sriov.common.schemas._lifecycle import VfLifecycleState
+from sriov.common.schemas._limits import DeviceId, Offset, PageLimit, PciAddress, Timestamp, Token
 from sriov.common.schemas._vfconfig import PfCapabilities, VfConfig
 
 #: Namespace for device ids: uuid5(ns, "<host_id>/<pci_address>") is the same on every
@@ -61,7 +61,7 @@ class Device(Model, kw_only=True):
     guest_id: str | None = None
     """Guest holding the VF, from the scheduler's reservation events."""
     offload: bool = False
-    updated_at: dt.datetime = msgspec.field(default_factory=utcnow)
+    updated_at: Timestamp = msgspec.field(default_factory=utcnow)
     capabilities: PfCapabilities | None = None
     """What the VF's PF can apply (from hostd); None from a hostd without the VF lifecycle,
     whose VFs take no part in it (offered at once after release, never prepared)."""
@@ -89,7 +89,7 @@ class HostInfo(Model, kw_only=True):
     host_id: str
     hostname: str = ""
     status: HostStatus = "unknown"
-    last_seen: dt.datetime | None = None
+    last_seen: Timestamp | None = None
     generation: int = 0
     pf_count: int = 0
     vf_count: int = 0
@@ -109,17 +109,17 @@ class HostState(Message, kw_only=True, tag="fleet.host.state.v1"):
 
 # --- queries ---------------------------------------------------------------------------------
 class DeviceListRequest(Message, kw_only=True, tag="inventory.devices.list.v1"):
-    host_id: str | None = None
+    host_id: Token | None = None
     model: str | None = None
     dev_type: str | None = None
     vendor_device_id: str | None = None
-    guest_id: str | None = None
+    guest_id: Token | None = None
     state: Literal["any", "free", "attached"] = "any"
     lifecycle: VfLifecycleState | None = None
     """Only VFs in this lifecycle state (``quarantined``: the ones an operator must reset)."""
-    limit: int = 15
+    limit: PageLimit = 15
     """Rows per page (1-1000), as climc's ``Limit``."""
-    offset: int = 0
+    offset: Offset = 0
 
 
 class DeviceListReply(Message, kw_only=True, tag="inventory.devices.page.v1"):
@@ -138,10 +138,10 @@ class DeviceListReply(Message, kw_only=True, tag="inventory.devices.page.v1"):
 
 
 class DeviceGetRequest(Message, kw_only=True, tag="inventory.devices.get.v1"):
-    id: str | None = None
+    id: DeviceId | None = None
     """Device id; or give ``host_id`` and ``pci_address``."""
-    host_id: str | None = None
-    pci_address: str | None = None
+    host_id: Token | None = None
+    pci_address: PciAddress | None = None
 
 
 class DeviceGetReply(Message, kw_only=True, tag="inventory.device.v1"):
@@ -150,8 +150,8 @@ class DeviceGetReply(Message, kw_only=True, tag="inventory.device.v1"):
 
 class HostListRequest(Message, kw_only=True, tag="inventory.hosts.list.v1"):
     status: HostStatus | None = None
-    limit: int = 100
-    offset: int = 0
+    limit: PageLimit = 100
+    offset: Offset = 0
 
 
 class HostListReply(Message, kw_only=True, tag="inventory.hosts.page.v1"):
@@ -162,7 +162,7 @@ class HostListReply(Message, kw_only=True, tag="inventory.hosts.page.v1"):
 
 
 class HostGetRequest(Message, kw_only=True, tag="inventory.hosts.get.v1"):
-    host_id: str
+    host_id: Token
 
 
 class HostGetReply(Message, kw_only=True, tag="inventory.host.v1"):

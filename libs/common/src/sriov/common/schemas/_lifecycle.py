@@ -16,6 +16,7 @@ from typing import Literal
 import msgspec
 
 from sriov.common.schemas._base import Message, Model
+from sriov.common.schemas._limits import PciAddress, Reason, RequestId, Revision, Token
 from sriov.common.schemas._vfconfig import VfConfig, clean_config
 
 DesiredState = Literal["assigned", "clean"]
@@ -27,14 +28,14 @@ class VfDesired(Message, kw_only=True, tag="vf.desired.v1"):
     """What one VF should be now: prepared for a guest, or clean (released, expired, lost,
     or returned to service by an operator)."""
 
-    host_id: str
-    pci_address: str
+    host_id: Token
+    pci_address: PciAddress
     device_id: str
-    revision: int
+    revision: Revision
     """Strictly increasing per VF (the scheduler's commit seq): hostd reports the revision it
     applied, so an outcome for an older revision is never taken for the current one."""
     state: DesiredState
-    guest_id: str | None = None
+    guest_id: Token | None = None
     """The guest the VF is prepared for (``assigned``); None when clean."""
     config: VfConfig = msgspec.field(default_factory=clean_config)
     """For ``clean``: the baseline, ``driver`` None (the VF's default driver)."""
@@ -52,9 +53,9 @@ class CordonRequest(Message, kw_only=True, tag="scheduler.cordon.v1"):
     """Cordon (no new placements on the host) or uncordon it; returns who still holds VFs
     there, so ``host-drain`` can wait for that list to empty."""
 
-    host_id: str
+    host_id: Token
     cordoned: bool = True
-    reason: str = ""
+    reason: Reason = ""
 
 
 class CordonReply(Message, kw_only=True, tag="scheduler.cordon.reply.v1"):
@@ -68,9 +69,9 @@ class VfResetRequest(Message, kw_only=True, tag="scheduler.vf-reset.v1"):
     """Return a quarantined VF to service: hostd restores it again and reports it clean
     before the scheduler offers it."""
 
-    request_id: str
-    host_id: str
-    pci_address: str
+    request_id: RequestId
+    host_id: Token
+    pci_address: PciAddress
 
 
 class VfResetReply(Message, kw_only=True, tag="scheduler.vf-reset.reply.v1"):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import msgspec
 
 from sriov.common.schemas._base import Message, Model, utcnow
 from sriov.common.schemas._host import Finding
+from sriov.common.schemas._limits import Timestamp
 
 
 class OffloadGetRequest(Message, kw_only=True, tag="offload.get.v1"):
@@ -45,13 +44,13 @@ class OffloadStatus(Message, kw_only=True, tag="offload.status.v1"):
 class OffloadConfigChanged(Message, kw_only=True, tag="offload.config.changed.v1"):
     host_id: str
     status: OffloadStatus
-    ts: dt.datetime = msgspec.field(default_factory=utcnow)
+    ts: Timestamp = msgspec.field(default_factory=utcnow)
 
 
 class OffloadChecks(Message, kw_only=True, tag="offload.checks.v1"):
     host_id: str
     findings: list[Finding]
-    ts: dt.datetime = msgspec.field(default_factory=utcnow)
+    ts: Timestamp = msgspec.field(default_factory=utcnow)
 
 
 class AuditRequest(Message, kw_only=True, tag="offload.audit.request.v1"):
@@ -86,6 +85,8 @@ class PortCounters(Model, kw_only=True):
     offloaded_bytes: int = 0
     partial_bytes: int = 0
     packets: int = 0
+    unknown: int = 0
+    """Flows whose dump does not say whether they are offloaded (taken without ``-m``)."""
 
 
 class Audit(Message, kw_only=True, tag="offload.audit.v1"):
@@ -98,11 +99,11 @@ class Audit(Message, kw_only=True, tag="offload.audit.v1"):
     bytes: int
     offloaded_bytes: int
     ratio: float
-    """Offloaded flows / all flows (0 when there are none)."""
+    """Offloaded flows / flows whose status is known (0 when there are none)."""
     per_port: list[PortCounters] = msgspec.field(default_factory=list)
     top_not_offloaded: list[FlowSummary] = msgspec.field(default_factory=list)
     findings: list[Finding] = msgspec.field(default_factory=list)
-    ts: dt.datetime = msgspec.field(default_factory=utcnow)
+    ts: Timestamp = msgspec.field(default_factory=utcnow)
     per_pf: list[PortCounters] = msgspec.field(default_factory=list)
     """Counters summed per offload PF (a bond counts as one), over the PF and its
     representors."""
@@ -112,6 +113,9 @@ class Audit(Message, kw_only=True, tag="offload.audit.v1"):
     unparsed_lines: int = 0
     """dump-flows lines the parser could not read (a finding names them)."""
     duration_ms: float = 0.0
+    unknown: int = 0
+    """Flows whose status the dump does not say (taken without ``-m``): neither offloaded
+    nor in software, so never counted as "not offloaded"."""
 
 
 OffloadEventT = OffloadConfigChanged | OffloadChecks | Audit

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from sriov.common.schemas._base import Message, Model, utcnow
+from sriov.common.schemas._limits import (
+    NETS_MAX,
+    DeviceId,
+    NetDesc,
+    NumaNode,
+    RequestId,
+    Timestamp,
+    Token,
+    TtlS,
+)
 from sriov.common.schemas._vfconfig import VfConfig
 
 NumaPolicy = Literal["required", "preferred", "none"]
@@ -21,7 +30,7 @@ class NetRequest(Model, kw_only=True):
     ``sriov-nic-id=<vf id>``, optionally followed by ``:<network id or wire>``.
     """
 
-    desc: str
+    desc: NetDesc
     """e.g. ``sriov-nic-model=I350 Ethernet Controller Virtual Function``; VF settings may
     follow after ``;`` (``...:net-1;mac=fa:16:3e:00:00:01;vlan=100;max-rate=1000``)."""
     config: VfConfig | None = None
@@ -30,51 +39,55 @@ class NetRequest(Model, kw_only=True):
     spoof check on, trust off, link auto, no rate limits, driver ``vfio-pci``)."""
 
 
+Nets = Annotated[list[NetRequest], msgspec.Meta(min_length=1, max_length=NETS_MAX)]
+
+
 class PlaceRequest(Message, kw_only=True, tag="placement.place.v1"):
-    request_id: str
-    """Idempotency key: a retried request with the same id gets the same answer."""
-    guest_id: str
-    nets: list[NetRequest]
-    host_id: str | None = None
+    request_id: RequestId
+    """Idempotency key: a retried request with the same id and the same body gets the same
+    answer; the same id with a different body is refused with ``conflict``."""
+    guest_id: Token
+    nets: Nets
+    host_id: Token | None = None
     """Only consider this host."""
     numa_policy: NumaPolicy = "none"
-    numa_node: int | None = None
+    numa_node: NumaNode | None = None
     """The guest's NUMA node, for ``required``/``preferred``."""
     packing: Packing = "spread"
     """Across PFs of the chosen host: spread over PFs or pack onto the fullest."""
-    ttl_s: float | None = None
+    ttl_s: TtlS | None = None
     """Unconfirmed reservations expire after this; the scheduler's default when unset."""
 
 
 class AttachRequest(Message, kw_only=True, tag="placement.attach.v1"):
     """Add a VF to an existing guest on its host (``server-attach-network``)."""
 
-    request_id: str
-    guest_id: str
+    request_id: RequestId
+    guest_id: Token
     net: NetRequest
-    host_id: str | None = None
+    host_id: Token | None = None
     """The guest's host, needed only when the guest holds no VF yet (so its host is unknown)."""
-    ttl_s: float | None = None
+    ttl_s: TtlS | None = None
     """Unconfirmed reservations expire after this; the scheduler's default when unset."""
 
 
 class ReleaseRequest(Message, kw_only=True, tag="placement.release.v1"):
     """Release one VF (``device_id``) or every VF of the guest; idempotent."""
 
-    request_id: str
-    guest_id: str
-    device_id: str | None = None
+    request_id: RequestId
+    guest_id: Token
+    device_id: DeviceId | None = None
 
 
 class ConfirmRequest(Message, kw_only=True, tag="placement.confirm.v1"):
     """The guest really started: its reservations no longer expire."""
 
-    request_id: str
-    guest_id: str
+    request_id: RequestId
+    guest_id: Token
 
 
 class GetRequest(Message, kw_only=True, tag="placement.get.v1"):
-    guest_id: str
+    guest_id: Token
 
 
 class Assignment(Model, kw_only=True):
@@ -91,7 +104,7 @@ class Assignment(Model, kw_only=True):
     net: str = ""
     """The netdesc this VF satisfies."""
     state: Literal["reserved", "confirmed"] = "reserved"
-    expires_at: dt.datetime | None = None
+    expires_at: Timestamp | None = None
     config: VfConfig | None = None
     """The configuration the VF is prepared with (its MAC, VLAN, driver...)."""
     prepared: Literal["preparing", "ready", "failed"] | None = None
@@ -120,7 +133,7 @@ class ErrorInfo(Model, kw_only=True):
 class PlacementEvent(Message, kw_only=True):
     request_id: str
     guest_id: str
-    ts: dt.datetime = msgspec.field(default_factory=utcnow)
+    ts: Timestamp = msgspec.field(default_factory=utcnow)
     seq: int = 0
     """The scheduler's commit sequence: an event caused by another (a release after its place,
     a VF placed again after its release) has a higher ``seq``, whatever order the stream holds

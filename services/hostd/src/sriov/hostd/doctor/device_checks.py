@@ -9,6 +9,7 @@ import os
 from sriov.common import schemas as m
 from sriov.common.errors import SysfsError
 from sriov.hostd import configspace
+from sriov.hostd.discovery import CONVENTIONAL_PCI
 from sriov.hostd.doctor._core import GRUB, DoctorInputs, Out
 
 MLX_OFFLOAD_MAX = 0x101F  # ConnectX-6 Lx: the newest of "CX6 and below"
@@ -32,6 +33,16 @@ def _totalvfs_fix(pf: m.PF, want: int | None) -> str:
     return "enable SR-IOV for the device in the BIOS"
 
 
+def _no_sriov_fix(pf: m.PF) -> str:
+    lists = " and ".join(
+        k for k, on in (("sriov_nics", pf.sriov), ("ovs_offload_nics", pf.offload)) if on
+    )
+    fix = f"take {pf.ifname or pf.pci_address} out of {lists} in host.conf"
+    if _is_mlx(pf):  # ConnectX cards have SR-IOV, off in firmware until SRIOV_EN=1
+        fix += "; or, to use its VFs, mlxconfig -d <dev> set SRIOV_EN=1 NUM_OF_VFS=8 and reboot"
+    return fix
+
+
 def pf(inp: DoctorInputs, out: Out, pf: m.PF) -> None:
     name = f"{pf.ifname} ({pf.pci_address}, {pf.model})"
     dev = inp.sysfs.pci_device(pf.pci_address)
@@ -52,7 +63,8 @@ def pf(inp: DoctorInputs, out: Out, pf: m.PF) -> None:
         )
     # SR-IOV capability, as lspci -v shows it
     try:
-        space = configspace.parse(inp.sysfs.read_bytes(os.path.join(dev, "config")))
+        raw = inp.sysfs.read_bytes(os.path.join(dev, "config"))
+        space = configspace.parse(raw)
     except (SysfsError, configspace.ConfigSpaceError) as exc:
         out.add(
             "sriov.capability",
@@ -65,6 +77,17 @@ def pf(inp: DoctorInputs, out: Out, pf: m.PF) -> None:
         space = None
     if space is not None:
         evidence = "\n".join(space.lspci())
+        if len(raw) == CONVENTIONAL_PCI:  # no extended config space: SR-IOV cannot be there
+            out.add(
+                "sriov.capability",
+                "error",
+                f"{name} is a conventional PCI function (256-byte config space, no extended "
+                "capabilities): it has no SR-IOV capability and cannot have VFs",
+                device=pf.pci_address,
+                evidence=evidence,
+                fix=_no_sriov_fix(pf),
+            )
+            return
         if not space.extended_readable:
             out.add(
                 "sriov.capability",
@@ -74,16 +97,16 @@ def pf(inp: DoctorInputs, out: Out, pf: m.PF) -> None:
                 evidence=evidence,
                 fix="run hostd as root to see extended capabilities",
             )
-        elif space.sriov is None:
+        elif space.sriov is None:  # one finding: the sriov_* files are missing for this reason
             out.add(
                 "sriov.capability",
                 "error",
-                f"{name} does not advertise SR-IOV in its config space",
+                f"{name} has no SR-IOV capability: it cannot have VFs",
                 device=pf.pci_address,
                 evidence=evidence,
-                fix="enable SR-IOV in the BIOS"
-                + (" and in firmware (mlxconfig set SRIOV_EN=1)" if _is_mlx(pf) else ""),
+                fix=_no_sriov_fix(pf),
             )
+            return
         else:
             line = next(
                 c.lspci()
@@ -146,7 +169,21 @@ def pf(inp: DoctorInputs, out: Out, pf: m.PF) -> None:
             evidence=mgmt,
         )
     evidence = f"sriov_numvfs = {pf.num_vfs}"
-    if pf.num_vfs == 0:
+    unread = next(
+        (e for e in inp.found.errors
+         if e.pci_address == pf.pci_address and e.path.endswith("/sriov_numvfs")),
+        None,
+    )  # fmt: skip
+    if unread is not None:  # unknown, not 0: no "no VFs enabled" on a count never read
+        out.add(
+            "sriov.numvfs",
+            "warning",
+            f"{name}: the VF count is unknown (sriov_numvfs could not be read)",
+            device=pf.pci_address,
+            evidence=unread.message,
+            fix="check the PF's driver (dmesg); `sriovctl host-rescan` once it is fixed",
+        )
+    elif pf.num_vfs == 0:
         fix = (
             f"set num_vfs: {{{pf.ifname}: N}} in host.conf, or `sriovctl host-set-numvfs "
             f"--pf {pf.ifname} --num N`"

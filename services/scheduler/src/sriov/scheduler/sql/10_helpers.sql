@@ -51,6 +51,8 @@ END $$;
 -- Serialise the operations on one guest across replicas, then look the idempotency key up.
 -- Returns NULL when the key is new, else the stored reply of the first attempt (a retry of
 -- the same request waits on the guest's lock until that attempt committed or rolled back).
+-- The same key with a different request is a `conflict` (409): the key is taken, the request
+-- itself may be fine under a new key.
 CREATE OR REPLACE FUNCTION scheduler.begin_request(a jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -62,7 +64,7 @@ BEGIN
         RETURN NULL;
     END IF;
     IF prev.fingerprint <> a->>'fingerprint' THEN
-        PERFORM scheduler.fail('invalid_request', format(
+        PERFORM scheduler.fail('conflict', format(
             'request_id %s was already used for a different request (%s for guest %s): '
             'use a new request_id for a new request', prev.request_id, prev.op, prev.guest_id),
             jsonb_build_object('field', 'request_id'));
@@ -79,7 +81,7 @@ BEGIN
     VALUES (a->>'request_id', a->>'op', a->>'guest_id', a->>'fingerprint', p_reply)
     ON CONFLICT (request_id) DO NOTHING;
     IF NOT FOUND THEN
-        PERFORM scheduler.fail('invalid_request', format(
+        PERFORM scheduler.fail('conflict', format(
             'request_id %s is being used for another request at the same time: use a new '
             'request_id for a new request', a->>'request_id'),
             jsonb_build_object('field', 'request_id'));
