@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,10 +222,19 @@ def _effects(state: SimState, rec: PfRecord, vfs: list[int]) -> Effects:
 
 def getlink(root: str, pf: str, index: int = 0) -> Any:
     """The PF's RTM_NEWLINK with ``IFLA_VFINFO_LIST`` (as ``rtnl_fill_vfinfo`` fills it);
-    ``index`` is the PF's ifindex to report."""
+    ``index`` is the PF's ifindex to report. Parsed afresh each time, as hostd parses the
+    kernel's reply."""
     state = load_state(root)
     rec = _pf(state, pf)
     rows = table(state, rec)
+    return nl.parse_request(_encoded(rec.ifname, index, msgspec.json.encode(rows)))
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded(ifname: str, index: int, rows_json: bytes) -> bytes:
+    """The reply's bytes for a table (the kernel builds them in C; pyroute2's encoder took
+    most of a simulated read, so an unchanged table is not encoded again)."""
+    rows = msgspec.json.decode(rows_json, type=list[VfConfig])
     infos = []
     for vf, row in enumerate(rows):
         infos.append(
@@ -246,12 +256,12 @@ def getlink(root: str, pf: str, index: int = 0) -> Any:
     msg = ifinfmsg()
     msg["index"] = index
     msg["attrs"] = [
-        ("IFLA_IFNAME", rec.ifname),
+        ("IFLA_IFNAME", ifname),
         ("IFLA_NUM_VF", len(rows)),
         ("IFLA_VFINFO_LIST", {"attrs": infos}),
     ]
     msg.encode()
-    return nl.parse_request(bytes(msg.data))
+    return bytes(msg.data)
 
 
 class SimulatedVfTable:
@@ -263,6 +273,8 @@ class SimulatedVfTable:
         self.netns = netns
         self._ipr: Any = None
         self._lock = asyncio.Lock()  # the state file is read-modify-written
+        self._index: dict[str, int] = {}
+        """PF veth -> its ifindex as the last read of its table reported it."""
 
     def _sock(self) -> Any:
         if self._ipr is None:
@@ -278,7 +290,8 @@ class SimulatedVfTable:
         return int(found[0])
 
     async def send(self, pf_ifname: str, msg: ifinfmsg) -> None:
-        index = await self.index(pf_ifname)
+        # a request names the ifindex a read reported: the kernel resolves that, not a name
+        index = self._index.get(pf_ifname) or await self.index(pf_ifname)
         msg.encode()
         async with self._lock:
             effects, error = receive(self.root, bytes(msg.data), {pf_ifname: index}.get)
@@ -296,12 +309,11 @@ class SimulatedVfTable:
             peer = await ipr.link_lookup(ifname=peer_name(ifname))
             if peer:
                 await ipr.link("set", index=peer[0], state="up" if up else "down")
-        pf = await ipr.link_lookup(ifname=effects.pf_ifname)
-        if pf:
-            await ipr.link("set", index=pf[0], ifalias=f"sriov-sim vf-table {effects.changes}")
+        pf = self._index.get(effects.pf_ifname) or await self.index(effects.pf_ifname)
+        await ipr.link("set", index=pf, ifalias=f"sriov-sim vf-table {effects.changes}")
 
     async def link(self, pf_ifname: str) -> Any:
-        index = await self.index(pf_ifname)
+        index = self._index[pf_ifname] = await self.index(pf_ifname)
         async with self._lock:
             return getlink(self.root, pf_ifname, index)
 
