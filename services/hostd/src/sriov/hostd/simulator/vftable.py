@@ -30,7 +30,7 @@ from sriov.hostd.nsock import async_iproute, iproute
 from sriov.hostd.simulator import models
 from sriov.hostd.simulator.netdevs import _off_loop, peer_name
 from sriov.hostd.simulator.spec import ports_of
-from sriov.hostd.simulator.tree import PfRecord, SimState, load_state, save_state
+from sriov.hostd.simulator.tree import PfRecord, SimState, load_state, save_state, state_lock
 from sriov.hostd.vfconfig import netlink as nl
 from sriov.hostd.vfconfig.capabilities import capabilities_for
 
@@ -159,6 +159,13 @@ def receive(
     the table is kept, and what was applied before a refusal stays applied (as in the
     kernel). Returns the effects to carry out and the error to report, if any."""
     msg = nl.parse_request(data)
+    with state_lock(root):
+        return _receive(root, msg, index_of)
+
+
+def _receive(
+    root: str, msg: ifinfmsg, index_of: Callable[[str], int | None]
+) -> tuple[Effects | None, NetlinkError | None]:
     state = load_state(root)
     rec = next((r for r in state.pfs if index_of(r.ifname) == msg["index"]), None)
     if rec is None:
@@ -347,13 +354,14 @@ def ip_link_set_vf(root: str, pf: str, vf: int, **settings: Any) -> None:
 def inject_fault(root: str, pf: str, vf: int, attr: str, err: int | None) -> None:
     """Make the simulated PF driver fail ``attr`` (``IFLA_VF_MAC``...) of one VF with ``err``
     (``None`` clears it), as a firmware that refuses a reset would."""
-    state = load_state(root)
-    key = f"{_pf(state, pf).pci_address}/{vf}/{attr}"
-    if err is None:
-        state.vf_faults.pop(key, None)
-    else:
-        state.vf_faults[key] = err
-    save_state(root, state)
+    with state_lock(root):
+        state = load_state(root)
+        key = f"{_pf(state, pf).pci_address}/{vf}/{attr}"
+        if err is None:
+            state.vf_faults.pop(key, None)
+        else:
+            state.vf_faults[key] = err
+        save_state(root, state)
 
 
 @_off_loop
