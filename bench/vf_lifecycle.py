@@ -150,16 +150,6 @@ async def throughput(
     return done / (time.perf_counter() - start), errors
 
 
-def vf_index(stack: Stack, assignment: m.Assignment) -> int:
-    """The VF's index on its PF, from the simulated host's ``virtfnN`` links."""
-    sim = next(s for s in stack.sim_hosts if s.host_id == assignment.host_id)
-    pf = sim.sys_root / "bus" / "pci" / "devices" / assignment.pf_pci_address
-    for link in pf.glob("virtfn*"):
-        if link.resolve().name == assignment.pci_address:
-            return int(link.name.removeprefix("virtfn"))
-    raise RuntimeError(f"{assignment.pci_address} is not a VF of {pf}")
-
-
 async def run(args: argparse.Namespace, stack: Stack) -> None:
     assert stack.pg is not None
     bus = await Bus.connect(stack.nats_url, name="bench")
@@ -201,12 +191,11 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
         held = await client.place_ready(MODELS[0])
         a = held.assignments[0]
         sim = next(s for s in stack.sim_hosts if s.host_id == a.host_id)
-        assert a.pf_ifname is not None
+        pf, vf = sim.vf_of(a.pci_address)
         async with AppliedTail(bus, subjects.host_vf(a.host_id, "applied").subject) as tail:
             drift, missing = await time_drifts(
-                tail, str(sim.sys_root), a.pf_ifname, vf_index(stack, a), a.pci_address,
-                args.injections,
-            )  # fmt: skip
+                tail, str(sim.sys_root), pf, vf, a.pci_address, args.injections
+            )
         print(line("drift -> repaired", drift, "p99 < 1000 ms") + f", {missing} not repaired")
         await client.release(held)
         print(load())
@@ -225,6 +214,8 @@ def main(argv: list[str]) -> None:
     args = p.parse_args(argv)
     if not 1 <= args.hosts <= 16 or args.requesters < 1:
         p.error("--hosts must be 1-16 and --requesters at least 1")
-    with tempfile.TemporaryDirectory(prefix="vf-lifecycle-") as tmp:
-        with running(Stack(Path(tmp) / "state", hosts=args.hosts, quiet=True)) as stack:
-            asyncio.run(run(args, stack))
+    with (
+        tempfile.TemporaryDirectory(prefix="vf-lifecycle-") as tmp,
+        running(Stack(Path(tmp) / "state", hosts=args.hosts, quiet=True)) as stack,
+    ):
+        asyncio.run(run(args, stack))
