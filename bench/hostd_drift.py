@@ -49,6 +49,73 @@ def line(name: str, values: list[float], target: str = "") -> str:
     )
 
 
+class AppliedTail:
+    """hostd's ``vf.applied`` outcomes of ``subject`` (core NATS), as they arrive."""
+
+    def __init__(self, bus: Bus, subject: str) -> None:
+        self.bus = bus
+        self.subject = subject
+        self.applied: list[m.VfApplied] = []
+        self._got = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> AppliedTail:
+        self._task = asyncio.create_task(self._tail())
+        await self._ready.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _tail(self) -> None:
+        async with self.bus.subscribe(self.subject) as messages:
+            await self.bus.flush()
+            self._ready.set()
+            async for msg in messages:
+                ev = m.HOST_EVENTS.decode(msg.data)
+                if isinstance(ev, m.VfApplied):
+                    self.applied.append(ev)
+                    self._got.set()
+
+    async def until(self, pred: Callable[[m.VfApplied], bool], timeout: float = 10) -> float:
+        """perf_counter() when an outcome matching ``pred`` has arrived."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if any(pred(ev) for ev in self.applied):
+                    return time.perf_counter()
+                self._got.clear()
+                await self._got.wait()
+
+
+async def time_drifts(
+    tail: AppliedTail, root: str, pf: str, vf: int, pci: str, injections: int
+) -> tuple[list[float], int]:
+    """Change VF ``vf`` of ``pf`` behind hostd's back ``injections`` times, through the
+    simulated PF driver as ``ip link set <pf> vf N ...`` does; (ms until each was reported
+    ``repaired``, how many were not within 5 s)."""
+    drift: list[float] = []
+    missing = 0
+    for i in range(injections):
+        before = sum(1 for e in tail.applied if e.outcome == "repaired" and e.pci_address == pci)
+
+        def repaired(_ev: m.VfApplied, before: int = before) -> bool:
+            return (
+                sum(1 for e in tail.applied if e.outcome == "repaired" and e.pci_address == pci)
+                > before
+            )
+
+        start = time.perf_counter()
+        vftable.ip_link_set_vf(root, pf, vf, **DRIFTS[i % len(DRIFTS)])
+        try:
+            drift.append((await tail.until(repaired, 5) - start) * 1000)
+        except TimeoutError:
+            missing += 1
+        await asyncio.sleep(0.05)
+    return drift, missing
+
+
 async def run(args: argparse.Namespace, base: Path) -> None:
     ns = f"sriovb-{uuid.uuid4().hex[:6]}"
     spec = guide()
@@ -64,77 +131,37 @@ async def run(args: argparse.Namespace, base: Path) -> None:
     try:
         bus = await Bus.connect(server.url, name="bench")
         await bus.ensure_streams()
-        applied: list[m.VfApplied] = []
-        got = asyncio.Event()
-        ready = asyncio.Event()
-
-        async def tail() -> None:
-            async with bus.subscribe(f"sriov.v1.host.{host}.>") as messages:
-                ready.set()
-                async for msg in messages:
-                    ev = m.HOST_EVENTS.decode(msg.data)
-                    if isinstance(ev, m.VfApplied):
-                        applied.append(ev)
-                        got.set()
-
-        tailer = asyncio.create_task(tail())
-        await ready.wait()
-        hostd = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "sriov-hostd"), "run", "--config", str(conf),
-            "--nats-url", server.url, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-
-        async def until(pred: Callable[[m.VfApplied], bool], timeout: float = 10) -> float:
-            async with asyncio.timeout(timeout):
-                while True:
-                    for ev in applied:
-                        if pred(ev):
-                            return time.perf_counter()
-                    got.clear()
-                    await got.wait()
-
-        rev = 0
-
-        async def desire(config: m.VfConfig | None) -> float:
-            nonlocal rev
-            rev += 1
-            d = m.VfDesired(
-                host_id=host, pci_address=VF3, device_id="bench", revision=rev,
-                state="clean" if config is None else "assigned", guest_id="vm",
-                config=config or m.clean_config(),
+        async with AppliedTail(bus, f"sriov.v1.host.{host}.>") as tail:
+            hostd = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "sriov-hostd"), "run", "--config", str(conf),
+                "--nats-url", server.url, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
-            start = time.perf_counter()
-            await bus.js_publish(subjects.desired_vf(host, VF3), d)
-            want = rev
-            end = await until(lambda e: e.revision == want and e.outcome != "repaired", 60)
-            return (end - start) * 1000
+            rev = 0
 
-        await desire(None)  # the first one waits for hostd to start
-        prepare, clean = [], []
-        for _ in range(args.cycles):
-            prepare.append(await desire(GUEST))
-            clean.append(await desire(None))
-        await desire(GUEST)
-        drift: list[float] = []
-        missing = 0
-        for i in range(args.injections):
-            seen = sum(1 for e in applied if e.outcome == "repaired")
+            async def desire(config: m.VfConfig | None) -> float:
+                nonlocal rev
+                rev += 1
+                d = m.VfDesired(
+                    host_id=host, pci_address=VF3, device_id="bench", revision=rev,
+                    state="clean" if config is None else "assigned", guest_id="vm",
+                    config=config or m.clean_config(),
+                )  # fmt: skip
+                start = time.perf_counter()
+                await bus.js_publish(subjects.desired_vf(host, VF3), d)
+                want = rev
+                end = await tail.until(lambda e: e.revision == want and e.outcome != "repaired", 60)
+                return (end - start) * 1000
 
-            def repaired(_ev: m.VfApplied, before: int = seen) -> bool:
-                return sum(1 for e in applied if e.outcome == "repaired") > before
-
-            start = time.perf_counter()
-            vftable.ip_link_set_vf(root, "eth1", 3, **DRIFTS[i % len(DRIFTS)])
-            try:
-                end = await until(repaired, 5)
-                drift.append((end - start) * 1000)
-            except TimeoutError:
-                missing += 1
-            await asyncio.sleep(0.05)
+            await desire(None)  # the first one waits for hostd to start
+            prepare, clean = [], []
+            for _ in range(args.cycles):
+                prepare.append(await desire(GUEST))
+                clean.append(await desire(None))
+            await desire(GUEST)
+            drift, missing = await time_drifts(tail, root, "eth1", 3, VF3, args.injections)
         print(line("desired assigned -> ready (vfio-pci, MAC, VLAN, rate)", prepare))
         print(line("desired clean -> clean (restore, read back)", clean))
         print(line("drift -> repaired", drift, "p99 < 1000 ms") + f", {missing} not repaired")
-        tailer.cancel()
         await bus.close()
     finally:
         await stop_process(hostd)

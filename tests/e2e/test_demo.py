@@ -26,6 +26,9 @@ def test_demo_walks_through_the_guide(tmp_path: Path) -> None:
     assert "8 with PF link down" in out
     assert "audit.nothing_offloaded" in out
     assert "$ sriov-hostd discover --config" in out and "PFs: 2" in out and "VFs: 15" in out
+    # the VF lifecycle: a VLAN changed behind hostd's back at the PF is put back and reported
+    assert "vlan 7   # at the simulated PF driver" in out
+    assert "repaired (vlan put back)" in out and "vlan=100" in out
     assert "stopped; nothing left running" in out
 
 

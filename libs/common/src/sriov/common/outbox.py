@@ -111,7 +111,8 @@ class Relay:
         self.batch = batch
         self.poll_s = poll_s
         self.linger_s = linger_s
-        """After a wake-up, let more commits gather: one relay transaction carries them all."""
+        """While commits arrive faster than rounds end, wait this long between rounds so one
+        relay transaction carries many; a commit after a quiet spell goes out at once."""
         self.published = published
         self._wake = asyncio.Event()
 
@@ -136,9 +137,12 @@ class Relay:
                 await runtime.pause(stop, delay)
                 continue
             if n < self.batch:
-                await runtime.pause(self._wake, self.poll_s)
-                if self.linger_s:
+                if self.linger_s and self._wake.is_set():
+                    # commits came while this round relayed: let more gather, so one relay
+                    # transaction carries them all
                     await runtime.pause(stop, self.linger_s)
+                else:  # quiet: the next commit goes out as soon as it wakes the relay
+                    await runtime.pause(self._wake, self.poll_s)
 
     async def relay_once(self) -> int:
         """Publish one batch and let the store forget it; returns how many rows left."""

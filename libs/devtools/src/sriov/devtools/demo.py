@@ -172,12 +172,40 @@ class Demo:
             lambda: all(d.get("lifecycle") == "free" for d in self.devices(host=h)),
         )
         self.ctl("isolated-device-list", "--host", h, "--lifecycle", "any")
-        # To wire once hostd's lifecycle is on main (the lead integrates):
-        # - "server-create waits for ready": the VM manager's table (PCI address, IOMMU
-        #   group, driver, MAC, VLAN) that server-create prints after the Ready event;
-        # - "Drift repaired": change a prepared VF behind hostd's back at the simulator's
-        #   boundary (as `ip link set <pf> vf N vlan 7` would), then show hostd's repaired
-        #   VfApplied in `sriovctl events` and the VF's VLAN back in `--lifecycle any`.
+        self._drift()
+
+    def _drift(self) -> None:
+        guest = "drift-guest"
+        self.step(
+            "Drift repaired",
+            "A prepared VF is changed behind hostd's back at its PF, as `ip link set <pf> vf N "
+            "vlan 7` would: the PF's link notification makes hostd compare the VF with its "
+            "desired state, put it back and report it (VfApplied 'repaired').",
+        )
+        self.ctl("server-create", guest, "--net", f"sriov-nic-model={CX5};vlan=100")
+        [dev] = self.devices(guest=guest)
+        argv = ["events", "--kind", "vf", "--host", self.host.host_id, "--count", "1",
+                "--for", "30"]  # fmt: skip
+        follower = subprocess.Popen(
+            [str(Path(sys.executable).parent / "sriovctl"), *argv],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.stack.env(),
+        )  # fmt: skip
+        assert follower.stderr is not None
+        follower.stderr.readline()  # "following vf events ...": subscribed
+        print(f"$ {self.host.ip_link_set_vf(dev['pci_address'], vlan=7)}"
+              "   # at the simulated PF driver", flush=True)  # fmt: skip
+        out, err = follower.communicate(timeout=60)
+        print(f"$ sriovctl {' '.join(argv)}\n{out.rstrip()}", flush=True)
+        if "repaired (vlan put back)" not in out:
+            raise DemoFailed(f"expected hostd to repair the VLAN, events showed: {out}{err}")
+        self.wait(
+            "the VF's VLAN to read back 100 again",
+            lambda: (
+                [(d.get("actual") or {}).get("vlan") for d in self.devices(guest=guest)] == [100]
+            ),
+        )
+        self.ctl("isolated-device-list", "--guest", guest, "--lifecycle", "any")
+        self.ctl("server-release", guest)
 
     # --- helpers --------------------------------------------------------------------------
     def _all_services(self) -> bool:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sriov.common.bus import Bus
 from sriov.common.errors import Unavailable
@@ -60,6 +61,30 @@ class SimHost:
     @property
     def conf(self) -> Path:
         return self.dir / "host.conf"
+
+    def vf_of(self, pci: str) -> tuple[str, int]:
+        """(PF netdev, VF index) of VF ``pci``, from the tree's ``physfn``/``virtfnN`` links."""
+        dev = (self.sys_root / "bus" / "pci" / "devices" / pci).resolve()
+        pf = (dev / "physfn").resolve()
+        index = next(int(v.name[6:]) for v in pf.glob("virtfn*") if v.resolve() == dev)
+        return next(n.name for n in (pf / "net").iterdir()), index
+
+    def ip_link_set_vf(self, pci: str, **settings: Any) -> str:
+        """Change VF ``pci`` behind hostd's back, as ``ip link set <pf> vf N vlan 7`` does on
+        a real PF (through the simulated PF driver); returns that command."""
+        from sriov.hostd.simulator import vftable
+
+        pf, vf = self.vf_of(pci)
+        vftable.ip_link_set_vf(str(self.sys_root), pf, vf, **settings)
+        return f"ip link set {pf} vf {vf} " + " ".join(f"{k} {v}" for k, v in settings.items())
+
+    def inject_fault(self, pci: str, attr: str, err: int | None) -> None:
+        """Make the simulated PF driver refuse ``attr`` (``IFLA_VF_MAC``...) on VF ``pci`` with
+        ``err`` (None: accept it again), as firmware that cannot reset a VF would."""
+        from sriov.hostd.simulator import vftable
+
+        pf, vf = self.vf_of(pci)
+        vftable.inject_fault(str(self.sys_root), pf, vf, attr, err)
 
 
 @dataclass

@@ -40,6 +40,8 @@ from sriov.hostd.watcher import LinkWatcher
 log = logging.getLogger(__name__)
 MAX_SETTLE_RETRIES = 50
 OWED_RETRY_S = 0.5  # first retry of an owed snapshot; doubles up to the heartbeat interval
+RESCAN_DEFER_MAX_S = 1.0
+"""How long a rescan waits for a VF change in progress to end (a busy host still rescans)."""
 Spawn = Callable[[Awaitable[Any], str], "asyncio.Task[Any]"]
 
 
@@ -316,6 +318,9 @@ class HostAgent:
             await self._rescan.wait()
             if await self._pause(self.conf.rescan_delay_s):  # let a burst settle
                 return
+            # hostd's own VF change causes most of these notifications: scan once it is
+            # done (its outcome carries the actual state) rather than compete with it
+            await runtime.pause(self.lifecycle.idle, RESCAN_DEFER_MAX_S)
             async with self._numvfs_lock:  # not half-way through our own VF count change
                 self._rescan.clear()
                 await self._guarded(self.scan(snapshot=False, reason="netdevs changed"), "rescan")

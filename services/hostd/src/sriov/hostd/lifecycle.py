@@ -20,9 +20,10 @@ the settings, and a metric).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from sriov.common import runtime, subjects
 from sriov.common import schemas as m
@@ -87,6 +88,10 @@ class VfLifecycle:
         self.repaired = 0
         self.ignored = 0
         self._locks: dict[str, asyncio.Lock] = {}
+        self._changing = 0
+        self.idle = asyncio.Event()
+        """Set while no VF is being changed (the agent's rescans wait for it, briefly)."""
+        self.idle.set()
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._stop = stop
@@ -117,6 +122,19 @@ class VfLifecycle:
 
     def _lock(self, pf: str) -> asyncio.Lock:
         return self._locks.setdefault(pf, asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, pf: str) -> AsyncIterator[None]:
+        """The PF's lock (one VF change at a time per PF), counted in :attr:`idle`."""
+        self._changing += 1
+        self.idle.clear()
+        try:
+            async with self._lock(pf):
+                yield
+        finally:
+            self._changing -= 1
+            if not self._changing:
+                self.idle.set()
 
     def held(self, pf: str, found: Discovery) -> list[tuple[str, str]]:
         """(guest, VF address) for each VF of ``pf`` a guest holds (desired ``assigned``)."""
@@ -189,7 +207,7 @@ class VfLifecycle:
                 await self._report(desired, "failed", None, error=f"VF {pci} does not exist")
             return  # a clean state for a VF that is gone: applied if it reappears
         pf, vf = where
-        async with self._lock(pf):
+        async with self._holding(pf):
             if self.desired[pci].revision != desired.revision:
                 return  # superseded while waiting for the PF
             if self.outcomes.get(pci, (-1, ""))[0] == desired.revision:
@@ -311,7 +329,7 @@ class VfLifecycle:
         """Compare every VF of ``pf`` that has desired state with what it is now; re-apply
         and report a difference. Returns the VFs repaired."""
         repaired: list[str] = []
-        async with self._lock(pf):
+        async with self._holding(pf):
             vfs = self.vfs_of(pf)
             mine = {pci: d for pci, d in self.desired.items() if pci in vfs}
             if not mine:

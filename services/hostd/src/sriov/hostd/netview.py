@@ -73,12 +73,16 @@ class NetView:
         return None
 
 
-async def dump(ipr: Any) -> NetView:
-    """Dump links, default routes and addresses through an AsyncIPRoute."""
+async def dump(ipr: Any, links: dict[str, LinkInfo] | None = None) -> NetView:
+    """Dump default routes and addresses through an AsyncIPRoute, and the links unless the
+    caller knows them (a link watcher does: decoding every link again doubled the cost)."""
     view = NetView()
-    async for msg in await ipr.link("dump"):
-        link = link_from_msg(msg)
-        view.links[link.ifname] = link
+    if links is not None:
+        view.links = dict(links)
+    else:
+        async for msg in await ipr.link("dump"):
+            link = link_from_msg(msg)
+            view.links[link.ifname] = link
     names = {link.index: link.ifname for link in view.links.values()}
     for family in (socket.AF_INET, socket.AF_INET6):
         async for msg in await ipr.route("dump", family=family):

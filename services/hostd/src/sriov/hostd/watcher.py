@@ -151,15 +151,13 @@ class LinkWatcher:
         """Current links (from the event stream) plus default routes and addresses (dumped)."""
         async with self._query_lock:
             try:
-                fresh = await dump(self._query)
+                return await dump(self._query, self.links)
             except Exception as exc:
                 log.warning("netlink route/address dump failed (%s); retrying once", exc)
                 with contextlib.suppress(Exception):
                     self._query.close()
                 self._query = self._new_socket()
-                fresh = await dump(self._query)
-        fresh.links = dict(self.links)
-        return fresh
+                return await dump(self._query, self.links)
 
     def close(self) -> None:
         self._closed = True

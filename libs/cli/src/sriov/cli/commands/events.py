@@ -1,6 +1,7 @@
 """``sriovctl events``: follow what happens in the fleet, live, one line per event.
 
-Device state (inventory), link changes (hostd), placements (scheduler), offload config,
+Device state (inventory), link changes and VF outcomes (hostd: a VF prepared, cleaned,
+quarantined, a drift repaired), placements (scheduler), offload config,
 checks and audits (offload) and host liveness (inventory), filtered by host and kind. It
 subscribes to the subjects the services already publish on (core NATS sees JetStream
 messages as they are stored), so following costs the services nothing and changes nothing.
@@ -29,13 +30,14 @@ from sriov.common.bus import Bus
 from sriov.common.errors import InvalidRequest, SriovError
 from sriov.common.schemas import Codec
 
-KINDS = ("device", "link", "placement", "offload", "host")
+KINDS = ("device", "link", "placement", "offload", "host", "vf")
 _CODECS: dict[str, Codec[Any]] = {
     "device": m.STATE_EVENTS,
     "host": m.STATE_EVENTS,
     "link": m.HOST_EVENTS,
     "placement": m.PLACEMENT_EVENTS,
     "offload": m.OFFLOAD_EVENTS,
+    "vf": m.HOST_EVENTS,
 }
 
 
@@ -46,6 +48,7 @@ def watch_subjects(kinds: tuple[str, ...], hosts: tuple[str, ...]) -> list[tuple
         "host": s.HOST_STATE,
         "link": s.HOST_LINK,
         "offload": s.OFFLOAD_EVENT,
+        "vf": s.HOST_VF_APPLIED,
     }
     out: list[tuple[str, str]] = []
     for kind in kinds:
@@ -89,6 +92,17 @@ def summarize(msg: Any) -> tuple[str | None, str]:
             return msg.host_id, f"{msg.guest_id} reserved {addrs}"
         case m.Lost():
             return msg.host_id, f"{msg.guest_id} lost {len(msg.device_ids)} VF(s): {msg.reason}"
+        case m.VfApplied():
+            drift = f" ({', '.join(msg.drift)} put back)" if msg.drift else ""
+            error = f": {msg.error}" if msg.error else ""
+            vlan = f" vlan={msg.actual.vlan}" if msg.actual is not None else ""
+            return msg.host_id, (
+                f"VF {msg.pci_address} {msg.outcome}{drift} rev={msg.revision}{vlan}{error}"
+            )
+        case m.Ready():
+            addrs = ", ".join(f"{a.addr} mac={a.config.mac if a.config else '-'}"
+                              for a in msg.assignments)  # fmt: skip
+            return msg.host_id, f"{msg.guest_id} ready {addrs}"
         case m.Confirmed() | m.Released() | m.Expired():
             verb = type(msg).__name__.lower()
             return None, f"{msg.guest_id} {verb} {len(msg.device_ids)} VF(s)"
@@ -141,6 +155,8 @@ class Follower:
             if kind == "device" and not isinstance(msg, m.DeviceState):
                 return False
             if kind == "host" and not isinstance(msg, m.HostState):
+                return False
+            if kind == "vf" and not isinstance(msg, m.VfApplied):
                 return False
             host, summary = summarize(msg)
             typ, body = str(msg.__struct_config__.tag), msgspec.to_builtins(msg)

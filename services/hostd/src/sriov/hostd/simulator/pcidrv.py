@@ -24,6 +24,7 @@ from sriov.hostd.simulator.tree import (
     _vf_mac,
     load_state,
     save_state,
+    state_lock,
 )
 
 
@@ -58,14 +59,15 @@ def unbind(root: str, address: str) -> None:
         return
     (drv.resolve() / address).unlink(missing_ok=True)
     drv.unlink()
-    state = load_state(root)
-    gone = [d for d in state.netdevs if d.pci_address == address]
-    for net in (dev / "net").glob("*") if (dev / "net").is_dir() else ():
-        (base / "class" / "net" / net.name).unlink(missing_ok=True)
-    if (dev / "net").is_dir():
-        shutil.rmtree(dev / "net")
-    state.netdevs = [d for d in state.netdevs if d.pci_address != address]
-    save_state(root, state)
+    with state_lock(root):
+        state = load_state(root)
+        gone = [d for d in state.netdevs if d.pci_address == address]
+        for net in (dev / "net").glob("*") if (dev / "net").is_dir() else ():
+            (base / "class" / "net" / net.name).unlink(missing_ok=True)
+        if (dev / "net").is_dir():
+            shutil.rmtree(dev / "net")
+        state.netdevs = [d for d in state.netdevs if d.pci_address != address]
+        save_state(root, state)
     if state.netns and gone:
         netdevs.delete([d.ifname for d in gone], state.netns)
 
@@ -75,35 +77,36 @@ def probe(root: str, address: str) -> None:
     dev = base / "bus" / "pci" / "devices" / address
     if (dev / "driver").is_symlink():
         return
-    state = load_state(root)
-    found = _vf(base, state, address)
-    path = dev / "driver_override"
-    override = path.read_text().strip() if path.exists() else ""
-    if found is None:
-        return  # only VFs are rebound by the simulator
-    rec, n = found
-    card = state.spec.cards[rec.card]
-    model = models.model(card.model)
-    driver = override or model.vf_driver
-    drv_dir = base / "bus" / "pci" / "drivers" / driver
-    if not drv_dir.is_dir():
-        return  # no such driver loaded: the device stays unbound, as on a real host
-    writer = TreeWriter(root, state)
-    # relative to the device's real directory (bus/pci/devices/<addr> is itself a link), as
-    # the kernel's are: discovery resolves the link from there
-    writer._link(dev.resolve() / "driver", drv_dir)
-    writer._link(drv_dir / address, dev)
-    if driver == "vfio-pci" or card.link_type == "infiniband":
+    with state_lock(root):
+        state = load_state(root)
+        found = _vf(base, state, address)
+        path = dev / "driver_override"
+        override = path.read_text().strip() if path.exists() else ""
+        if found is None:
+            return  # only VFs are rebound by the simulator
+        rec, n = found
+        card = state.spec.cards[rec.card]
+        model = models.model(card.model)
+        driver = override or model.vf_driver
+        drv_dir = base / "bus" / "pci" / "drivers" / driver
+        if not drv_dir.is_dir():
+            return  # no such driver loaded: the device stays unbound, as on a real host
+        writer = TreeWriter(root, state)
+        # relative to the device's real directory (bus/pci/devices/<addr> is itself a link), as
+        # the kernel's are: discovery resolves the link from there
+        writer._link(dev.resolve() / "driver", drv_dir)
+        writer._link(drv_dir / address, dev)
+        if driver == "vfio-pci" or card.link_type == "infiniband":
+            save_state(root, state)
+            return
+        ifname = state.spec.vf_ifname.format(pf=rec.ifname, vf=n)
+        rows = state.vf_table.get(rec.pci_address)
+        mac = (rows[n].mac if rows and n < len(rows) else None) or _vf_mac(address)
+        up = ports_of(state.spec, card)[rec.port].link == "up"
+        writer._netdev(dev.resolve(), ifname, mac, up, False, 0)
+        (dev / "net" / ifname / "type").write_text(f"{ARPHRD_ETHER}\n")
+        netdev = Netdev(ifname=ifname, mac=mac, role="vf", pci_address=address, link_up=up)
+        state.netdevs.append(netdev)
         save_state(root, state)
-        return
-    ifname = state.spec.vf_ifname.format(pf=rec.ifname, vf=n)
-    rows = state.vf_table.get(rec.pci_address)
-    mac = (rows[n].mac if rows and n < len(rows) else None) or _vf_mac(address)
-    up = ports_of(state.spec, card)[rec.port].link == "up"
-    writer._netdev(dev.resolve(), ifname, mac, up, False, 0)
-    (dev / "net" / ifname / "type").write_text(f"{ARPHRD_ETHER}\n")
-    netdev = Netdev(ifname=ifname, mac=mac, role="vf", pci_address=address, link_up=up)
-    state.netdevs.append(netdev)
-    save_state(root, state)
     if state.netns:
         netdevs.create([netdev], state.netns)

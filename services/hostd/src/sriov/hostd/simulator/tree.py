@@ -13,9 +13,12 @@ the simulator's and never touches a directory it did not create.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +31,7 @@ from sriov.hostd.simulator import models
 from sriov.hostd.simulator.spec import CardSpec, HostSpec, PortSpec, pf_ifnames, ports_of
 
 MARKER = ".sriov-simulator.json"
+LOCK = ".sriov-simulator.lock"
 ARPHRD_ETHER, ARPHRD_INFINIBAND = 1, 32
 
 
@@ -75,6 +79,19 @@ def load_state(root: str | Path) -> SimState:
         return msgspec.json.decode(path.read_bytes(), type=SimState)
     except FileNotFoundError:
         raise ConfigError(f"{root} is not a simulated sysfs tree (no {MARKER})") from None
+
+
+@contextlib.contextmanager
+def state_lock(root: str | Path) -> Iterator[None]:
+    """Hold while reading, changing and saving the state file: hostd's threads (a rebinding
+    on one PF, a VF-table change on another) and other processes (a test's ``ip link set``)
+    change it concurrently, and a save from a stale read would undo another's change."""
+    with open(Path(root) / LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def save_state(root: str | Path, state: SimState) -> None:

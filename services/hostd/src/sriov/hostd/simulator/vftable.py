@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from sriov.hostd.nsock import async_iproute, iproute
 from sriov.hostd.simulator import models
 from sriov.hostd.simulator.netdevs import _off_loop, peer_name
 from sriov.hostd.simulator.spec import ports_of
-from sriov.hostd.simulator.tree import PfRecord, SimState, load_state, save_state
+from sriov.hostd.simulator.tree import PfRecord, SimState, load_state, save_state, state_lock
 from sriov.hostd.vfconfig import netlink as nl
 from sriov.hostd.vfconfig.capabilities import capabilities_for
 
@@ -158,6 +159,13 @@ def receive(
     the table is kept, and what was applied before a refusal stays applied (as in the
     kernel). Returns the effects to carry out and the error to report, if any."""
     msg = nl.parse_request(data)
+    with state_lock(root):
+        return _receive(root, msg, index_of)
+
+
+def _receive(
+    root: str, msg: ifinfmsg, index_of: Callable[[str], int | None]
+) -> tuple[Effects | None, NetlinkError | None]:
     state = load_state(root)
     rec = next((r for r in state.pfs if index_of(r.ifname) == msg["index"]), None)
     if rec is None:
@@ -221,10 +229,19 @@ def _effects(state: SimState, rec: PfRecord, vfs: list[int]) -> Effects:
 
 def getlink(root: str, pf: str, index: int = 0) -> Any:
     """The PF's RTM_NEWLINK with ``IFLA_VFINFO_LIST`` (as ``rtnl_fill_vfinfo`` fills it);
-    ``index`` is the PF's ifindex to report."""
+    ``index`` is the PF's ifindex to report. Parsed afresh each time, as hostd parses the
+    kernel's reply."""
     state = load_state(root)
     rec = _pf(state, pf)
     rows = table(state, rec)
+    return nl.parse_request(_encoded(rec.ifname, index, msgspec.json.encode(rows)))
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded(ifname: str, index: int, rows_json: bytes) -> bytes:
+    """The reply's bytes for a table (the kernel builds them in C; pyroute2's encoder took
+    most of a simulated read, so an unchanged table is not encoded again)."""
+    rows = msgspec.json.decode(rows_json, type=list[VfConfig])
     infos = []
     for vf, row in enumerate(rows):
         infos.append(
@@ -246,12 +263,12 @@ def getlink(root: str, pf: str, index: int = 0) -> Any:
     msg = ifinfmsg()
     msg["index"] = index
     msg["attrs"] = [
-        ("IFLA_IFNAME", rec.ifname),
+        ("IFLA_IFNAME", ifname),
         ("IFLA_NUM_VF", len(rows)),
         ("IFLA_VFINFO_LIST", {"attrs": infos}),
     ]
     msg.encode()
-    return nl.parse_request(bytes(msg.data))
+    return bytes(msg.data)
 
 
 class SimulatedVfTable:
@@ -263,6 +280,8 @@ class SimulatedVfTable:
         self.netns = netns
         self._ipr: Any = None
         self._lock = asyncio.Lock()  # the state file is read-modify-written
+        self._index: dict[str, int] = {}
+        """PF veth -> its ifindex as the last read of its table reported it."""
 
     def _sock(self) -> Any:
         if self._ipr is None:
@@ -278,7 +297,8 @@ class SimulatedVfTable:
         return int(found[0])
 
     async def send(self, pf_ifname: str, msg: ifinfmsg) -> None:
-        index = await self.index(pf_ifname)
+        # a request names the ifindex a read reported: the kernel resolves that, not a name
+        index = self._index.get(pf_ifname) or await self.index(pf_ifname)
         msg.encode()
         async with self._lock:
             effects, error = receive(self.root, bytes(msg.data), {pf_ifname: index}.get)
@@ -296,12 +316,11 @@ class SimulatedVfTable:
             peer = await ipr.link_lookup(ifname=peer_name(ifname))
             if peer:
                 await ipr.link("set", index=peer[0], state="up" if up else "down")
-        pf = await ipr.link_lookup(ifname=effects.pf_ifname)
-        if pf:
-            await ipr.link("set", index=pf[0], ifalias=f"sriov-sim vf-table {effects.changes}")
+        pf = self._index.get(effects.pf_ifname) or await self.index(effects.pf_ifname)
+        await ipr.link("set", index=pf, ifalias=f"sriov-sim vf-table {effects.changes}")
 
     async def link(self, pf_ifname: str) -> Any:
-        index = await self.index(pf_ifname)
+        index = self._index[pf_ifname] = await self.index(pf_ifname)
         async with self._lock:
             return getlink(self.root, pf_ifname, index)
 
@@ -335,13 +354,14 @@ def ip_link_set_vf(root: str, pf: str, vf: int, **settings: Any) -> None:
 def inject_fault(root: str, pf: str, vf: int, attr: str, err: int | None) -> None:
     """Make the simulated PF driver fail ``attr`` (``IFLA_VF_MAC``...) of one VF with ``err``
     (``None`` clears it), as a firmware that refuses a reset would."""
-    state = load_state(root)
-    key = f"{_pf(state, pf).pci_address}/{vf}/{attr}"
-    if err is None:
-        state.vf_faults.pop(key, None)
-    else:
-        state.vf_faults[key] = err
-    save_state(root, state)
+    with state_lock(root):
+        state = load_state(root)
+        key = f"{_pf(state, pf).pci_address}/{vf}/{attr}"
+        if err is None:
+            state.vf_faults.pop(key, None)
+        else:
+            state.vf_faults[key] = err
+        save_state(root, state)
 
 
 @_off_loop

@@ -77,17 +77,26 @@ class VfConfigurator:
     # --- read ---------------------------------------------------------------------------------
     async def read(self, pf: str) -> dict[int, VfConfig]:
         """Every VF of ``pf`` as the kernel reports it, with the driver each is bound to."""
-        msg = await self.table.link(self.pf_ifname(pf))
-        table = nl.vf_table(msg)
+        _index, table = await self._read(pf)
         for n, cfg in table.items():
             cfg.driver = drv.current_driver(self.sysfs, self.vf_address(pf, n))
         return table
 
     async def read_vf(self, pf: str, vf: int) -> VfConfig:
-        table = await self.read(pf)
+        return (await self._read_vf(pf, vf))[1]
+
+    async def _read(self, pf: str) -> tuple[int, dict[int, VfConfig]]:
+        """(the PF's ifindex as the reply names it, its VF table without drivers)."""
+        msg = await self.table.link(self.pf_ifname(pf))
+        return int(msg["index"]), nl.vf_table(msg)
+
+    async def _read_vf(self, pf: str, vf: int) -> tuple[int, VfConfig]:
+        """One VF read back (the driver only of that VF: sysfs per VF adds up on big PFs)."""
+        index, table = await self._read(pf)
         if vf not in table:
             raise NotFound(f"PF {pf} reports no VF {vf} in its VF table", field="vf_index")
-        return table[vf]
+        table[vf].driver = drv.current_driver(self.sysfs, self.vf_address(pf, vf))
+        return index, table[vf]
 
     # --- change -------------------------------------------------------------------------------
     async def apply(self, pf: str, vf: int, desired: VfConfig) -> VfConfig:
@@ -116,7 +125,9 @@ class VfConfigurator:
         want = resolve(desired, caps)
         address = self.vf_address(pf, vf)
         ifname = self.pf_ifname(pf)
-        actual = await self.read_vf(pf, vf)
+        # the requests address the PF by the ifindex this read reports, so each one costs
+        # no lookup of its own
+        index, actual = await self._read_vf(pf, vf)
         netdev = drv.netdev_of(self.sysfs, address)
         mac = await self._netdev_mac(netdev) if netdev else None
         actions = plan(desired, actual, caps, netdev_mac=mac, restoring=restoring)
@@ -128,7 +139,7 @@ class VfConfigurator:
                     self.sysfs, address, action.target, default=default, timeout=self.settle_s
                 )
             elif action.kind == "set":
-                await self._set(ifname, vf, action.target, want, where)
+                await self._set(ifname, index, vf, action.target, want, where)
             else:
                 await self._set_netdev_mac(address, action.target, where)
         actual = await self.read_vf(pf, vf)
@@ -145,8 +156,9 @@ class VfConfigurator:
             )
         return actual
 
-    async def _set(self, ifname: str, vf: int, group: str, want: VfConfig, where: str) -> None:
-        index = await self.table.index(ifname)
+    async def _set(
+        self, ifname: str, index: int, vf: int, group: str, want: VfConfig, where: str
+    ) -> None:
         for attempt in range(self.retries):
             try:
                 await self.table.send(ifname, nl.setlink(index, [nl.vf_attr(group, vf, want)]))

@@ -10,9 +10,11 @@ same message goes to the kernel or, on a simulated host, to the simulated PF dri
 from __future__ import annotations
 
 import asyncio
+import errno
 from typing import Any, Protocol
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_SETLINK
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
@@ -128,7 +130,7 @@ class VfTable(Protocol):
     async def send(self, pf_ifname: str, msg: ifinfmsg) -> None: ...
 
     async def link(self, pf_ifname: str) -> Any:
-        """The PF's RTM_NEWLINK with its VF table, parsed."""
+        """The PF's RTM_NEWLINK with its VF table, parsed (its ``index`` addresses requests)."""
         ...
 
     async def index(self, pf_ifname: str) -> int: ...
@@ -162,11 +164,16 @@ class NetlinkVfTable:
                 pass
 
     async def link(self, pf_ifname: str) -> Any:
-        index = await self.index(pf_ifname)
+        # by name: one round trip (the reply names the ifindex the requests then use)
         async with self._lock:
-            found = await self._sock().link(
-                "get", index=index, ext_mask=RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS
-            )
+            try:
+                found = await self._sock().link(
+                    "get", ifname=pf_ifname, ext_mask=RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS
+                )
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
+                raise NotFound(f"PF netdev {pf_ifname} does not exist", field="pf") from None
         return found[0]
 
     def close(self) -> None:
