@@ -6,7 +6,8 @@ replicas, labels: what ours use). Built-in kinds are validated against the Kuber
 schemas that ``kubernetes-validate`` bundles (strict: unknown fields fail); custom resources
 against subset schemas in ``schemas/``. Then the facts the services rely on: command lines
 the real argument parsers accept, environment variables the settings know, probes, ports,
-selectors, Secrets the operations guide tells how to create.
+selectors, Secrets the operations guide tells how to create. One file: the renderer and
+the checks share the rendered documents (``test_network_policy`` imports its helpers).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Discovery of simulated hosts: exact values for every model, and broken sysfs."""
+"""Discovery of simulated hosts: exact values for every model, and broken sysfs.
+
+Long because it is a table: one exact expectation per card model and per kind of broken
+sysfs, which reads better side by side than spread over files."""
 
 from __future__ import annotations
 

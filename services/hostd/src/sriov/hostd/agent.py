@@ -5,6 +5,10 @@ discover, publish a full snapshot and the doctor's findings. Then: link changes 
 link events; netdevs appearing or disappearing trigger a rescan whose differences are
 published as VF/PF events; a full snapshot goes out on every resync interval and whenever
 a publish failed; heartbeats say the host is alive and which snapshot is current.
+
+Longer than most modules (~550 lines) because it is the one place that sequences these
+loops over shared state; each concern it drives lives in its own module (``discovery``,
+``publisher``, ``watcher``, ``lifecycle`` for desired VF state, ``vftables``, ``doctor``).
 """
 
 from __future__ import annotations

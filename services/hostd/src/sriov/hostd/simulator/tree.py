@@ -8,7 +8,8 @@ The layout is the kernel's: functions live under ``devices/pci<dom>:00/<root por
 
 A marker file at the root records the spec and what was written, so a later call (the
 simulated kernel reacting to a ``sriov_numvfs`` write, or ``--remove``) knows the tree is
-the simulator's and never touches a directory it did not create.
+the simulator's and never touches a directory it did not create. It is the one writer of
+the layout (~500 lines): PF, VF, driver and IOMMU links must agree with each other.
 """
 
 from __future__ import annotations
