@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 
+from sriov.cli.testing import sriovctl
 from sriov.scheduler.testing import I350, PfSpec
 
 NET = "8056e77e-dc14-44b5-8ef9-e43aff344c0d"
 GUEST = "c15a5a99-75ea-4b8c-8c7a-521e5f980db4"
-
-
-async def sriovctl(nats_url: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from sriov.cli.main import main; main()",
-        "--nats-url", nats_url, "--timeout", "10", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_the_guides_commands(nats_url, fleet, sync) -> None:
