@@ -58,6 +58,9 @@ class Lifecycle:
             concurrency=concurrency,
             batch=concurrency * 4,
             max_deliver=10,
+            # one outcome is one short transaction, and a redelivery is idempotent (same
+            # revision: "duplicate"); a killed replica's batch must not hold VFs for 30 s
+            ack_wait_s=10,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
