@@ -11,6 +11,7 @@ schemas, the catalogue or the generator that breaks the contract fails here.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import subprocess
@@ -37,14 +38,17 @@ def parser() -> Path:
     assert npm and shutil.which("node"), "node and npm are needed: ./stack installs them"
     lock = (HERE / "package-lock.json").read_bytes()
     stamp = CACHE / ".installed-lock"
-    if not stamp.exists() or stamp.read_bytes() != lock:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(HERE / name, CACHE / name)
-        cmd = [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
-        subprocess.run(cmd, cwd=CACHE, check=True, timeout=600)
-        stamp.write_bytes(lock)
-    shutil.copy(HERE / "validate.mjs", CACHE / "validate.mjs")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # Test workers (pytest-xdist) and checkouts' runs share the cache: one installs at a time.
+    with (CACHE.parent / "asyncapi-parser.lock").open("w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if not stamp.exists() or stamp.read_bytes() != lock:
+            for name in ("package.json", "package-lock.json"):
+                shutil.copy(HERE / name, CACHE / name)
+            cmd = [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
+            subprocess.run(cmd, cwd=CACHE, check=True, timeout=600)
+            stamp.write_bytes(lock)
+        shutil.copy(HERE / "validate.mjs", CACHE / "validate.mjs")
     return CACHE / "validate.mjs"
 
 

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nkeys  # type: ignore[import-untyped]
-
 from sriov.common.bus.streams import GiB, MiB
 from sriov.common.errors import ConfigError
 
@@ -50,12 +48,17 @@ lanes, shells)."""
 # ---------------------------------------------------------------------------------------------
 def new_seed() -> str:
     """A user nkey seed (``SU...``): 256 random bits."""
+    # nkeys (and PyNaCl) load only for the commands that make keys, not for every sriovctl run
+    import nkeys  # type: ignore[import-untyped]
+
     seed: bytes = nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER)
     return seed.decode()
 
 
 def public_key(seed: str) -> str:
     """The user's public key (``U...``), what the server configuration names."""
+    import nkeys
+
     try:
         key: bytes = nkeys.from_seed(bytearray(seed.encode())).public_key
     except nkeys.NkeysError as exc:

@@ -14,12 +14,23 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Self, TypeVar, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Self,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import msgspec
-import yaml
 
 from sriov.common.errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 S = TypeVar("S")
 PathKey = tuple[str | int, ...]
@@ -44,6 +55,8 @@ def _walk(
     if id(node) in seen:
         return
     seen.add(id(node))
+    import yaml  # already loaded by parse_yaml
+
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -69,6 +82,9 @@ def load_yaml(path: Path | str) -> tuple[Any, dict[PathKey, int]]:
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, dict[PathKey, int]]:
+    # imported here: every sriovctl run loads this module, and most never read a YAML file
+    import yaml
+
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
