@@ -147,3 +147,16 @@ def test_grpc_without_the_extra_stops_a_service_with_what_to_install() -> None:
     assert line.startswith("sriov-offload: error: OTEL_EXPORTER_OTLP_PROTOCOL=grpc: "), line
     assert "pip install 'sriov-common[otlp-grpc]'" in line
     assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in line
+
+
+def test_sriovctl_prints_a_wrong_transport_as_one_line() -> None:
+    env = _env(OTEL_EXPORTER_OTLP_PROTOCOL="http/json", OTEL_TRACES_EXPORTER="none")
+    res = subprocess.run(
+        [sys.executable, "-c", "from sriov.cli.main import main; main()",
+         "--nats-url", "nats://127.0.0.1:1", "isolated-device-list"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL='http/json'" in res.stderr
+    assert "[invalid_config]" in res.stderr
