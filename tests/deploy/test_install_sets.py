@@ -6,6 +6,8 @@ all of that plus the development tooling (``./stack`` installs it). The locks co
 resolution (``./stack lock``); these tests keep them consistent with each other and with
 what the code imports, without installing anything: the imports of every module a set
 ships, followed through the project's own modules, must be satisfied by that set's lock.
+An import guarded by ``except ImportError`` is optional: it must come from an extra the
+project declares (``sriov-common[otlp-grpc]``), and a set may go without it.
 """
 
 from __future__ import annotations
@@ -58,12 +60,16 @@ def lock(name: str) -> dict[str, tuple[str, frozenset[str]]]:
 
 
 def declared(member: str, extras: tuple[str, ...] = ()) -> set[str]:
-    """Third-party distributions a workspace member declares (with the extras asked for)."""
+    """Third-party distributions a workspace member declares (with the extras asked for, and
+    those of sriov-common it asks for: ``sriov-common[db,otlp-grpc]``)."""
     project = tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"]
     reqs = list(project.get("dependencies", []))
     for extra in extras:
         reqs += project["optional-dependencies"][extra]
     names = {norm(re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0]) for r in reqs}
+    for req in reqs:
+        if m := re.match(r"sriov-common\[([^\]]+)\]", req):
+            names |= declared("libs/common", tuple(x.strip() for x in m[1].split(",")))
     return {n for n in names if not n.startswith("sriov-")}
 
 
@@ -88,13 +94,21 @@ def test_hypervisor_set_has_no_database_driver_cli_or_servers() -> None:
     assert not banned & set(lock("hypervisor")), banned & set(lock("hypervisor"))
 
 
+def test_otlp_over_grpc_is_in_the_image_and_not_on_hypervisors() -> None:
+    """grpcio (a large native wheel) stays off every host; the image's processes can export
+    to a collector's gRPC port (sriov-common[otlp-grpc], which inventory and scheduler ask for)."""
+    grpc = declared("libs/common", ("otlp-grpc",)) - declared("libs/common")
+    assert grpc == {"opentelemetry-exporter-otlp-proto-grpc"}, grpc
+    grpc.add("grpcio")
+    assert not grpc & set(lock("hypervisor")), grpc & set(lock("hypervisor"))
+    assert grpc <= set(lock("image")), grpc - set(lock("image"))
+
+
 def test_each_set_holds_what_its_members_declare() -> None:
     for name, members in MEMBERS.items():
         wanted: set[str] = set()
         for member in members:
             wanted |= declared(member)
-        if "services/inventory" in members:
-            wanted |= declared("libs/common", ("db",))
         assert wanted <= set(lock(name)), f"{name}.lock lacks {wanted - set(lock(name))}"
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())
     dev = {
@@ -120,6 +134,26 @@ def module_name(path: Path) -> str:
     parts = path.parts
     after_src = parts[len(parts) - parts[::-1].index("src") :]
     return ".".join(after_src).removesuffix(".py").removesuffix(".__init__")
+
+
+def _catches_import_error(node: ast.Try) -> bool:
+    names = {ast.unparse(h.type) for h in node.handlers if h.type is not None}
+    return bool({"ImportError", "ModuleNotFoundError"} & names)
+
+
+@cache
+def optional_imports(path: Path) -> frozenset[str]:
+    """Modules a file imports in a ``try:`` that handles their absence (``except ImportError``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Try) and _catches_import_error(node):
+            for stmt in node.body:
+                for sub in ast.walk(stmt):
+                    if isinstance(sub, ast.Import):
+                        found.update(a.name for a in sub.names)
+                    elif isinstance(sub, ast.ImportFrom) and sub.module and not sub.level:
+                        found.add(sub.module)
+    return frozenset(found)
 
 
 @cache
@@ -153,11 +187,13 @@ def imports(path: Path) -> frozenset[str]:
     return frozenset(found)
 
 
-def closure(roots: list[str]) -> tuple[dict[str, set[str]], set[Path]]:
-    """Third-party modules reachable from every module of ``roots`` (-> importers)."""
+def closure(roots: list[str]) -> tuple[dict[str, set[str]], set[Path], dict[str, set[str]]]:
+    """Third-party modules reachable from every module of ``roots`` (-> importers), the files
+    reached, and the third-party modules imported only where their absence is handled."""
     todo = [p for m in roots for p in (ROOT / m / "src").rglob("*.py")]
     seen: set[Path] = set()
     third: dict[str, set[str]] = {}
+    optional: dict[str, set[str]] = {}
     while todo:
         path = todo.pop()
         if path in seen:
@@ -170,8 +206,9 @@ def closure(roots: list[str]) -> tuple[dict[str, set[str]], set[Path]]:
                 assert target is not None, f"{module_name(path)} imports {mod}: no such module"
                 todo.append(target)
             elif top not in sys.stdlib_module_names and top != "__future__":
-                third.setdefault(mod, set()).add(module_name(path))
-    return third, seen
+                into = optional if mod in optional_imports(path) else third
+                into.setdefault(mod, set()).add(module_name(path))
+    return third, seen, optional
 
 
 @cache
@@ -196,7 +233,20 @@ def distribution_of(mod: str) -> set[str]:
 
 @pytest.mark.parametrize("name", list(MEMBERS))
 def test_code_a_set_ships_imports_only_what_the_set_installs(name: str) -> None:
-    third, files = closure(ROOTS[name])
+    third, files, optional = closure(ROOTS[name])
+    extras: set[str] = set()
+    for extra in tomllib.loads((ROOT / "libs/common/pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]:
+        extras |= declared("libs/common", (extra,)) - declared("libs/common")
+    unexplained = {
+        mod: sorted(importers)[:3]
+        for mod, importers in optional.items()
+        if not distribution_of(mod) & extras
+    }
+    assert not unexplained, (
+        f"optional imports that no extra of sriov-common provides: {unexplained}"
+    )
     locked = set(lock(name))
     missing = {
         mod: sorted(importers)[:3]

@@ -24,6 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sriov.common import telemetry
 from sriov.common.runtime import BusSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -330,9 +331,11 @@ def _known_env() -> dict[str, set[str]]:
 
 
 OTEL_ENV = {
-    "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_METRICS_EXPORTER",
-    "OTEL_EXPORTER_PROMETHEUS_HOST", "OTEL_EXPORTER_PROMETHEUS_PORT",
+    "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_PROMETHEUS_HOST", "OTEL_EXPORTER_PROMETHEUS_PORT",
 }  # fmt: skip
+# the collector's port (by its name) each OTLP transport must be sent to
+OTLP_PORT_NAME = {"http/protobuf": "otlp-http", "grpc": "otlp-grpc"}
 
 
 def test_environment_variables_are_ones_the_services_read(rendered: list[Doc]) -> None:
@@ -351,7 +354,12 @@ def test_environment_variables_are_ones_the_services_read(rendered: list[Doc]) -
             otlp = env["OTEL_EXPORTER_OTLP_ENDPOINT"]
             svc, _, port = otlp.removeprefix("http://").partition(":")
             target = services[svc.split(".")[0]]
-            assert int(port) in {p["port"] for p in target["spec"]["ports"]}
+            port_names = {p["port"]: p["name"] for p in target["spec"]["ports"]}
+            protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            assert protocol in telemetry.OTLP_PROTOCOLS, f"{program}: {protocol!r}"
+            assert port_names.get(int(port)) == OTLP_PORT_NAME[protocol], (
+                f"{program}: {protocol} sent to {otlp}, the collector's {port_names.get(int(port))}"
+            )
             assert env["OTEL_SERVICE_NAME"] == program
             metrics_port = int(env["OTEL_EXPORTER_PROMETHEUS_PORT"])
             assert metrics_port in {p["containerPort"] for p in c["ports"]}

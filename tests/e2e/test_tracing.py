@@ -1,5 +1,6 @@
 """Traces cross processes: every service exports OTLP (configured only by ``OTEL_*``) to a
 receiver this test runs, and the spans' parent/child links and span links are checked.
+The services export over gRPC, the requester over HTTP: one trace crosses both transports.
 
 1. A requester's ``place`` -> the scheduler's server span -> its asyncpg spans, and the
    ``reserved`` event it publishes (through its outbox) -> inventory's consumer of it.
@@ -24,7 +25,7 @@ import pytest
 
 from sriov.common import subjects
 from sriov.devtools.launcher import GUIDE_HOST_ID, Stack
-from sriov.devtools.otlp import OtlpReceiver, Span, ancestors, by_id
+from sriov.devtools.otlp import OtlpGrpcReceiver, OtlpReceiver, Span, ancestors, by_id
 
 I350 = "I350 Ethernet Controller Virtual Function"
 GUEST = "trace-guest"
@@ -55,16 +56,24 @@ asyncio.run(main())
 
 
 @pytest.fixture
-def otlp() -> Iterator[OtlpReceiver]:
+def otlp() -> Iterator[OtlpGrpcReceiver]:
+    """What the services send (over gRPC, as the image can)."""
+    with OtlpGrpcReceiver() as rx:
+        yield rx
+
+
+@pytest.fixture
+def otlp_http() -> Iterator[OtlpReceiver]:
+    """What the requester sends (over HTTP, what every install set has)."""
     with OtlpReceiver() as rx:
         yield rx
 
 
 @pytest.fixture
-def stack_env(otlp: OtlpReceiver) -> dict[str, str]:
+def stack_env(otlp: OtlpGrpcReceiver) -> dict[str, str]:
     return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
         "OTEL_BSP_SCHEDULE_DELAY": "200",  # export every 0.2 s, not 5 s
     }
 
@@ -80,8 +89,9 @@ def _linked_to(s: Span, target: Span) -> bool:
 
 
 def test_place_is_one_trace_across_processes(
-    stack: Stack, otlp: OtlpReceiver, sriovctl: object, eventually: object
-) -> None:
+    stack: Stack, otlp: OtlpGrpcReceiver, otlp_http: OtlpReceiver, sriovctl: object,
+    eventually: object,
+) -> None:  # fmt: skip
     ctl, wait = sriovctl, eventually
     assert callable(ctl) and callable(wait)
     wait(
@@ -91,7 +101,9 @@ def test_place_is_one_trace_across_processes(
     )
     res = subprocess.run(
         [sys.executable, "-c", REQUESTER, stack.env()["SRIOV_NATS_URL"]],
-        env=stack.env() | {"OTEL_SERVICE_NAME": "sriov-requester"},
+        env=stack.env() | {"OTEL_SERVICE_NAME": "sriov-requester",
+                           "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_http.endpoint,
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
@@ -102,7 +114,7 @@ def test_place_is_one_trace_across_processes(
     def client_span(spans: list[Span]) -> Span | None:
         return next((s for s in spans if s.service == "sriov-requester" and s.name == place), None)
 
-    client = otlp.wait_for(client_span, what="the requester's place span")
+    client = otlp_http.wait_for(client_span, what="the requester's place span (over HTTP)")
     assert client.kind == "client" and client.parent_span_id == ""
     trace = client.trace_id
 
@@ -153,10 +165,10 @@ def test_place_is_one_trace_across_processes(
         return [s for s in spans if _db(s) and consumer in ancestors(s, index)]
 
     assert otlp.wait_for(consumer_db, what="inventory's database spans under its consumer span")
-    assert not otlp.errors
+    assert not otlp.errors and not otlp_http.errors
 
 
-def test_discovery_trace_reaches_inventory(stack: Stack, otlp: OtlpReceiver) -> None:
+def test_discovery_trace_reaches_inventory(stack: Stack, otlp: OtlpGrpcReceiver) -> None:
     snapshot = subjects.HOST_SNAPSHOT
 
     def hostd_snapshot(spans: list[Span]) -> Span | None:

@@ -54,9 +54,11 @@ class CliContext:
             async with self.bus() as bus:
                 return await fn(bus)
 
-        # The requester's span starts the trace of a placement (when exporters are set).
-        tele = telemetry.setup("sriovctl") if _otel_configured() else None
+        tele = None
         try:
+            # The requester's span starts the trace of a placement (when exporters are set);
+            # a wrong OTEL_* value is a ConfigError, printed like any other.
+            tele = telemetry.setup("sriovctl") if _otel_configured() else None
             return asyncio.run(go())
         except SriovError as exc:
             fail(

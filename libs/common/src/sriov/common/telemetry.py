@@ -2,9 +2,13 @@
 
 Nothing configured means no exporter and no noise: spans are still created (so trace ids
 propagate across hops) but go nowhere. ``OTEL_TRACES_EXPORTER=otlp`` (or an
-``OTEL_EXPORTER_OTLP_*ENDPOINT``) sends OTLP/HTTP to Jaeger or Tempo;
-``OTEL_METRICS_EXPORTER=prometheus`` serves metrics on
-``OTEL_EXPORTER_PROMETHEUS_HOST:OTEL_EXPORTER_PROMETHEUS_PORT``.
+``OTEL_EXPORTER_OTLP_*ENDPOINT``) sends OTLP to a collector, Jaeger or Tempo, over the
+transport ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` or ``OTEL_EXPORTER_OTLP_PROTOCOL`` names:
+``http/protobuf`` (the default, as the specification recommends; every install set has it) or
+``grpc`` (the ``sriov-common[otlp-grpc]`` extra: the image has it, a hypervisor's set does
+not). Endpoint, headers, TLS, compression and timeout are the exporters' own ``OTEL_*``
+variables, read by the exporters themselves. ``OTEL_METRICS_EXPORTER=prometheus`` serves
+metrics on ``OTEL_EXPORTER_PROMETHEUS_HOST:OTEL_EXPORTER_PROMETHEUS_PORT``.
 """
 
 from __future__ import annotations
@@ -21,10 +25,18 @@ from typing import Any
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, SpanKind, Tracer
 
+from sriov.common.errors import ConfigError
+
 TRACER_NAME = "sriov"
+#: The transports an OTLP exporter here speaks (``http/json`` has no Python exporter).
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+#: Where the transport for traces is read, the per-signal variable first (the specification's
+#: order; the SDK's own auto-configuration reads them the same way).
+OTLP_PROTOCOL_VARS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+GRPC_EXTRA = "pip install 'sriov-common[otlp-grpc]'"
 
 
 @dataclass
@@ -52,6 +64,7 @@ def setup(service_name: str, instance_id: str | None = None) -> Telemetry:
     if instance_id:
         attrs["service.instance.id"] = instance_id
     resource = Resource.create(attrs)
+    var, protocol = otlp_protocol()  # a wrong value stops the start, exporting or not
     provider = TracerProvider(resource=resource)
     exporters = _env_list("OTEL_TRACES_EXPORTER")
     otlp_configured = any(
@@ -59,9 +72,7 @@ def setup(service_name: str, instance_id: str | None = None) -> Telemetry:
         for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )
     if "otlp" in exporters or (otlp_configured and "none" not in exporters):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(var, protocol)))
     if "console" in exporters:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -72,6 +83,42 @@ def setup(service_name: str, instance_id: str | None = None) -> Telemetry:
     if "prometheus" in _env_list("OTEL_METRICS_EXPORTER"):
         port = _start_prometheus(resource)
     return Telemetry(provider, port)
+
+
+def otlp_protocol() -> tuple[str | None, str]:
+    """The OTLP transport for traces and the variable that chose it (``None``: the default)."""
+    for var in OTLP_PROTOCOL_VARS:
+        value = os.environ.get(var, "").strip()
+        if not value:
+            continue
+        if value in OTLP_PROTOCOLS:
+            return var, value
+        why = (
+            "the Python OTLP exporters send protobuf, not JSON"
+            if value == "http/json"
+            else "not an OTLP protocol"
+        )
+        raise ConfigError(f"{var}={value!r}: {why}; accepted: {', '.join(OTLP_PROTOCOLS)}")
+    return None, "http/protobuf"
+
+
+def _otlp_exporter(var: str | None, protocol: str) -> SpanExporter:
+    """The exporter for ``protocol``; it reads its endpoint, headers and TLS from ``OTEL_*``."""
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcSpanExporter,
+            )
+        except ImportError as exc:  # the optional extra: a hypervisor's set goes without it
+            missing = f"{exc.name} is missing" if exc.name else str(exc)
+            raise ConfigError(
+                f"{var}=grpc: OTLP over gRPC is not installed here ({missing});"
+                f" {GRPC_EXTRA}, or set {var}=http/protobuf"
+            ) from None
+        return GrpcSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
 
 
 def _start_prometheus(resource: Resource) -> int:

@@ -1,9 +1,10 @@
-"""A small OTLP/HTTP trace receiver for tests: what the services' real exporters send.
+"""Small OTLP trace receivers for tests: what the services' real exporters send.
 
-Services export with the standard OTLP/HTTP exporter (``OTEL_EXPORTER_OTLP_ENDPOINT``);
-this server listens on a free loopback port, decodes each ``ExportTraceServiceRequest``
-(protobuf, optionally gzip) with ``opentelemetry-proto`` and keeps the spans, flattened,
-so a test can check parent/child links and span links across processes.
+Services export with the standard OTLP exporters (``OTEL_EXPORTER_OTLP_ENDPOINT``, over
+``OTEL_EXPORTER_OTLP_PROTOCOL`` ``http/protobuf`` or ``grpc``); ``OtlpReceiver`` (HTTP) and
+``OtlpGrpcReceiver`` (gRPC, opentelemetry-proto's ``TraceService``) listen on a free loopback
+port, and both keep each ``ExportTraceServiceRequest``'s spans flattened the same way, so a
+test can check parent/child links and span links across processes.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import gzip
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -61,6 +65,11 @@ def decode(body: bytes) -> list[Span]:
     """The spans of one OTLP/HTTP protobuf export request."""
     req = ExportTraceServiceRequest()
     req.ParseFromString(body)
+    return spans_of(req)
+
+
+def spans_of(req: ExportTraceServiceRequest) -> list[Span]:
+    """An export request's spans, flattened (whichever transport brought it)."""
     out: list[Span] = []
     for rs in req.resource_spans:
         res = {kv.key: _value(kv.value) for kv in rs.resource.attributes}
@@ -85,13 +94,51 @@ def decode(body: bytes) -> list[Span]:
     return out
 
 
-class OtlpReceiver:
-    """``with OtlpReceiver() as rx:`` point ``OTEL_EXPORTER_OTLP_ENDPOINT`` at ``rx.endpoint``."""
+class _Spans:
+    """What a receiver got, and waiting for it: shared by both transports."""
 
     def __init__(self) -> None:
         self.spans: list[Span] = []
         self.errors: list[str] = []
         self._cond = threading.Condition()
+
+    def _add(self, spans: list[Span]) -> None:
+        with self._cond:
+            self.spans.extend(spans)
+            self._cond.notify_all()
+
+    def _error(self, text: str) -> None:
+        with self._cond:
+            self.errors.append(text)
+
+    def snapshot(self) -> list[Span]:
+        with self._cond:
+            return list(self.spans)
+
+    def wait_for(
+        self, found: Callable[[list[Span]], Any], timeout: float = 30, what: str = "spans"
+    ) -> Any:
+        """Wait until ``found(spans)`` is truthy and return it; raise naming ``what`` if not."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                result = found(list(self.spans))
+                if result:
+                    return result
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    names = sorted({f"{s.service}:{s.name}" for s in self.spans})
+                    raise TimeoutError(
+                        f"no {what} within {timeout}s; received {len(self.spans)} spans: {names}"
+                    )
+                self._cond.wait(min(left, 0.5))
+
+
+class OtlpReceiver(_Spans):
+    """``with OtlpReceiver() as rx:`` point ``OTEL_EXPORTER_OTLP_ENDPOINT`` at ``rx.endpoint``."""
+
+    def __init__(self) -> None:
+        super().__init__()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -149,36 +196,42 @@ class OtlpReceiver:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    def _add(self, spans: list[Span]) -> None:
-        with self._cond:
-            self.spans.extend(spans)
-            self._cond.notify_all()
 
-    def _error(self, text: str) -> None:
-        with self._cond:
-            self.errors.append(text)
+class OtlpGrpcReceiver(_Spans):
+    """``with OtlpGrpcReceiver() as rx:`` export with ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc`` and
+    ``OTEL_EXPORTER_OTLP_ENDPOINT=rx.endpoint`` (``http://``: the exporter goes without TLS)."""
 
-    def snapshot(self) -> list[Span]:
-        with self._cond:
-            return list(self.spans)
+    def __init__(self) -> None:
+        super().__init__()
+        receiver = self
 
-    def wait_for(
-        self, found: Callable[[list[Span]], Any], timeout: float = 30, what: str = "spans"
-    ) -> Any:
-        """Wait until ``found(spans)`` is truthy and return it; raise naming ``what`` if not."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                result = found(list(self.spans))
-                if result:
-                    return result
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    names = sorted({f"{s.service}:{s.name}" for s in self.spans})
-                    raise TimeoutError(
-                        f"no {what} within {timeout}s; received {len(self.spans)} spans: {names}"
-                    )
-                self._cond.wait(min(left, 0.5))
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(  # the generated service's method name
+                self, request: ExportTraceServiceRequest, context: Any
+            ) -> ExportTraceServiceResponse:
+                receiver._add(spans_of(request))
+                return ExportTraceServiceResponse()
+
+        self._server = grpc.server(ThreadPoolExecutor(2, thread_name_prefix="otlp-grpc"))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)  # type: ignore[no-untyped-call]
+        self._port = int(self._server.add_insecure_port("127.0.0.1:0"))
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> OtlpGrpcReceiver:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(grace=None).wait(5)
+
+    def __enter__(self) -> OtlpGrpcReceiver:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
 
 def by_id(spans: list[Span]) -> dict[str, Span]:
