@@ -20,13 +20,15 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, SpanKind, Tracer
+
+if TYPE_CHECKING:  # the SDK loads in setup(): sriovctl without exporters never needs it
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 from sriov.common.errors import ConfigError
 
@@ -60,6 +62,10 @@ def _env_list(name: str) -> list[str]:
 
 def setup(service_name: str, instance_id: str | None = None) -> Telemetry:
     """Install tracer and meter providers for this process, per ``OTEL_*`` variables."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
     attrs: dict[str, Any] = {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}
     if instance_id:
         attrs["service.instance.id"] = instance_id
