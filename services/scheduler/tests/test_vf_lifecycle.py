@@ -13,7 +13,15 @@ import pytest
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.errors import Conflict, InvalidRequest, NoCapacity, NotFound
-from sriov.scheduler.testing import CX5, FULL, IGB, FakeHostd, PfSpec, wait_events
+from sriov.scheduler.testing import (
+    CX5,
+    FULL,
+    IGB,
+    FakeHostd,
+    PfSpec,
+    read_events,
+    wait_events,
+)
 
 PF_A, PF_B = "0000:3b:00.0", "0000:5e:00.0"
 NET = f"sriov-nic-model={CX5}"
@@ -152,6 +160,32 @@ async def test_a_vf_the_host_cannot_prepare_ends_its_reservation(fleet, sync, cl
     with pytest.raises(NotFound):
         await client.get("g1")
     await hostd.wait(vf.pci_address, "clean", after=assigned.revision)  # and it is cleaned
+
+
+async def test_one_vf_the_host_cannot_prepare_fails_the_whole_request(
+    fleet, sync, client, bus
+) -> None:
+    """A guest that asked for two VFs never sees Ready with one: the request fails whole,
+    both VFs are cleaned, and the other VF's ``ready`` arriving afterwards changes nothing."""
+    fleet.add_host("h1", [PfSpec(PF_A, count=2, capabilities=FULL)])
+    await sync()
+    hostd = FakeHostd(bus, "h1")
+    first, second = (await client.place("g1", NET, NET)).assignments
+    want_1 = await hostd.wait(first.pci_address, "assigned")
+    want_2 = await hostd.wait(second.pci_address, "assigned")
+    await hostd.report(want_1, "failed", error="RTNETLINK answers: Operation not supported")
+    events = await wait_events(bus, 2, "g1")
+    failed = events[-1]
+    assert isinstance(failed, m.Failed) and failed.op == "prepare", events
+    assert sorted(failed.device_ids) == sorted([first.device_id, second.device_id])
+    assert f"could not prepare VF {first.pci_address}" in failed.error.message
+    with pytest.raises(NotFound):
+        await client.get("g1")
+    for vf, want in ((first, want_1), (second, want_2)):
+        await hostd.wait(vf.pci_address, "clean", after=want.revision)
+    await hostd.report(want_2, "ready")  # the other VF's outcome, for its older revision
+    await asyncio.sleep(0.3)
+    assert [type(e) for e in await read_events(bus, "g1")] == [m.Reserved, m.Failed]
 
 
 async def test_a_quarantined_vf_is_never_placed_until_reset_and_clean(

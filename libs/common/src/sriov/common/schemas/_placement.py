@@ -172,8 +172,8 @@ class Lost(PlacementEvent, kw_only=True, tag="placement.lost.v1"):
 
 class Failed(PlacementEvent, kw_only=True, tag="placement.failed.v1"):
     """An asynchronous request failed (``error`` is what a synchronous caller would get), or
-    the host could not prepare a reserved VF (``op`` ``prepare``: the reservation ended and
-    ``device_ids`` name the VFs)."""
+    the host could not prepare a reserved VF (``op`` ``prepare``: every reservation of that
+    request ended, never some of them, and ``device_ids`` name the request's VFs)."""
 
     op: Literal["place", "attach", "release", "confirm", "prepare"]
     error: ErrorInfo

@@ -14,6 +14,7 @@ DECLARE
     v_out   text := e->>'outcome';
     v_ids   jsonb;
     v_asg   jsonb;
+    v_devs  text[];
 BEGIN
     SELECT * INTO d FROM scheduler.desired WHERE device_id = e->>'device_id';
     IF NOT FOUND OR d.revision <> v_rev THEN
@@ -64,21 +65,28 @@ BEGIN
             END IF;
             RETURN 'ready';
         END IF;
-        -- The host cannot prepare it: the reservation ends, the guest is told, and the VF is
-        -- cleaned (or stays quarantined when hostd says so).
-        UPDATE scheduler.reservations SET ended_at = now(), end_reason = 'failed'
-         WHERE id = r.id;
-        PERFORM scheduler.vacate(ARRAY[r.device_id], ARRAY[r.guest_id], p_desired, a);
+        -- The host cannot prepare it: the whole request fails, not this VF alone (a guest
+        -- that asked for two VFs must never see Ready with one). Its reservations end, the
+        -- guest is told once, and their VFs are cleaned (this one stays quarantined when
+        -- hostd says so). The guest's lock, taken above, keeps its other VFs' outcomes out.
+        WITH ended AS (
+            UPDATE scheduler.reservations SET ended_at = now(), end_reason = 'failed'
+             WHERE guest_id = r.guest_id AND request_id = r.request_id
+               AND host_id = r.host_id AND ended_at IS NULL
+            RETURNING id, device_id)
+        SELECT array_agg(device_id ORDER BY id) INTO v_devs FROM ended;
+        PERFORM scheduler.vacate(v_devs, array_fill(r.guest_id, ARRAY[cardinality(v_devs)]),
+                                 p_desired, a);
         IF v_out = 'quarantined' THEN
             UPDATE scheduler.vfs SET lifecycle = 'quarantined' WHERE device_id = r.device_id;
         END IF;
         PERFORM scheduler.emit(r.guest_id, 'failed', p_types->>'failed', jsonb_build_object(
             'request_id', r.request_id, 'op', 'prepare',
-            'device_ids', jsonb_build_array(r.device_id),
+            'device_ids', to_jsonb(v_devs),
             'error', jsonb_build_object(
                 'code', 'prepare_failed',
                 'message', format('host %s could not prepare VF %s (%s) for guest %s: %s; the '
-                                  'reservation ended', r.host_id, v.pci_address, r.device_id,
+                                  'request''s reservations ended', r.host_id, v.pci_address, r.device_id,
                                   r.guest_id, coalesce(e->>'error', v_out)),
                 'details', jsonb_build_object('host_id', r.host_id, 'device_id', r.device_id,
                                               'outcome', v_out))), a);
