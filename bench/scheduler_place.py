@@ -8,7 +8,7 @@ duration. Prints throughput, latency percentiles, CPU per component and the doub
 check (replies, database and the Reserved events in JetStream).
 
     ./stack bench scheduler_place [--vfs=64000] [--requesters=8] [--replicas=2]
-                                  [--seconds=10] [--nondurable] [--lanes=4] [--pg-detail]
+                                  [--seconds=10] [--nondurable] [--concurrency=16] [--pg-detail]
                                   [--profile=PATH]
 """
 
@@ -166,8 +166,8 @@ def spawn_replica(
     dsn: str, nats_url: str, i: int, env: dict[str, str], profile: str | None
 ) -> subprocess.Popen[bytes]:
     args = ["--database-url", dsn, "--nats-url", nats_url, "--instance-id", f"bench-{i}"]
-    if env.get("BENCH_LANES"):
-        args += ["--request-lanes", env["BENCH_LANES"]]
+    if env.get("BENCH_CONCURRENCY"):
+        args += ["--request-concurrency", env["BENCH_CONCURRENCY"]]
     if profile:  # CPU time (not wall time) per function, written when the replica stops
         code = (
             "import cProfile, sys, time; from sriov.scheduler.main import main; "
@@ -188,7 +188,7 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--replicas", type=int, default=2, help="scheduler processes")
     p.add_argument("--seconds", type=float, default=10, help="measured duration")
     p.add_argument("--nondurable", action="store_true", help="PostgreSQL with fsync off")
-    p.add_argument("--lanes", type=int, help="requests each replica answers at once (default 4)")
+    p.add_argument("--concurrency", type=int, help="requests each endpoint serves at once (16)")
     p.add_argument("--pg-detail", action="store_true", help="PostgreSQL CPU and statistics")
     p.add_argument("--profile", metavar="PATH", help="cProfile each replica to PATH.<i>")
     return p.parse_args(argv)
@@ -209,8 +209,8 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
         print(f"  fleet: {n} VFs on {n // (len(PFS) * VFS_PER_PF)} hosts published in {took:.1f}s "
               f"(PostgreSQL {'durable, fsync on' if durable else 'fsync off'})")  # fmt: skip
         env = {**os.environ, "SRIOV_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none"}
-        if opts.lanes:
-            env["BENCH_LANES"] = str(opts.lanes)
+        if opts.concurrency:
+            env["BENCH_CONCURRENCY"] = str(opts.concurrency)
         profile = opts.profile
         replicas.extend(spawn_replica(dsn, nats.url, i, env, profile) for i in range(nrep))
         took = await wait_projection(dsn, n)

@@ -202,7 +202,7 @@ async def run_replica(
         stack.push_async_callback(bus.close)
         svc = await ServiceHost.start(
             bus, "sriov-scheduler", runtime.VERSION, "test replica",
-            {"instance": settings.instance_id},
+            {"instance": settings.instance_id}, concurrency=settings.request_concurrency,
         )  # fmt: skip
         stack.push_async_callback(svc.stop)
         ctx = runtime.ServiceContext("sriov-scheduler", bus, svc, stop, stack, settings)
