@@ -10,6 +10,8 @@ check (replies, database and the Reserved events in JetStream).
     ./stack bench scheduler_place [--vfs=64000] [--requesters=8] [--replicas=2]
                                   [--seconds=10] [--nondurable] [--concurrency=16] [--pg-detail]
                                   [--profile=PATH]
+
+``--profile`` writes each replica's CPU profile of the measured run (after the warm-up).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from sriov.common import subjects
 from sriov.common.bus import Bus
 from sriov.common.errors import SriovError
 from sriov.devtools.embedded import NatsServer, PostgresServer
-from sriov.scheduler.testing import CX5, I350, FleetState, PfSpec
+from sriov.scheduler.testing import CX5, I350, FleetState, PfSpec, settle, state_durable
 
 PFS = ((CX5, 0), (CX5, 0), (I350, 1), (I350, 1))
 VFS_PER_PF = 64
@@ -78,7 +80,7 @@ async def publish_fleet(bus: Bus, vfs: int) -> tuple[int, float]:
              for i, (model, numa) in enumerate(PFS)],
         )  # fmt: skip
     started = time.perf_counter()
-    await fleet.publish(concurrency=512)
+    await fleet.publish(concurrency=256)  # 512 timed out acks on a busy machine
     return len(fleet.devices), time.perf_counter() - started
 
 
@@ -168,11 +170,13 @@ def spawn_replica(
     args = ["--database-url", dsn, "--nats-url", nats_url, "--instance-id", f"bench-{i}"]
     if env.get("BENCH_CONCURRENCY"):
         args += ["--request-concurrency", env["BENCH_CONCURRENCY"]]
-    if profile:  # CPU time (not wall time) per function, written when the replica stops
+    if profile:  # CPU time (not wall time) per function from SIGUSR1 (the measured run) on
         code = (
-            "import cProfile, sys, time; from sriov.scheduler.main import main; "
-            "p = cProfile.Profile(time.process_time); p.runcall(main, sys.argv[1:]); "
-            f"p.dump_stats({f'{profile}.{i}'!r})"
+            "import cProfile, signal, sys, time; from sriov.scheduler.main import main\n"
+            "p = cProfile.Profile(time.process_time)\n"
+            "signal.signal(signal.SIGUSR1, lambda *_: p.enable())\n"
+            "try:\n    main(sys.argv[1:])\n"
+            f"finally:\n    p.disable(); p.dump_stats({f'{profile}.{i}'!r})"
         )
         return subprocess.Popen([sys.executable, "-c", code, *args], env=env,
                                 start_new_session=True)  # fmt: skip
@@ -215,6 +219,9 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
         replicas.extend(spawn_replica(dsn, nats.url, i, env, profile) for i in range(nrep))
         took = await wait_projection(dsn, n)
         print(f"  projection: {n} VFs applied in {took:.1f}s by {nrep} replica(s)")
+        started = time.perf_counter()  # the hosts' states and the rest: not in the measured run
+        await settle(bus, await state_durable(dsn), timeout=600)
+        print(f"  projection settled {time.perf_counter() - started:.1f}s later")
         await wait_service(bus, nrep)
 
         models = [CX5, I350]
@@ -230,6 +237,9 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
             "nats-server": [psutil.Process(nats.proc.pid)] if nats.proc else [],
             "requesters (this process)": [psutil.Process()],
         }
+        if profile:
+            for p in replicas:
+                os.kill(p.pid, signal.SIGUSR1)
         before = {k: cpu_seconds(v) for k, v in procs.items()}
         pg_before = {p.pid: (p, cpu_seconds([p])) for p in procs["postgresql"]}
         started = time.perf_counter()

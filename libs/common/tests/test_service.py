@@ -93,7 +93,8 @@ async def slow_service(
     bus: Bus, concurrency: int
 ) -> tuple[ServiceHost, list[str], asyncio.Event, asyncio.Condition]:
     """A service whose handler records each start, then waits for ``gate``."""
-    svc = await ServiceHost.start(bus, "test-slow", "0.1.0", "test", {}, concurrency=concurrency)
+    svc = ServiceHost.prepare(bus, "test-slow", "0.1.0", "test", {}, concurrency=concurrency)
+    await svc.announce()
     started: list[str] = []
     gate, changed = asyncio.Event(), asyncio.Condition()
 

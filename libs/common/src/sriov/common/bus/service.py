@@ -143,17 +143,10 @@ class ServiceHost:
 
     @classmethod
     async def start(
-        cls,
-        bus: Bus,
-        name: str,
-        version: str,
-        description: str,
-        metadata: dict[str, str],
-        *,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        cls, bus: Bus, name: str, version: str, description: str, metadata: dict[str, str]
     ) -> ServiceHost:
         """Prepared and announced at once (endpoints added later appear as they come)."""
-        host = cls.prepare(bus, name, version, description, metadata, concurrency=concurrency)
+        host = cls.prepare(bus, name, version, description, metadata)
         await host.announce()
         return host
 
