@@ -271,21 +271,22 @@ def sn(secured_nats: Any, caplog: pytest.LogCaptureFixture) -> Any:
 
 
 async def test_several_micro_instances_on_one_connection_all_answer_discovery(sn: Any) -> None:
-    """The scheduler runs request lanes: several micro instances on one connection. Each
-    answers ``$SRV.PING``; a one-reply ``allow_responses`` would refuse them all."""
+    """A process may host several micro instances on one connection (a replica is one, its
+    endpoints concurrent). Each answers ``$SRV.PING``; a one-reply ``allow_responses`` would
+    refuse them all."""
     scheduler = await sn.connect("sriov-scheduler")
     ops = await sn.connect("sriov-operator")
-    lanes = [
-        await ServiceHost.start(scheduler, "sriov-scheduler", "0.1.0", "t", {"lane": str(i)})
-        for i in range(4)
+    hosted = [
+        await ServiceHost.start(scheduler, "sriov-scheduler", "0.1.0", "t", {"instance": str(i)})
+        for i in range(2)
     ]
     try:
         await settle(scheduler)
         pings = await ops.discover("PING", wait=0.5)
-        assert sorted(p["metadata"]["lane"] for p in pings) == ["0", "1", "2", "3"]
+        assert sorted(p["metadata"]["instance"] for p in pings) == ["0", "1"]
     finally:
-        for lane in lanes:
-            await lane.stop()
+        for svc in hosted:
+            await svc.stop()
         await scheduler.close()
         await ops.close()
     assert "Violation" not in sn.log.read_text()

@@ -75,8 +75,87 @@ async def test_reply_and_error_codes(bus: Bus) -> None:
             await bus.request(subject, m.HostGetRequest(host_id="boom"), m.HostGetReply)
         assert "0x7f" not in str(internal.value)
         assert "internal error in sriov.v1.inventory.hosts.get" in str(internal.value)
+
+        # $SRV.STATS counts each request once it is answered; an error answer is an error
+        [stats] = [st for st in await bus.discover("STATS", 0.3) if st["id"] == svc.service.id]
+        [ep] = stats["endpoints"]
+        assert (ep["num_requests"], ep["num_errors"]) == (6, 5)
+        internal_error = "internal error in sriov.v1.inventory.hosts.get: RuntimeError"
+        assert ep["last_error"] == f"internal: {internal_error}"
+        assert ep["processing_time"] > 0
+        assert ep["average_processing_time"] == ep["processing_time"] // 6
+        assert ep["data"] == {"in_flight": 0, "concurrency": 16}
     finally:
         await svc.stop()
+
+
+async def slow_service(
+    bus: Bus, concurrency: int
+) -> tuple[ServiceHost, list[str], asyncio.Event, asyncio.Condition]:
+    """A service whose handler records each start, then waits for ``gate``."""
+    svc = ServiceHost.prepare(bus, "test-slow", "0.1.0", "test", {}, concurrency=concurrency)
+    await svc.announce()
+    started: list[str] = []
+    gate, changed = asyncio.Event(), asyncio.Condition()
+
+    async def get_host(req: m.HostGetRequest, headers: Mapping[str, str]) -> m.HostGetReply:
+        async with changed:
+            started.append(req.host_id)
+            changed.notify_all()
+        await gate.wait()
+        return m.HostGetReply(host=m.HostInfo(host_id=req.host_id, status="online"))
+
+    await svc.add_endpoint(s.INVENTORY_HOSTS_GROUP, "get", m.HostGetRequest, get_host)
+    return svc, started, gate, changed
+
+
+def ask(bus: Bus, host_id: str) -> asyncio.Task[m.HostGetReply]:
+    subject = s.endpoint(s.INVENTORY_HOSTS_GROUP, "get")
+    req = m.HostGetRequest(host_id=host_id)
+    return asyncio.create_task(bus.request(subject, req, m.HostGetReply, timeout=20))
+
+
+async def test_an_endpoint_serves_its_limit_at_once_and_the_next_waits(bus: Bus) -> None:
+    svc, started, gate, changed = await slow_service(bus, concurrency=3)
+    try:
+        first = [ask(bus, f"h{i}") for i in range(3)]
+        async with changed:  # all three inside the handler at once: none can finish before
+            await asyncio.wait_for(changed.wait_for(lambda: len(started) == 3), 10)
+        fourth = ask(bus, "h3")
+        await asyncio.sleep(0)  # its request is written before the STATS request below
+        [stats] = [st for st in await bus.discover("STATS", 0.3) if st["name"] == "test-slow"]
+        # the server delivered the fourth before STATS, on one connection: it waits for a slot
+        assert stats["endpoints"][0]["data"] == {"in_flight": 3, "concurrency": 3}
+        assert sorted(started) == ["h0", "h1", "h2"] and not fourth.done()
+        gate.set()
+        replies = await asyncio.gather(*first, fourth)
+        assert [r.host.host_id for r in replies] == ["h0", "h1", "h2", "h3"]
+        assert sorted(started) == ["h0", "h1", "h2", "h3"]
+    finally:
+        gate.set()
+        await svc.stop()
+
+
+async def test_a_stop_answers_every_request_already_delivered(bus: Bus) -> None:
+    svc, started, gate, changed = await slow_service(bus, concurrency=1)
+    subject = s.endpoint(s.INVENTORY_HOSTS_GROUP, "get")
+    running = ask(bus, "h0")
+    async with changed:
+        await asyncio.wait_for(changed.wait_for(lambda: started == ["h0"]), 10)
+    queued = ask(bus, "h1")  # delivered, waiting for the one slot
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(svc.stop())
+    await asyncio.sleep(0)
+    # still in discovery, no longer listing the endpoint: the stop began and waits for h0
+    [info] = [i for i in await bus.discover("INFO", 0.3) if i["name"] == "test-slow"]
+    assert info["endpoints"] == [] and not stopping.done() and not running.done()
+    gate.set()
+    assert (await running).host.host_id == "h0"
+    assert (await queued).host.host_id == "h1"
+    await asyncio.wait_for(stopping, 10)
+    with pytest.raises(BusError, match="no service answers"):
+        await bus.request(subject, m.HostGetRequest(host_id="h2"), m.HostGetReply, timeout=2)
+    assert started == ["h0", "h1"]
 
 
 async def test_no_responder_is_a_clear_error(bus: Bus) -> None:

@@ -69,3 +69,7 @@ async def test_show_confirm_release_and_errors(nats_url, fleet, sync) -> None:
     code, _, err = await sriovctl(nats_url, "server-create", "g2", "--net", i350,
                                   "--net", i350, "--net", i350)  # fmt: skip
     assert code == 1 and "[no_capacity]" in err and "nearest capacity: host h1 has 2" in err
+    # the replica is listed once, and the refusals above count as its errors
+    code, out, err = await sriovctl(nats_url, "--json", "services", "--name", "sriov-scheduler")
+    [replica] = json.loads(out)
+    assert code == 0 and replica["requests"] >= 8 and replica["errors"] >= 3, out

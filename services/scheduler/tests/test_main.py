@@ -36,9 +36,10 @@ async def test_database_unreachable(nats_url: str) -> None:
 
 async def test_bad_setting_names_the_variable(nats_url: str, database_url: str) -> None:
     code, out = await scheduler(
-        "--nats-url", nats_url, "--database-url", database_url, "--request-lanes", "0"
+        "--nats-url", nats_url, "--database-url", database_url, "--request-concurrency", "0"
     )
-    assert code == 2 and "--request-lanes (SRIOV_REQUEST_LANES) is 0: must be at least 1" in out
+    assert code == 2
+    assert "--request-concurrency (SRIOV_REQUEST_CONCURRENCY) is 0: use 1 to 4096" in out
     code, out = await scheduler(
         "--nats-url", nats_url, env={"SRIOV_DATABASE_URL": database_url,
                                      "SRIOV_RESERVATION_TTL_S": "soon"},

@@ -35,10 +35,10 @@ from sriov.common.errors import ConfigError
 ACCOUNT = "SRIOV"
 SYSTEM_ACCOUNT = "SYS"
 MAX_RESPONSES = 32
-"""Replies allowed per request received. One would do for one responder, but a process may
-run several ``nats.micro`` instances on one connection (the scheduler's request lanes): each
-answers ``$SRV.PING``/``INFO``/``STATS``, and with ``allow_responses: true`` (max 1) the
-server then refuses every one of those answers."""
+"""Replies allowed per request received. A replica is one ``nats.micro`` instance (its
+endpoints serve requests concurrently), so one would do for it; but a process may host several
+instances on one connection (tests, tools): each answers ``$SRV.PING``/``INFO``/``STATS``, and
+with ``allow_responses: true`` (max 1) the server then refuses every one of those answers."""
 
 # Roles (the catalogue's actors) and the nats.micro service name each one registers.
 HOST = "host"

@@ -39,8 +39,7 @@ from .nats_auth import (
 SERVER_FILE = "server/auth.conf"
 REVOKED_FILE = "server/revoked.txt"
 SERVICE_CONNECTIONS = 256
-"""Connections of services, operators and clients beside the hosts' (replicas, request
-lanes, shells)."""
+"""Connections of services, operators and clients beside the hosts' (replicas, shells)."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Self
 import msgspec
 
 from sriov.common import catalog, probes, telemetry
-from sriov.common.bus import STREAMS, Bus, ServiceHost, StreamSpec
+from sriov.common.bus import DEFAULT_CONCURRENCY, STREAMS, Bus, ServiceHost, StreamSpec
 from sriov.common.config import Settings, option, setting_error
 from sriov.common.errors import BusError, ConfigError, SriovError
 from sriov.common.subjects import STREAM_DEAD_LETTER
@@ -63,6 +63,11 @@ class BusSettings(Settings):
     instance_id: Annotated[str, option("replica id for logs, traces and service discovery")] = (
         msgspec.field(default_factory=default_instance_id)
     )
+    request_concurrency: Annotated[
+        int, option("requests of one kind served at once; more wait their turn", ge=1, le=4096)
+    ] = DEFAULT_CONCURRENCY
+    """Per endpoint (each ``nats.micro`` endpoint runs up to this many requests as tasks), and
+    for the scheduler's JetStream inbox of place/attach/release requests."""
     http_port: Annotated[int | None, option("serve /healthz /readyz /metrics (0: any port)")] = None
     """Port of the HTTP probes: 0 picks a free one, unset serves none."""
     http_host: Annotated[str, option("address the HTTP probes listen on")] = "127.0.0.1"
@@ -198,7 +203,9 @@ async def serve(
         if http is not None:
             meta["http_port"] = str(http.port)
         # announced after the body added its endpoints: discovery then means "serving"
-        svc = ServiceHost.prepare(bus, name, VERSION, description, meta)
+        svc = ServiceHost.prepare(
+            bus, name, VERSION, description, meta, concurrency=settings.request_concurrency
+        )
         stack.push_async_callback(svc.stop)
         ctx = ServiceContext(name, bus, svc, stop, stack, settings)
         await body(ctx)
@@ -209,6 +216,7 @@ async def serve(
         await stop.wait()
         ready.registered = False
         log.info("%s stopping", name)
+        await svc.stop()  # requests in flight finish while the loops they wake still run
         for task in ctx.tasks:
             task.cancel()
         if ctx.tasks:

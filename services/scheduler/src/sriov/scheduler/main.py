@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from sriov.common import runtime, subjects
 from sriov.common import schemas as m
-from sriov.common.bus import ServiceHost
 from sriov.common.config import parse_args
 from sriov.common.outbox import Relay
 from sriov.common.runtime import ServiceContext
@@ -72,23 +71,12 @@ async def start(ctx: ServiceContext) -> Replica:
     )  # fmt: skip
     projection = Projection(store, ctx.bus, source=source, metrics=metrics, on_commit=relay.wake)
     lifecycle = Lifecycle(store, ctx.bus, source=source, metrics=metrics, on_commit=relay.wake)
-    inbox = Inbox(app, store, ctx.bus, source=source, concurrency=settings.requests_concurrency)
+    inbox = Inbox(app, store, ctx.bus, source=source, concurrency=settings.request_concurrency)
     sweeper = Sweeper(
         store, source=source, interval_s=settings.expiry_interval_s,
         retention_s=settings.request_retention_s, metrics=metrics, on_commit=relay.wake,
     )  # fmt: skip
 
-    # nats-py runs one subscription's callbacks one at a time, so one micro service instance
-    # answers one request at a time. Each "lane" is another instance of the service on the
-    # same connection and queue group: a replica has that many requests in flight.
-    hosts = [ctx.service]
-    for lane in range(2, settings.request_lanes + 1):
-        extra = ServiceHost.prepare(
-            ctx.bus, ctx.name, runtime.VERSION, DESCRIPTION,
-            {"instance": settings.instance_id, "lane": str(lane)},
-        )  # fmt: skip
-        ctx.stack.push_async_callback(extra.stop)
-        hosts.append(extra)
     endpoints = (
         ("place", m.PlaceRequest, app.place),
         ("attach", m.AttachRequest, app.attach),
@@ -98,13 +86,10 @@ async def start(ctx: ServiceContext) -> Replica:
         ("cordon", m.CordonRequest, app.cordon),
         ("vf-reset", m.VfResetRequest, app.vf_reset),
     )
-    for host in hosts:
-        for name, request, handler in endpoints:
-            await host.add_endpoint(
-                subjects.SCHEDULER_GROUP, name, request, handler, queue_group=QUEUE_GROUP
-            )
-    for host in hosts[1:]:  # the first is announced by runtime.serve when this returns
-        await host.announce()
+    for name, request, handler in endpoints:  # announced by runtime.serve when this returns
+        await ctx.service.add_endpoint(
+            subjects.SCHEDULER_GROUP, name, request, handler, queue_group=QUEUE_GROUP
+        )
     ctx.spawn(projection.run(ctx.stop), "scheduler-projection")
     ctx.spawn(relay.run(ctx.stop), "scheduler-outbox-relay")
     ctx.spawn(sweeper.run(ctx.stop), "scheduler-expiry")

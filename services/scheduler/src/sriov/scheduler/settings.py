@@ -25,8 +25,5 @@ class SchedulerSettings(DatabaseSettings, kw_only=True):
         option("seconds a request id is remembered for retries", gt=0, flag="--request-retention"),
     ] = 86400.0
     """A retry within it gets the first answer."""
-    request_lanes: Annotated[int, option("requests answered at once by this replica", ge=1)] = 4
-    """Micro service instances sharing this replica's connection and queue group."""
     db_pool_size: Annotated[int, option("database connections", ge=1)] = 10
     relay_batch: Annotated[int, option("events per outbox batch", ge=1)] = 500
-    requests_concurrency: Annotated[int, option("asynchronous requests handled at once", ge=1)] = 16

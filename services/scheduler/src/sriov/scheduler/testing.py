@@ -200,10 +200,11 @@ async def run_replica(
     async with contextlib.AsyncExitStack() as stack:
         bus = await runtime.connect_bus(settings, "sriov-scheduler")
         stack.push_async_callback(bus.close)
-        svc = await ServiceHost.start(
+        svc = ServiceHost.prepare(
             bus, "sriov-scheduler", runtime.VERSION, "test replica",
-            {"instance": settings.instance_id},
+            {"instance": settings.instance_id}, concurrency=settings.request_concurrency,
         )  # fmt: skip
+        await svc.announce()
         stack.push_async_callback(svc.stop)
         ctx = runtime.ServiceContext("sriov-scheduler", bus, svc, stop, stack, settings)
         try:

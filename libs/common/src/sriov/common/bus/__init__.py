@@ -8,8 +8,9 @@ What it guarantees callers:
   bounds concurrency, naks failures with back-off, and after ``max_deliver`` attempts (or at
   once for a malformed message) copies the message to the dead-letter stream an operator
   can read, then terminates it; unknown message types are logged and acked;
-* :class:`ServiceHost` wraps ``nats.micro``: domain errors become service errors with a
-  stable code and a readable message, never a Python repr.
+* :class:`ServiceHost` wraps ``nats.micro``: each endpoint serves a bounded number of
+  requests at once, drained at stop; domain errors become service errors with a stable code
+  and a readable message, never a Python repr, and count as errors in ``$SRV.STATS``.
 
 Where things are: ``streams`` (the stream catalogue and provisioning), ``headers`` (header
 names, CloudEvents), ``connection`` (:class:`Bus`), ``consumer`` (durable consumers, dead
@@ -18,6 +19,7 @@ letter), ``stored`` (what the streams hold, read without a durable consumer), ``
 """
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
     "HDR_ERROR",
     "HDR_ERROR_CODE",
     "HDR_MSG_ID",
@@ -43,6 +45,6 @@ from nats.micro.request import ServiceError
 from .connection import Bus
 from .consumer import ConsumerSpec, ConsumerStats, Delivery
 from .headers import HDR_ERROR, HDR_ERROR_CODE, HDR_MSG_ID, HDR_SRIOV_CODE, event_headers, rfc3339
-from .service import ServiceHost, raise_service_error
+from .service import DEFAULT_CONCURRENCY, ServiceHost, raise_service_error
 from .stored import ConsumerInfo, StoredMessage, StreamInfo
 from .streams import STREAMS, StreamSpec

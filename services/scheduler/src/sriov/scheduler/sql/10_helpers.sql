@@ -13,10 +13,13 @@ BEGIN
         'code', p_code, 'message', p_message, 'details', p_details)::text;
 END $$;
 
--- One Assignment (the wire schema's field names) from a VF and its reservation.
+-- One Assignment (the wire schema's field names) from a VF and its reservation. PL/pgSQL, so
+-- its plan is cached: as a SQL function it was not inlined (pg_stat_user_functions counted a
+-- call per placement), and PostgreSQL 16 plans such a function's body at every call.
 CREATE OR REPLACE FUNCTION scheduler.assignment(v scheduler.vfs, r scheduler.reservations)
-RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN jsonb_build_object(
         'device_id', v.device_id, 'host_id', v.host_id, 'pci_address', v.pci_address,
         'addr', v.addr, 'model', v.model, 'vendor_device_id', v.vendor_device_id,
         'pf_pci_address', v.pf_pci_address, 'pf_ifname', v.pf_ifname,
@@ -26,8 +29,8 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
         'prepared', CASE WHEN r.config IS NULL THEN NULL
                          WHEN v.lifecycle = 'ready' THEN 'ready' ELSE 'preparing' END,
         'iommu_group', (SELECT d.iommu_group FROM scheduler.desired d
-                        WHERE d.device_id = v.device_id))
-$$;
+                        WHERE d.device_id = v.device_id));
+END $$;
 
 -- Does VF v satisfy net n = {kind: model|id, value, selector: wire or network or null}?
 CREATE OR REPLACE FUNCTION scheduler.matches(v scheduler.vfs, n jsonb)

@@ -10,10 +10,15 @@
 --           first VF before any gives its second), avoiding PFs in p_pfs (the guest's);
 --   pack:   first fit, the PF with the lowest address that has a free VF, preferring PFs in
 --           p_pfs (the guest's), so a PF is filled before the next is touched.
+-- The walks are ordered index scans whatever the statistics say (WALK_PLAN): a generic plan
+-- that estimated the filters as very selective read every free VF of the model through a
+-- bitmap and sorted them (2.9 ms instead of 0.1 at 8,000 VFs, growing with the fleet).
 CREATE OR REPLACE FUNCTION scheduler.pick_vf(
     p_host text, n jsonb, p_numa integer, p_pack boolean, p_pfs text[], p_exclude text[],
     OUT device_id text, OUT pf text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off  -- WALK_PLAN
+AS $$
 DECLARE
     v_model text := n->>'value';
     v_sel   text := n->>'selector';
@@ -96,7 +101,9 @@ END $$;
 CREATE OR REPLACE FUNCTION scheduler.pick_host(
     n jsonb, p_nets jsonb, p_numa_req integer, p_numa_pref integer, p_packing text,
     p_start integer, OUT host_id text, OUT ids text[])
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off  -- WALK_PLAN
+AS $$
 DECLARE
     v_model text := n->>'value';
     v_sel   text := n->>'selector';
@@ -363,11 +370,13 @@ BEGIN
     PERFORM scheduler.emit_desired(c.key, 'assigned', v_guest, c.value, false, p_desired, a)
     FROM jsonb_each(coalesce(v_cfgs, '{}')) c ORDER BY c.key;
 
+    -- guest_id too: whichever index the plan takes (by guest or by device), it reads a few
+    -- rows; a plan made while reservations was small walked every active one per placement.
     SELECT jsonb_agg(scheduler.assignment(v, r) ORDER BY array_position(v_ids, v.device_id))
       INTO v_assign
-    FROM scheduler.vfs v
-    JOIN scheduler.reservations r ON r.device_id = v.device_id AND r.ended_at IS NULL
-    WHERE v.device_id = ANY (v_ids);
+    FROM scheduler.reservations r
+    JOIN scheduler.vfs v ON v.device_id = r.device_id
+    WHERE r.guest_id = v_guest AND r.ended_at IS NULL AND r.device_id = ANY (v_ids);
 
     PERFORM scheduler.emit(v_guest, 'reserved', p_type,
         jsonb_build_object('request_id', a->>'request_id', 'host_id', v_host,
