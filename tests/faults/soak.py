@@ -52,6 +52,7 @@ from nemesis import Nemesis
 from workload import Expect, Workload, converge, placement_history_ok, streams_current
 
 from sriov.common import schemas as m
+from sriov.common import subjects
 from sriov.common.bus import Bus
 from sriov.scheduler.testing import CX5
 
@@ -132,6 +133,9 @@ class Soak:
             print(f"\nVIOLATION (seed {args.seed}): {exc}", flush=True)
             print("--- fault timeline (last 40) ---\n" + "\n".join(nemesis.timeline[-40:]))
             print(f"--- workload errors: {dict(sync.errors)} {dict(inbox.errors)}")
+            with contextlib.suppress(Exception):  # what was dead-lettered, and why
+                async for dl in bus.history(subjects.STREAM_DEAD_LETTER):
+                    print(f"--- dead letter {dl.subject}: {dl.headers} {dl.data[:300]!r}")
             print("--- service logs ---\n" + fleet.tails(8), flush=True)
             return 1
         finally:
