@@ -286,13 +286,19 @@ async def _pull_subscribe(js: JetStreamContext, spec: ConsumerSpec, cfg: Consume
             await js.add_consumer(spec.stream, cfg)
         except nats.js.errors.NotFoundError as exc:
             raise BusError(f"cannot create {where}: no such stream", stream=spec.stream) from exc
-        except nats.js.errors.ServiceUnavailableError as exc:
-            # 503 "JetStream system temporarily unavailable": the cluster is electing (a
-            # node restarted or cut off). Not a verdict on the durable: ask again.
+        except (nats.js.errors.ServiceUnavailableError, TimeoutError) as exc:
+            # 503 "JetStream system temporarily unavailable", or no answer: the cluster is
+            # electing (a node restarted or cut off). Not a verdict on the durable: ask again.
             if time.monotonic() > deadline:
+                if isinstance(exc, TimeoutError):
+                    raise BusError(
+                        f"JetStream did not answer creating {where} for "
+                        f"{UNAVAILABLE_RETRY_S}s: may this identity create it?",
+                        stream=spec.stream,
+                    ) from exc
                 raise BusError(
                     f"cannot create {where}: JetStream unavailable for {UNAVAILABLE_RETRY_S}s "
-                    f"({exc.description})",
+                    f"({getattr(exc, 'description', exc)})",
                     stream=spec.stream,
                 ) from exc
             await asyncio.sleep(1.0)
@@ -312,11 +318,6 @@ async def _pull_subscribe(js: JetStreamContext, spec: ConsumerSpec, cfg: Consume
                     stream=spec.stream,
                 ) from exc
             # it exists as we define it (the create was refused for another reason): bind it
-        except TimeoutError as exc:
-            raise BusError(
-                f"JetStream did not answer creating {where}: may this identity create it?",
-                stream=spec.stream,
-            ) from exc
         try:
             return await js.pull_subscribe_bind(spec.durable, spec.stream)
         except nats.js.errors.NotFoundError:
