@@ -166,10 +166,10 @@ class Nemesis:
         self._limited += 1
         try:
             try:  # refused while another fault has the cluster re-electing: not a finding
-                info = await self._js_api(f"STREAM.INFO.{stream}", {})
+                info = await self._js_api(("STREAM", "INFO", stream), {})
                 original = info["config"]
                 full = {**original, "max_bytes": max(1, info["state"]["bytes"]), "discard": "new"}
-                await self._js_api(f"STREAM.UPDATE.{stream}", full)
+                await self._js_api(("STREAM", "UPDATE", stream), full)
             except Exception as exc:
                 original = None
                 return f"not injected ({exc})"
@@ -177,7 +177,7 @@ class Nemesis:
         finally:
             try:
                 if original is not None:
-                    await self._retry(lambda: self._js_api(f"STREAM.UPDATE.{stream}", original))
+                    await self._retry(lambda: self._js_api(("STREAM", "UPDATE", stream), original))
             finally:
                 self._limited -= 1
         return f"{stream} limits restored"
@@ -196,8 +196,10 @@ class Nemesis:
             await asyncio.gather(*(c.close(timeout=5) for c in held), return_exceptions=True)
         return f"released {len(held)} connections"
 
-    async def _js_api(self, api: str, body: object) -> dict[str, Any]:
-        reply = await self.bus.request_raw(f"$JS.API.{api}", json.dumps(body).encode(), timeout=5)
+    async def _js_api(self, api: tuple[str, ...], body: object) -> dict[str, Any]:
+        reply = await self.bus.request_raw(
+            subjects.js_api(*api), json.dumps(body).encode(), timeout=5
+        )
         data: dict[str, Any] = json.loads(reply.data)
         if "error" in data:
             raise RuntimeError(f"{api}: {data['error']}")
