@@ -14,11 +14,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fleet import Fleet, running_fleet
+from fleet import Fleet, System, whole_system
 from workload import FIGURES
 
 from sriov.common.bus import Bus
-from sriov.devtools.cluster import NatsCluster, start_nats_cluster
+from sriov.devtools.cluster import NatsCluster
 from sriov.devtools.embedded import PostgresServer
 
 
@@ -33,32 +33,24 @@ def base() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def cluster(base: Path) -> Iterator[NatsCluster]:
-    nodes = start_nats_cluster(base / "cluster")
-    try:
-        yield nodes
-    finally:
-        nodes.stop()
+def system(base: Path) -> Iterator[System]:
+    with whole_system(base) as whole:
+        yield whole
 
 
 @pytest.fixture(scope="module")
-def pg(base: Path) -> Iterator[PostgresServer]:
-    # durable: the embedded default for tests turns synchronous_commit off, and a crash then
-    # loses commits whose replies were already sent (not a fault a real deployment has)
-    server = PostgresServer(data_dir=base / "pg", durable=True).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def cluster(system: System) -> NatsCluster:
+    return system.cluster
 
 
 @pytest.fixture(scope="module")
-def fleet(base: Path, cluster: NatsCluster, pg: PostgresServer) -> Iterator[Fleet]:
-    # a short ack wait, so a batch held by a killed or frozen replica comes back quickly
-    with running_fleet(
-        base / "fleet", cluster.urls, pg, stream_replicas=3, inventory_args=("--ack-wait", "5")
-    ) as f:
-        yield f
+def pg(system: System) -> PostgresServer:
+    return system.pg
+
+
+@pytest.fixture(scope="module")
+def fleet(system: System) -> Fleet:
+    return system.fleet
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from workload import (
     events_present,
     inventory_devices,
     placement_history_ok,
+    streams_current,
 )
 
 from sriov.common import schemas as m
@@ -94,17 +95,6 @@ async def survive(
         client, Expect(host, vfs, {}), time.monotonic(), timeout=BOUND_S, dead=fleet.obituaries
     )
     return took
-
-
-async def streams_current(client: Bus) -> str | None:
-    """Every replicated stream has a leader and all its replicas caught up."""
-    for name in (subjects.STREAM_HOST_EVENTS, subjects.STREAM_STATE, subjects.STREAM_PLACEMENT):
-        info = await client.stream_info(name)
-        if not info.leader:
-            return f"{name} has no leader"
-        if len(info.followers) != 2 or info.lagging:
-            return f"{name} replicas not current: {info.lagging or info.followers}"
-    return None
 
 
 async def offload_answers(client: Bus, host_id: str) -> str | None:

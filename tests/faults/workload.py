@@ -44,8 +44,14 @@ def sched(name: str) -> subjects.Subject:
 @dataclass
 class Workload:
     bus: Bus
-    host_id: str
+    host_id: str | None
+    """None: any host the scheduler picks."""
     workers: int = 4
+    attach: bool = False
+    """Each cycle also attaches a second VF to its guest (``server-attach-network``)."""
+    tolerant: bool = False
+    """A request still failing after its retries is counted (``gave-up:...``) and the cycle
+    moves on, rather than ending the worker (the soak's faults can outlast a retry budget)."""
     prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     held: dict[str, str] = field(default_factory=dict)
     """device id -> guest, from the place reply until the release is sent."""
@@ -54,11 +60,16 @@ class Workload:
     reserved_requests: set[str] = field(default_factory=set)
     released_requests: set[str] = field(default_factory=set)
     violations: list[str] = field(default_factory=list)
+    conflicts: list[tuple[str, str, str]] = field(default_factory=list)
+    """(device, guest it was handed to, guest the client believed held it), as ``violations``
+    says in words: the soak asks the history whether the first holder had lost it."""
     unclear: list[str] = field(default_factory=list)
     """Transient failures answered as ``internal`` instead of a precise code."""
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     done: list[float] = field(default_factory=list)
     """monotonic time at which each place/release round trip completed."""
+    answered: int = 0
+    """Requests answered (each retry of one counts once)."""
     _n: itertools.count[int] = field(default_factory=itertools.count)
 
     async def call(self, name: str, req: m.Message, retry_for: float = 120) -> m.PlacementReply:
@@ -66,8 +77,11 @@ class Workload:
         deadline = time.monotonic() + retry_for
         while True:
             try:
-                return await self.bus.request(sched(name), req, m.PlacementReply, timeout=2)
+                reply = await self.bus.request(sched(name), req, m.PlacementReply, timeout=2)
+                self.answered += 1
+                return reply
             except DEFINITIVE:
+                self.answered += 1
                 raise
             except SriovError as exc:
                 self.errors[f"{name}:{exc.code}"] += 1
@@ -85,16 +99,32 @@ class Workload:
             nets=[m.NetRequest(desc=f"sriov-nic-model={model}")],
         )
         reply = await self.call("place", req)
-        ids = [a.device_id for a in reply.assignments]
+        ids = self.took(guest, reply.assignments)
+        self.reserved_requests.add(req.request_id)
+        await self.call("confirm", m.ConfirmRequest(request_id=f"{guest}/confirm", guest_id=guest))
+        return ids
+
+    def took(self, guest: str, assignments: list[m.Assignment]) -> list[str]:
+        """The client's view: ``guest`` holds these VFs now (flagged if another one does)."""
+        ids = [a.device_id for a in assignments]
         for dev in ids:
             other = self.held.get(dev)
             if other is not None and other != guest:
                 self.violations.append(f"{dev} handed to {guest} while {other} holds it")
+                self.conflicts.append((dev, guest, other))
             self.held[dev] = guest
-        self.guests[guest] = set(ids)
-        self.reserved_requests.add(req.request_id)
-        await self.call("confirm", m.ConfirmRequest(request_id=f"{guest}/confirm", guest_id=guest))
+        self.guests.setdefault(guest, set()).update(ids)
         return ids
+
+    async def attach_one(self, guest: str, model: str) -> list[str]:
+        req = m.AttachRequest(
+            request_id=f"{guest}/attach",
+            guest_id=guest,
+            net=m.NetRequest(desc=f"sriov-nic-model={model}"),
+        )
+        reply = await self.call("attach", req)
+        self.reserved_requests.add(req.request_id)
+        return self.took(guest, reply.assignments)
 
     async def release(self, guest: str) -> None:
         for dev in self.guests.pop(guest, set()):
@@ -109,14 +139,25 @@ class Workload:
         while not stop.is_set():
             guest = f"g{self.prefix}-{index}-{next(self._n)}"
             try:
-                await self.place(guest, MODELS[index % len(MODELS)])
+                await self._cycle(guest, MODELS[index % len(MODELS)])
             except DEFINITIVE as exc:
                 self.errors[f"place:{exc.code}"] += 1
                 await asyncio.sleep(0.2)
-                continue
-            await asyncio.sleep(0.05)
-            await self.release(guest)
-            self.done.append(time.monotonic())
+            except SriovError as exc:
+                if not self.tolerant:
+                    raise
+                self.errors[f"gave-up:{exc.code}"] += 1
+                with contextlib.suppress(SriovError):  # leave nothing held behind
+                    await self.release(guest)
+
+    async def _cycle(self, guest: str, model: str) -> None:
+        await self.place(guest, model)
+        if self.attach:
+            with contextlib.suppress(*DEFINITIVE):
+                await self.attach_one(guest, MODELS[(MODELS.index(model) + 1) % len(MODELS)])
+        await asyncio.sleep(0.05)
+        await self.release(guest)
+        self.done.append(time.monotonic())
 
     @contextlib.asynccontextmanager
     async def running(self) -> collections.abc.AsyncIterator[Workload]:
@@ -184,6 +225,8 @@ class Expect:
     released_requests: set[str] = field(default_factory=set)
     dead_letters: int = 0
     extra: list[Callable[[], Awaitable[str | None]]] = field(default_factory=list)
+    hosts: dict[str, int] = field(default_factory=dict)
+    """Further hosts and their VF counts (``host_id`` and ``vfs`` are the first)."""
 
 
 async def mismatch(bus: Bus, expect: Expect) -> str | None:
@@ -191,9 +234,12 @@ async def mismatch(bus: Bus, expect: Expect) -> str | None:
     try:
         if why := await consumers_drained(bus):
             return why
-        devices = await inventory_devices(bus, expect.host_id)
-        if len(devices) != expect.vfs:
-            return f"inventory lists {len(devices)} VFs of {expect.host_id}, not {expect.vfs}"
+        devices = []
+        for host, vfs in {expect.host_id: expect.vfs, **expect.hosts}.items():
+            listed = await inventory_devices(bus, host)
+            if len(listed) != vfs:
+                return f"inventory lists {len(listed)} VFs of {host}, not {vfs}"
+            devices += listed
         offline = [d.addr for d in devices if d.host_status != "online" or not d.present]
         if offline:
             return f"VFs not online and present: {offline}"
@@ -291,10 +337,23 @@ async def placement_history_ok(bus: Bus) -> str | None:
                 if (other := holder.get(a.device_id)) is not None:
                     return f"{a.device_id} reserved by {ev.guest_id} while {other} holds it"
                 holder[a.device_id] = ev.guest_id
-        elif isinstance(ev, m.Released | m.Expired) or (
-            isinstance(ev, m.Lost) and not ev.still_reserved
+        elif (
+            isinstance(ev, m.Released | m.Expired)
+            or (isinstance(ev, m.Lost) and not ev.still_reserved)
+            or (isinstance(ev, m.Failed) and ev.op == "prepare")  # the reservation ended
         ):
             for dev in ev.device_ids:
                 if holder.get(dev) == ev.guest_id:
                     del holder[dev]
+    return None
+
+
+async def streams_current(client: Bus) -> str | None:
+    """Every replicated stream has a leader and all its replicas caught up."""
+    for name in (subjects.STREAM_HOST_EVENTS, subjects.STREAM_STATE, subjects.STREAM_PLACEMENT):
+        info = await client.stream_info(name)
+        if not info.leader:
+            return f"{name} has no leader"
+        if len(info.followers) != 2 or info.lagging:
+            return f"{name} replicas not current: {info.lagging or info.followers}"
     return None

@@ -95,10 +95,12 @@ class NatsServer:
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     extra_args: list[str] = field(default_factory=list)
+    netns: str | None = None
+    """Run inside this network namespace (a cluster that can be partitioned)."""
 
     def start(self, timeout: float = 15) -> NatsServer:
         prepare_dir(self.store_dir, "NATS store")
-        if self.port and not port_free(self.port, self.host):
+        if self.port and self.netns is None and not port_free(self.port, self.host):
             raise ConfigError(f"NATS port {self.host}:{self.port} is already in use")
         ports_dir = self.store_dir / "ports"
         shutil.rmtree(ports_dir, ignore_errors=True)
@@ -111,8 +113,9 @@ class NatsServer:
             f"max_payload: 8MB\n" + self.config_text
         )
         log = open(self.log_file or self.store_dir / "nats.log", "ab")  # noqa: SIM115
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []  # execs: same pid
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf), "--ports_file_dir", str(ports_dir),
+            [*prefix, nats_server_binary(), "-c", str(conf), "--ports_file_dir", str(ports_dir),
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

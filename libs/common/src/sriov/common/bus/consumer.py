@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -31,6 +32,8 @@ from .headers import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+UNAVAILABLE_RETRY_S = 60
+"""How long a durable's creation waits out a JetStream that answers "unavailable" (503)."""
 
 
 @dataclass
@@ -277,11 +280,29 @@ async def _pull_subscribe(js: JetStreamContext, spec: ConsumerSpec, cfg: Consume
     is never bound silently: the start fails with a :class:`BusError` naming what differs.
     """
     where = f"durable consumer {spec.durable} on stream {spec.stream}"
-    for _ in range(5):
+    deadline = time.monotonic() + UNAVAILABLE_RETRY_S
+    for _ in range(5 + UNAVAILABLE_RETRY_S):  # 5 binds, and a retry a second while unavailable
         try:
             await js.add_consumer(spec.stream, cfg)
         except nats.js.errors.NotFoundError as exc:
             raise BusError(f"cannot create {where}: no such stream", stream=spec.stream) from exc
+        except (nats.js.errors.ServiceUnavailableError, TimeoutError) as exc:
+            # 503 "JetStream system temporarily unavailable", or no answer: the cluster is
+            # electing (a node restarted or cut off). Not a verdict on the durable: ask again.
+            if time.monotonic() > deadline:
+                if isinstance(exc, TimeoutError):
+                    raise BusError(
+                        f"JetStream did not answer creating {where} for "
+                        f"{UNAVAILABLE_RETRY_S}s: may this identity create it?",
+                        stream=spec.stream,
+                    ) from exc
+                raise BusError(
+                    f"cannot create {where}: JetStream unavailable for {UNAVAILABLE_RETRY_S}s "
+                    f"({getattr(exc, 'description', exc)})",
+                    stream=spec.stream,
+                ) from exc
+            await asyncio.sleep(1.0)
+            continue
         except nats.js.errors.APIError as exc:  # exists otherwise, or not allowed to change
             try:
                 found = (await js.consumer_info(spec.stream, spec.durable)).config
@@ -290,18 +311,13 @@ async def _pull_subscribe(js: JetStreamContext, spec: ConsumerSpec, cfg: Consume
                     f"cannot create {where}: {exc.description} (err_code {exc.err_code})",
                     stream=spec.stream,
                 ) from exc
-            diffs = _consumer_differences(cfg, found)
-            raise BusError(
-                f"{where} differs from what this service expects: "
-                f"{'; '.join(diffs) or exc.description}. Someone redefined it: delete it "
-                "with the stream admin identity and restart",
-                stream=spec.stream,
-            ) from exc
-        except TimeoutError as exc:
-            raise BusError(
-                f"JetStream did not answer creating {where}: may this identity create it?",
-                stream=spec.stream,
-            ) from exc
+            if diffs := _consumer_differences(cfg, found):
+                raise BusError(
+                    f"{where} differs from what this service expects: {'; '.join(diffs)}. "
+                    "Someone redefined it: delete it with the stream admin identity and restart",
+                    stream=spec.stream,
+                ) from exc
+            # it exists as we define it (the create was refused for another reason): bind it
         try:
             return await js.pull_subscribe_bind(spec.durable, spec.stream)
         except nats.js.errors.NotFoundError:

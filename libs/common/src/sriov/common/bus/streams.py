@@ -13,12 +13,14 @@ names its writer) messages per subject, so one writer can only churn its own his
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from sriov.common import subjects as subj
 from sriov.common.errors import BusError
@@ -195,12 +197,28 @@ def _differences(spec: StreamSpec, cfg: StreamConfig, replicas: int) -> list[str
     return found
 
 
+UNAVAILABLE_RETRY_S = 60
+"""How long a start-up check waits out a JetStream that times out or answers 503 (a node
+restarted or cut off, its streams electing leaders) before it reports JetStream as absent."""
+
+
+async def _stream_info_through_election(js: JetStreamContext, name: str) -> StreamInfo:
+    deadline = time.monotonic() + UNAVAILABLE_RETRY_S
+    while True:
+        try:
+            return await js.stream_info(name)
+        except (TimeoutError, nats.js.errors.ServiceUnavailableError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+
+
 async def verify_streams(js: JetStreamContext, specs: Sequence[StreamSpec], replicas: int) -> None:
     """Read (never change) each stream's configuration; a missing stream or one that differs
     from the catalogue is a :class:`BusError` naming the stream and every field that differs."""
     for spec in specs:
         try:
-            info = await js.stream_info(spec.name)
+            info = await _stream_info_through_election(js, spec.name)
         except nats.js.errors.NotFoundError as exc:
             raise BusError(
                 f"stream {spec.name} does not exist: provision the streams with the stream "
