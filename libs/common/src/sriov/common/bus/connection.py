@@ -238,23 +238,22 @@ class Bus:
         """
         futures: list[asyncio.Future[Any]] = []
         try:
-            for subject, payload, headers in messages:
-                futures.append(
-                    await self._js.publish_async(
-                        subject, payload, headers=headers, wait_stall=timeout
-                    )
-                )
-            _done, pending = await asyncio.wait(futures, timeout=timeout) if futures else ((), ())
-        except nats.js.errors.TooManyStalledMsgsError as exc:
-            raise BusTimeout(f"JetStream acknowledgements stalled for {timeout}s") from exc
+            async with asyncio.timeout(timeout):
+                for subject, payload, headers in messages:
+                    # no stall timeout: it would yield per message, and the client's flusher
+                    # would then write each message with a system call of its own
+                    futures.append(await self._js.publish_async(subject, payload, headers=headers))
+                if futures:
+                    await asyncio.wait(futures)
+        except TimeoutError as exc:
+            acked = sum(f.done() for f in futures)
+            raise BusTimeout(
+                f"JetStream did not acknowledge {len(messages) - acked} of {len(messages)} "
+                f"messages in {timeout}s"
+            ) from exc
         finally:
             for f in futures:
                 f.cancel()  # no-op once done; frees the client's slot of one still due
-        if pending:
-            raise BusTimeout(
-                f"JetStream did not acknowledge {len(pending)} of {len(futures)} messages "
-                f"in {timeout}s"
-            )
         for f, (subject, payload, _h) in zip(futures, messages, strict=False):
             error = f.exception()
             if isinstance(error, _REFUSALS):
