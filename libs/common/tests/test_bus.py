@@ -133,6 +133,34 @@ async def test_batch_handler_gets_whole_batch_and_falls_back_on_failure(bus: Bus
     assert sum(batches) + len(single) == 10
 
 
+async def test_a_batch_slower_than_the_ack_wait_is_not_redelivered(bus: Bus) -> None:
+    for i in range(5):
+        await bus.js_publish(s.host_heartbeat("h1"), hb(i))
+    seen: list[int] = []
+
+    async def batch(items: list[tuple[m.HostEventT, Delivery]]) -> None:
+        seen.extend(v.seq for v, _ in items)
+        await asyncio.sleep(2.5)  # two and a half ack waits: kept in progress meanwhile
+
+    async def handler(msg: m.HostEventT, d: Delivery) -> None:
+        raise AssertionError("the batch must not fall back to one by one")
+
+    stop = asyncio.Event()
+    stats = ConsumerStats()
+    spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "slow", [s.HOST_EVENTS_ALL], ack_wait_s=1)
+    task = asyncio.create_task(
+        bus.consume(spec, m.HOST_EVENTS, handler, stop=stop, stats=stats, batch_handler=batch)
+    )
+    async with asyncio.timeout(15):
+        while stats.handled < 5:
+            await asyncio.sleep(0.02)
+    stop.set()
+    await task
+    info = await bus.consumer_info(s.STREAM_HOST_EVENTS, "slow")
+    assert info.num_redelivered == 0 and sorted(seen) == [0, 1, 2, 3, 4]
+    assert info.ack_floor == 5
+
+
 async def test_last_values_replays_current_state_only(bus: Bus) -> None:
     dev = m.Device(id="d1", host_id="h1", pci_address="0000:0a:00.2", addr="0a:00.2")
     for rev in range(3):
