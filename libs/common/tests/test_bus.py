@@ -17,14 +17,21 @@ def hb(seq: int, host: str = "h1") -> m.Heartbeat:
 
 
 async def run_consumer(
-    bus: Bus, handler: Any, until: Any, spec: ConsumerSpec | None = None, timeout: float = 10
+    bus: Bus,
+    handler: Any,
+    until: Any,
+    spec: ConsumerSpec | None = None,
+    timeout: float = 10,
+    batch: Any = None,
 ) -> ConsumerStats:
     stop = asyncio.Event()
     stats = ConsumerStats()
     spec = spec or ConsumerSpec(
         s.STREAM_HOST_EVENTS, "test", [s.HOST_EVENTS_ALL], backoff_s=(0.05,), max_deliver=3
     )
-    task = asyncio.create_task(bus.consume(spec, m.HOST_EVENTS, handler, stop=stop, stats=stats))
+    task = asyncio.create_task(
+        bus.consume(spec, m.HOST_EVENTS, handler, stop=stop, stats=stats, batch_handler=batch)
+    )
     async with asyncio.timeout(timeout):
         while not until(stats):
             await asyncio.sleep(0.02)
@@ -117,17 +124,8 @@ async def test_batch_handler_gets_whole_batch_and_falls_back_on_failure(bus: Bus
     async def handler(msg: m.HostEventT, d: Delivery) -> None:
         single.append(msg.seq)
 
-    stop = asyncio.Event()
-    stats = ConsumerStats()
     spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "batch", [s.HOST_EVENTS_ALL], batch=100)
-    task = asyncio.create_task(
-        bus.consume(spec, m.HOST_EVENTS, handler, stop=stop, stats=stats, batch_handler=batch)
-    )
-    async with asyncio.timeout(10):
-        while stats.handled < 10:
-            await asyncio.sleep(0.02)
-    stop.set()
-    await task
+    await run_consumer(bus, handler, lambda st: st.handled >= 10, spec, batch=batch)
     # The first fetch may be partial; whatever batch held seq 3 was replayed one by one.
     assert 3 in single
     assert sum(batches) + len(single) == 10
@@ -145,17 +143,8 @@ async def test_a_batch_slower_than_the_ack_wait_is_not_redelivered(bus: Bus) -> 
     async def handler(msg: m.HostEventT, d: Delivery) -> None:
         raise AssertionError("the batch must not fall back to one by one")
 
-    stop = asyncio.Event()
-    stats = ConsumerStats()
     spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "slow", [s.HOST_EVENTS_ALL], ack_wait_s=1)
-    task = asyncio.create_task(
-        bus.consume(spec, m.HOST_EVENTS, handler, stop=stop, stats=stats, batch_handler=batch)
-    )
-    async with asyncio.timeout(15):
-        while stats.handled < 5:
-            await asyncio.sleep(0.02)
-    stop.set()
-    await task
+    await run_consumer(bus, handler, lambda st: st.handled >= 5, spec, timeout=15, batch=batch)
     info = await bus.consumer_info(s.STREAM_HOST_EVENTS, "slow")
     assert info.num_redelivered == 0 and sorted(seen) == [0, 1, 2, 3, 4]
     assert info.ack_floor == 5
