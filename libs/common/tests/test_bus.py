@@ -150,6 +150,26 @@ async def test_a_batch_slower_than_the_ack_wait_is_not_redelivered(bus: Bus) -> 
     assert info.ack_floor == 5
 
 
+async def test_a_batch_that_timed_out_comes_back_whole_not_one_by_one(bus: Bus) -> None:
+    for i in range(6):
+        await bus.js_publish(s.host_heartbeat("h1"), hb(i))
+    attempts: list[list[int]] = []
+
+    async def batch(items: list[tuple[m.HostEventT, Delivery]]) -> None:
+        attempts.append(sorted(v.seq for v, _ in items))
+        if len(attempts) == 1:
+            raise TimeoutError  # the database too slow this once (a restart storm)
+
+    async def handler(msg: m.HostEventT, d: Delivery) -> None:
+        raise AssertionError("a timeout is no poison message: no one-by-one fallback")
+
+    spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "t", [s.HOST_EVENTS_ALL], backoff_s=(0.05,))
+    stats = await run_consumer(bus, handler, lambda st: st.handled >= 6, spec, batch=batch)
+    seen = [seq for a in attempts for seq in a]  # the failed batch, again, and the rest
+    assert sorted(set(seen)) == [*range(6)] and len(seen) == 6 + len(attempts[0])
+    assert stats.retried == len(attempts[0])
+
+
 async def test_last_values_replays_current_state_only(bus: Bus) -> None:
     dev = m.Device(id="d1", host_id="h1", pci_address="0000:0a:00.2", addr="0a:00.2")
     for rev in range(3):
