@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 
 def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
@@ -31,3 +37,53 @@ async def stop_process(proc: asyncio.subprocess.Process | None, grace_s: float =
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+def spawn_program(
+    main: str,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    profile: str | None = None,
+    profile_on_signal: bool = False,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Run a service's ``main`` (``module:function``) as its own process group, as the
+    launcher does. ``profile``: under cProfile (CPU time, not wall time, per function), from
+    the start or (``profile_on_signal``) from SIGUSR1 on, written to that path when the
+    program stops (SIGINT)."""
+    module, func = main.split(":")
+    if profile:
+        code = (
+            f"import cProfile, signal, sys, time; from {module} import {func}\n"
+            "p = cProfile.Profile(time.process_time)\n"
+            "signal.signal(signal.SIGUSR1, lambda *_: p.enable())\n"
+            + ("" if profile_on_signal else "p.enable()\n")
+            + f"try:\n    {func}(sys.argv[1:])\n"
+            f"finally:\n    p.disable(); p.dump_stats({profile!r})"
+        )
+    else:
+        code = f"import sys; from {module} import {func}; {func}(sys.argv[1:])"
+    out = open(log, "ab") if log else None  # noqa: SIM115 (the child keeps it)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", code, *args], env=dict(env), stdout=out,
+            stderr=subprocess.STDOUT if out else None, start_new_session=True,
+        )  # fmt: skip
+    finally:
+        if out:
+            out.close()
+
+
+def stop_programs(procs: Sequence[subprocess.Popen[bytes]], grace_s: float = 10) -> None:
+    """SIGINT each program's group (a profiled one writes its statistics), SIGKILL the ones
+    still running after ``grace_s``."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()

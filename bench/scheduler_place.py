@@ -33,7 +33,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from bench import parser
+from bench import parser, spawn_program, stop_programs
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
@@ -171,25 +171,28 @@ async def verify(dsn: str, bus: Bus, devices: list[str]) -> None:
     print(f"  double bookings: replies {dup_replies}, database {dup_db}, events {dup_events}")
 
 
+def print_placements(
+    lat: list[float], errors: collections.Counter[str], elapsed: float, nreq: int, nrep: int
+) -> None:
+    lat.sort()
+    print(f"  {len(lat)} placements in {elapsed:.1f}s by {nreq} requesters, {nrep} replicas: "
+          f"{len(lat) / elapsed:.0f}/s")  # fmt: skip
+    print(f"  latency ms: p50 {pct(lat, 0.5) * 1e3:.2f}  p90 {pct(lat, 0.9) * 1e3:.2f}  "
+          f"p99 {pct(lat, 0.99) * 1e3:.2f}  p99.9 {pct(lat, 0.999) * 1e3:.2f}  "
+          f"max {lat[-1] * 1e3 if lat else float('nan'):.2f}")  # fmt: skip
+    print(f"  errors: {dict(errors) or 'none'}")
+
+
 def spawn_replica(
     dsn: str, nats_url: str, i: int, env: dict[str, str], profile: str | None
 ) -> subprocess.Popen[bytes]:
     args = ["--database-url", dsn, "--nats-url", nats_url, "--instance-id", f"bench-{i}"]
     if env.get("BENCH_CONCURRENCY"):
         args += ["--request-concurrency", env["BENCH_CONCURRENCY"]]
-    if profile:  # CPU time (not wall time) per function from SIGUSR1 (the measured run) on
-        code = (
-            "import cProfile, signal, sys, time; from sriov.scheduler.main import main\n"
-            "p = cProfile.Profile(time.process_time)\n"
-            "signal.signal(signal.SIGUSR1, lambda *_: p.enable())\n"
-            "try:\n    main(sys.argv[1:])\n"
-            f"finally:\n    p.disable(); p.dump_stats({f'{profile}.{i}'!r})"
-        )
-        return subprocess.Popen([sys.executable, "-c", code, *args], env=env,
-                                start_new_session=True)  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-m", "sriov.scheduler.main", *args], env=env, start_new_session=True
-    )
+    return spawn_program(
+        "sriov.scheduler.main:main", args, env,
+        profile=f"{profile}.{i}" if profile else None, profile_on_signal=True,
+    )  # fmt: skip
 
 
 def arguments(argv: list[str]) -> argparse.Namespace:
@@ -283,13 +286,7 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
             ):
                 print("    ", dict(r))
             await conn.close()
-        lat.sort()
-        print(f"  {len(lat)} placements in {elapsed:.1f}s by {nreq} requesters, {nrep} replicas: "
-              f"{len(lat) / elapsed:.0f}/s")  # fmt: skip
-        print(f"  latency ms: p50 {pct(lat, 0.5) * 1e3:.2f}  p90 {pct(lat, 0.9) * 1e3:.2f}  "
-              f"p99 {pct(lat, 0.99) * 1e3:.2f}  p99.9 {pct(lat, 0.999) * 1e3:.2f}  "
-              f"max {lat[-1] * 1e3 if lat else float('nan'):.2f}")  # fmt: skip
-        print(f"  errors: {dict(errors) or 'none'}")
+        print_placements(lat, errors, elapsed, nreq, nrep)
         cores = os.cpu_count() or 1
         print(
             f"  CPU during the run ({cores} cores = {cores * elapsed:.0f} core-seconds): "
@@ -298,14 +295,7 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
         await verify(dsn, bus, devices)
         await bus.close()
     finally:
-        for p in replicas:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGINT)
-        for p in replicas:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_programs(replicas)
         pg.stop()
         nats.stop()
 

@@ -17,14 +17,21 @@ def hb(seq: int, host: str = "h1") -> m.Heartbeat:
 
 
 async def run_consumer(
-    bus: Bus, handler: Any, until: Any, spec: ConsumerSpec | None = None, timeout: float = 10
+    bus: Bus,
+    handler: Any,
+    until: Any,
+    spec: ConsumerSpec | None = None,
+    timeout: float = 10,
+    batch: Any = None,
 ) -> ConsumerStats:
     stop = asyncio.Event()
     stats = ConsumerStats()
     spec = spec or ConsumerSpec(
         s.STREAM_HOST_EVENTS, "test", [s.HOST_EVENTS_ALL], backoff_s=(0.05,), max_deliver=3
     )
-    task = asyncio.create_task(bus.consume(spec, m.HOST_EVENTS, handler, stop=stop, stats=stats))
+    task = asyncio.create_task(
+        bus.consume(spec, m.HOST_EVENTS, handler, stop=stop, stats=stats, batch_handler=batch)
+    )
     async with asyncio.timeout(timeout):
         while not until(stats):
             await asyncio.sleep(0.02)
@@ -117,20 +124,50 @@ async def test_batch_handler_gets_whole_batch_and_falls_back_on_failure(bus: Bus
     async def handler(msg: m.HostEventT, d: Delivery) -> None:
         single.append(msg.seq)
 
-    stop = asyncio.Event()
-    stats = ConsumerStats()
     spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "batch", [s.HOST_EVENTS_ALL], batch=100)
-    task = asyncio.create_task(
-        bus.consume(spec, m.HOST_EVENTS, handler, stop=stop, stats=stats, batch_handler=batch)
-    )
-    async with asyncio.timeout(10):
-        while stats.handled < 10:
-            await asyncio.sleep(0.02)
-    stop.set()
-    await task
+    await run_consumer(bus, handler, lambda st: st.handled >= 10, spec, batch=batch)
     # The first fetch may be partial; whatever batch held seq 3 was replayed one by one.
     assert 3 in single
     assert sum(batches) + len(single) == 10
+
+
+async def test_a_batch_slower_than_the_ack_wait_is_not_redelivered(bus: Bus) -> None:
+    for i in range(5):
+        await bus.js_publish(s.host_heartbeat("h1"), hb(i))
+    seen: list[int] = []
+
+    async def batch(items: list[tuple[m.HostEventT, Delivery]]) -> None:
+        seen.extend(v.seq for v, _ in items)
+        await asyncio.sleep(2.5)  # two and a half ack waits: kept in progress meanwhile
+
+    async def handler(msg: m.HostEventT, d: Delivery) -> None:
+        raise AssertionError("the batch must not fall back to one by one")
+
+    spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "slow", [s.HOST_EVENTS_ALL], ack_wait_s=1)
+    await run_consumer(bus, handler, lambda st: st.handled >= 5, spec, timeout=15, batch=batch)
+    info = await bus.consumer_info(s.STREAM_HOST_EVENTS, "slow")
+    assert info.num_redelivered == 0 and sorted(seen) == [0, 1, 2, 3, 4]
+    assert info.ack_floor == 5
+
+
+async def test_a_batch_that_timed_out_comes_back_whole_not_one_by_one(bus: Bus) -> None:
+    for i in range(6):
+        await bus.js_publish(s.host_heartbeat("h1"), hb(i))
+    attempts: list[list[int]] = []
+
+    async def batch(items: list[tuple[m.HostEventT, Delivery]]) -> None:
+        attempts.append(sorted(v.seq for v, _ in items))
+        if len(attempts) == 1:
+            raise TimeoutError  # the database too slow this once (a restart storm)
+
+    async def handler(msg: m.HostEventT, d: Delivery) -> None:
+        raise AssertionError("a timeout is no poison message: no one-by-one fallback")
+
+    spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "t", [s.HOST_EVENTS_ALL], backoff_s=(0.05,))
+    stats = await run_consumer(bus, handler, lambda st: st.handled >= 6, spec, batch=batch)
+    seen = [seq for a in attempts for seq in a]  # the failed batch, again, and the rest
+    assert sorted(set(seen)) == [*range(6)] and len(seen) == 6 + len(attempts[0])
+    assert stats.retried == len(attempts[0])
 
 
 async def test_last_values_replays_current_state_only(bus: Bus) -> None:

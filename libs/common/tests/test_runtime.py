@@ -77,3 +77,21 @@ async def test_http_probes_follow_the_service_lifecycle(nats_url: str) -> None:
     await asyncio.wait_for(task, 15)
     with pytest.raises(OSError):  # the listener closed with the service
         await get("/healthz")
+
+
+def test_jitter_spreads_a_fleets_first_timers_and_bounds_every_next_one() -> None:
+    firsts = [runtime.Jitter(f"host-{i}/resync").delay(300) for i in range(1000)]
+    assert all(0 <= d <= 300 for d in firsts)
+    assert len({int(d // 30) for d in firsts}) == 10  # every tenth of the interval gets some
+    beat = runtime.Jitter("host-1/heartbeat", fraction=0.1)
+    beat.delay(10)
+    nexts = [beat.delay(10) for _ in range(500)]
+    assert all(9 <= d <= 11 for d in nexts)
+    assert max(nexts) - min(nexts) > 1  # jittered, not a constant
+    same = runtime.Jitter("host-1/heartbeat", fraction=0.1)
+    assert [same.delay(10) for _ in range(501)][1:] == nexts  # reproducible per seed
+
+
+def test_jitter_refuses_a_fraction_that_could_make_a_delay_negative() -> None:
+    with pytest.raises(ValueError, match=r"jitter fraction 1\.5"):
+        runtime.Jitter("h", fraction=1.5)

@@ -5,12 +5,18 @@ The test publishes what hostd publishes, on the same subjects and with the same 
 
 from __future__ import annotations
 
+import itertools
+
 import msgspec
+import pytest
 
 from sriov.common import schemas as m
 from sriov.common import subjects as s
-from sriov.common.bus import Bus, event_headers
+from sriov.common.bus import Bus, Delivery, event_headers
 from sriov.inventory import testing as t
+from sriov.inventory.db import store
+from sriov.inventory.db.pool import open_pool
+from sriov.inventory.ingest import HostEvents
 from sriov.inventory.main import Replica
 
 
@@ -145,3 +151,43 @@ async def test_vf_events_pf_link_and_host_queries(
 
 async def _count(rep: Replica, kind: str, outcome: str, n: int) -> bool:
     return rep.ingested[(kind, outcome)] >= n
+
+
+async def test_a_large_snapshot_batch_by_copy_stores_what_row_statements_store(
+    bus: Bus, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = await open_pool(database_url)
+    ingest = HostEvents(pool, "sriov/inventory/test")
+
+    async def snapshots(prefix: str, mac: str | None = None) -> None:
+        batch = []
+        for i in (1, 2):  # 2 x 128 VFs: one batch of 256 rows, over COPY_MIN_ROWS
+            hostd = t.Hostd(bus, f"{prefix}{i}", seq=itertools.count(1 if mac is None else 9))
+            pfs, vfs = t.fleet_host(i, vfs=128)
+            vfs[5] = msgspec.structs.replace(vfs[5], mac=mac or vfs[5].mac)
+            snap = hostd.snapshot_event(pfs, vfs)
+            batch.append((snap, Delivery(s.host_snapshot(hostd.host_id).subject, {}, 1, 1)))
+        await ingest.apply(batch)
+
+    async def stored(prefix: str) -> list[dict[str, object]]:
+        skip = {"id", "host_id", "updated_at", "revision"}
+        cols = ", ".join(c for c in store.DEVICE_COLUMNS if c not in skip)
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT right(host_id, 1) AS h, {cols} FROM inventory.devices "
+                "WHERE host_id LIKE $1 ORDER BY 1, pci_address", prefix + "%"
+            )  # fmt: skip
+        return [dict(r) for r in rows]
+
+    try:
+        assert store.COPY_MIN_ROWS <= 256
+        await snapshots("copy-")  # new rows
+        await snapshots("copy-", mac="02:00:00:00:00:05")  # the same rows updated
+        monkeypatch.setattr(store, "COPY_MIN_ROWS", 10**9)  # one statement over arrays
+        await snapshots("rows-")
+        await snapshots("rows-", mac="02:00:00:00:00:05")
+        by_copy, by_rows = await stored("copy-"), await stored("rows-")
+        assert len(by_copy) == 256 and by_copy == by_rows
+        assert sum(r["mac"] == "02:00:00:00:00:05" for r in by_copy) == 2  # the update landed
+    finally:
+        await pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import msgspec
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, Delivery
+from sriov.common.errors import BusTimeout
 from sriov.common.outbox import Relay
+from sriov.devtools.embedded import NatsServer
 from sriov.inventory import testing as t
 from sriov.inventory.db import outbox
 from sriov.inventory.db.pool import open_pool
@@ -106,6 +109,50 @@ async def test_relays_of_several_replicas_never_publish_a_state_twice(
     finally:
         for p in pools:
             await p.close()
+
+
+async def test_batched_relay_keeps_claim_order_and_last_values_across_a_nats_restart(
+    nats_server: NatsServer, database_url: str
+) -> None:
+    bus = await Bus.connect(nats_server.url, name="test-relay")
+    pool = await open_pool(database_url)
+    try:
+        await bus.ensure_streams()
+        ingest = HostEvents(pool, "sriov/inventory/test")
+        hostd = t.Hostd(bus, "h1")
+        pfs, vfs = t.fleet_host(1, vfs=8)
+        snap = hostd.snapshot_event(pfs, vfs)
+        vf2 = msgspec.structs.replace(vfs[2], mac="02:00:00:00:00:0a")
+        changed = m.VfChanged(host_id="h1", generation=1, seq=hostd.next_seq(), vf=vf2)
+        await ingest.apply([(snap, _delivery(s.host_snapshot("h1").subject))])
+        await ingest.apply([(changed, _delivery(s.host_vf("h1", "changed").subject))])
+        async with pool.acquire() as conn:  # one row per subject, the newest state in it
+            order = [r["subject"] for r in await conn.fetch(
+                "SELECT subject FROM inventory.outbox ORDER BY seq")]  # fmt: skip
+        assert len(order) == 9
+        relay = Relay(outbox.StateOutbox(pool), bus, name="test", batch=4, ack_timeout_s=0.5)
+        assert await relay.relay_once() == 4
+
+        nats_server.stop()  # the next batch is sent into a dead connection: no acks
+        with pytest.raises(BusTimeout, match="did not acknowledge 4 of 4"):
+            await relay.relay_once()
+        async with pool.acquire() as conn:
+            assert await outbox.pending(conn) == 5  # nothing forgotten without its ack
+        nats_server.start()
+        relayed = 4
+        async with asyncio.timeout(20):
+            while relayed < 9:
+                with contextlib.suppress(BusTimeout):  # until the client has reconnected
+                    relayed += await relay.relay_once()
+
+        stored = [msg async for msg in bus.history(s.STREAM_STATE)]
+        assert [msg.subject for msg in stored] == order  # claim order, each subject once
+        subject = s.device_state("h1", vf2.pci_address).subject
+        state = m.STATE_EVENTS.decode(next(x.data for x in stored if x.subject == subject))
+        assert isinstance(state, m.DeviceState) and state.device.mac == "02:00:00:00:00:0a"
+    finally:
+        await pool.close()
+        await bus.close()
 
 
 class Crash(Exception):

@@ -1,8 +1,9 @@
 """The transactional outbox's relay: an event committed with its change reaches JetStream.
 
 A service writes its events into an outbox table in the transaction that makes the change.
-The relay claims a batch, publishes every row concurrently and lets the claim forget them
-only once JetStream acknowledged each one; any failure leaves the rows for the next attempt.
+The relay claims a batch, sends every row in claim order without waiting, awaits all the
+acknowledgements together and lets the claim forget the rows only once JetStream
+acknowledged each one; any failure leaves the rows for the next attempt.
 The event id is the ``Nats-Msg-Id``, so a batch published again after a crash (published,
 not yet forgotten) is stored once. Every replica runs a relay, so relaying survives any of
 them; a commit wakes the local relay, and a poll catches what other replicas committed.
@@ -103,6 +104,7 @@ class Relay:
         batch: int = 500,
         poll_s: float = 0.25,
         linger_s: float = 0.0,
+        ack_timeout_s: float = 5.0,
         published: Callable[[int], None] = lambda _n: None,
     ) -> None:
         self.store = store
@@ -113,6 +115,8 @@ class Relay:
         self.linger_s = linger_s
         """While commits arrive faster than rounds end, wait this long between rounds so one
         relay transaction carries many; a commit after a quiet spell goes out at once."""
+        self.ack_timeout_s = ack_timeout_s
+        """For the whole batch's acknowledgements (NATS away: the rows wait for a retry)."""
         self.published = published
         self._wake = asyncio.Event()
 
@@ -158,20 +162,18 @@ class Relay:
         return len(rows)
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
-        """Publish concurrently; raise (after every publish ended) unless all were acked."""
-        results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        """Send the batch in claim order on the one connection, then await every ack
+        together; raise unless all were acked (the claim rolls back, the rows wait)."""
+        await self.bus.js_publish_many(
+            [(r.subject, r.payload, _headers(r)) for r in rows], self.ack_timeout_s
+        )
 
-    async def _publish(self, row: OutboxRow) -> None:
-        if row.trace is None:
-            await self.bus.js_publish_raw(row.subject, row.payload, row.headers)
-            return
-        # The stored context is the request's: the producer span is its child, and the
-        # consumer of the event continues the request's trace from there.
-        with telemetry.messaging_span(
-            row.template, row.subject, SpanKind.PRODUCER, row.trace or None
-        ):
-            headers = telemetry.inject({**row.headers, **row.trace})  # the producer span's
-            await self.bus.js_publish_raw(row.subject, row.payload, headers)
+
+def _headers(row: OutboxRow) -> dict[str, str]:
+    if row.trace is None:
+        return row.headers
+    # The stored context is the request's: the producer span is its child, and the consumer
+    # of the event continues the request's trace from there. The span marks the send; the
+    # ack is awaited with the batch's.
+    with telemetry.messaging_span(row.template, row.subject, SpanKind.PRODUCER, row.trace or None):
+        return telemetry.inject({**row.headers, **row.trace})  # the producer span's

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -110,6 +111,29 @@ async def pause(stop: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
     return stop.is_set()
+
+
+class Jitter:
+    """Delays of a periodic timer that many daemons start at once (a fleet-wide restart, a
+    NATS upgrade): the first is anywhere in one interval, each next one within ``fraction``
+    of it, so the fleet's timers spread over the interval instead of firing together.
+
+    ``seed`` (the host and the timer's name) makes a daemon's delays reproducible and
+    different from its neighbours'. The interval is read at each call (a reload may change it).
+    """
+
+    def __init__(self, seed: str, fraction: float = 0.1) -> None:
+        if not 0 <= fraction < 1:
+            raise ValueError(f"jitter fraction {fraction} must be in [0, 1)")
+        self.fraction = fraction
+        self._rng = random.Random(seed)
+        self._started = False
+
+    def delay(self, interval_s: float) -> float:
+        if not self._started:
+            self._started = True
+            return self._rng.uniform(0, interval_s)
+        return interval_s * self._rng.uniform(1 - self.fraction, 1 + self.fraction)
 
 
 async def connect_bus(settings: BusSettings, name: str) -> Bus:

@@ -342,7 +342,10 @@ class HostAgent:
                 delay = min(delay * 2, self.conf.heartbeat_interval_s)
 
     async def _heartbeat_loop(self) -> None:
-        while not await self._pause(self.conf.heartbeat_interval_s):
+        # The start-up snapshot is the first proof of life; the heartbeats that follow are
+        # spread (at most 1.1 intervals apart, inside inventory's 2-interval allowance)
+        beat = runtime.Jitter(f"{self.host_id}/heartbeat/{self.generation}")
+        while not await self._pause(beat.delay(self.conf.heartbeat_interval_s)):
             await self.publisher.publish(
                 subjects.host_heartbeat(self.host_id),
                 m.Heartbeat,
@@ -352,7 +355,9 @@ class HostAgent:
             )
 
     async def _resync_loop(self) -> None:
-        while not await self._pause(self.conf.resync_interval_s):
+        # After a fleet-wide restart every host's resync would otherwise come due together
+        resync = runtime.Jitter(f"{self.host_id}/resync/{self.generation}")
+        while not await self._pause(resync.delay(self.conf.resync_interval_s)):
             self.lifecycle.notified(None, table_changed=True)
             await self._guarded(self.scan(snapshot=True, reason="resync interval"), "resync")
 

@@ -69,6 +69,10 @@ class FleetState:
     revisions: dict[str, int] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
     _dirty: set[str] = field(default_factory=set)
+    _by_host: dict[str, list[str]] = field(default_factory=dict)
+    """Each host's device ids: building and changing a host never scans the whole fleet
+    (a 10,000-host fleet was quadratic to build)."""
+    _pfs: dict[str, set[str]] = field(default_factory=dict)
 
     # --- building --------------------------------------------------------------------------
     def add_host(self, host_id: str, pfs: Iterable[PfSpec], status: str = "online") -> list[str]:
@@ -76,8 +80,9 @@ class FleetState:
         self.hosts[host_id] = m.HostInfo(host_id=host_id, hostname=host_id, status=status)  # type: ignore[arg-type]
         self._dirty.add("host:" + host_id)
         ids: list[str] = []
-        pf_count = len({d.pf_pci_address for d in self.devices.values() if d.host_id == host_id})
-        for k, pf in enumerate(pfs, start=pf_count):
+        host_pfs = self._pfs.setdefault(host_id, set())
+        for k, pf in enumerate(pfs, start=len(host_pfs)):
+            host_pfs.add(pf.pci)
             dom = pf.pci.split(":")[0]
             for i in range(pf.count):
                 # each PF's VFs on a bus of their own (0x80 + k), 8 functions per device
@@ -99,6 +104,8 @@ class FleetState:
                     host_status=status,  # type: ignore[arg-type]
                     capabilities=pf.capabilities,
                 )
+                if dev.id not in self.devices:
+                    self._by_host.setdefault(host_id, []).append(dev.id)
                 self.devices[dev.id] = dev
                 self._dirty.add(dev.id)
                 ids.append(dev.id)
@@ -106,9 +113,8 @@ class FleetState:
 
     def vfs_of(self, host_id: str, pf: str | None = None) -> list[str]:
         return sorted(
-            (d.id for d in self.devices.values()
-             if d.host_id == host_id and (pf is None or d.pf_pci_address == pf)
-             and d.id not in self.removed),
+            (i for i in self._by_host.get(host_id, ())
+             if (pf is None or self.devices[i].pf_pci_address == pf) and i not in self.removed),
             key=lambda i: self.devices[i].pci_address,
         )  # fmt: skip
 
@@ -118,9 +124,9 @@ class FleetState:
         self._dirty.add("host:" + host_id)
 
     def set_link(self, host_id: str, pf: str, up: bool) -> None:
-        for dev in list(self.devices.values()):
-            if dev.host_id == host_id and dev.pf_pci_address == pf:
-                self._change(dev.id, link_state="up" if up else "down")
+        for i in self._by_host.get(host_id, ()):
+            if self.devices[i].pf_pci_address == pf:
+                self._change(i, link_state="up" if up else "down")
 
     def set_present(self, device_id: str, present: bool) -> None:
         self._change(device_id, present=present)

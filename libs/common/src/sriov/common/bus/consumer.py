@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,7 +19,7 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 
 from sriov.common import subjects as subj
 from sriov.common import telemetry
-from sriov.common.errors import BusError, InvalidRequest, UnknownMessageType
+from sriov.common.errors import BusError, InvalidRequest, Unavailable, UnknownMessageType
 from sriov.common.schemas import Codec
 
 from .headers import (
@@ -124,7 +124,7 @@ async def consume(
                 continue
             decoded = [d for m in msgs if (d := await _decode(js, m, spec, decoder, stats))]
             if batch_handler is not None and decoded:
-                if await _run_batch(batch_handler, decoded, stats):
+                if await _run_batch(batch_handler, decoded, stats, spec):
                     continue
             for item in decoded:
                 await sem.acquire()
@@ -160,7 +160,9 @@ async def _run_batch(
     batch_handler: Callable[[list[tuple[T, Delivery]]], Awaitable[None]],
     decoded: list[tuple[T, Msg]],
     stats: ConsumerStats,
+    spec: ConsumerSpec,
 ) -> bool:
+    """Handle a batch in one call; False: handle its messages one by one instead."""
     items = [(v, _delivery(m)) for v, m in decoded]
     # One span for the batch, linked to every producer's span so traces stay connected.
     links = [
@@ -174,13 +176,55 @@ async def _run_batch(
             kind=SpanKind.CONSUMER,
             links=links,
         ):
-            await batch_handler(items)
+            async with _in_progress([m for _v, m in decoded], spec.ack_wait_s):
+                await batch_handler(items)
+    except (TimeoutError, Unavailable) as exc:
+        # Slow or away (the database in a restart storm), not a poison message: one by one
+        # would do the same work in hundreds of transactions, slower still. The whole batch
+        # comes back after a back-off, until its last attempts, which go one by one (and so
+        # reach the dead-letter path like any message).
+        attempt = max(d.num_delivered for _v, d in items)
+        if attempt >= spec.max_deliver - 1:
+            log.warning("batch of %d failed again (%r); handling one by one", len(items), exc)
+            return False
+        delay = spec.backoff_s[min(attempt - 1, len(spec.backoff_s) - 1)]
+        log.warning("batch of %d failed (%r); all redelivered in %.1fs", len(items), exc, delay)
+        stats.retried += len(items)
+        stats.last_error = f"{type(exc).__name__}: {exc}"
+        await asyncio.gather(*(m.nak(delay=delay) for _v, m in decoded), return_exceptions=True)
+        return True
     except Exception as exc:
         log.warning("batch of %d failed (%s); handling one by one", len(items), exc)
         return False
     await asyncio.gather(*(m.ack() for _v, m in decoded), return_exceptions=True)
     stats.handled += len(items)
     return True
+
+
+IN_PROGRESS_LIMIT = 10
+"""Ack waits a batch may be kept in progress: beyond, a stuck replica lets another take it."""
+
+
+@contextlib.asynccontextmanager
+async def _in_progress(msgs: list[Msg], ack_wait_s: float) -> AsyncIterator[None]:
+    """While the block runs, tell JetStream the batch is still being applied (``+WPI``)
+    every third of the ack wait.
+
+    A batch slower than the ack wait (a restart storm of large snapshots on a loaded machine)
+    would otherwise be redelivered to another replica while this one still applies it, which
+    then does the same work again, falls behind further and loops. A frozen or dead process
+    sends nothing, so its batch is redelivered after one ack wait as before."""
+
+    async def tell() -> None:
+        for _ in range(3 * IN_PROGRESS_LIMIT):
+            await asyncio.sleep(ack_wait_s / 3)
+            await asyncio.gather(*(m.in_progress() for m in msgs), return_exceptions=True)
+
+    task = asyncio.create_task(tell())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 async def _handle(

@@ -42,6 +42,11 @@ class ConsumerInfo:
     """Delivered, not yet acknowledged."""
     ack_floor: int
     """Stream sequence up to which every message is acknowledged."""
+    num_redelivered: int = 0
+    """Messages delivered more than once (ack wait passed, or a nak): a consumer that falls
+    behind its ack wait shows here before it loops."""
+    delivered: int = 0
+    """Stream sequence of the last message delivered."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ def _consumer(info: api.ConsumerInfo) -> ConsumerInfo:
         num_pending=info.num_pending or 0,
         num_ack_pending=info.num_ack_pending or 0,
         ack_floor=info.ack_floor.stream_seq if info.ack_floor else 0,
+        num_redelivered=info.num_redelivered or 0,
+        delivered=info.delivered.stream_seq if info.delivered else 0,
     )
 
 

@@ -4,11 +4,16 @@ Provisioning belongs to one identity (the stream admin, or the embedded launcher
 services only read each stream's configuration and refuse to start on one that differs from
 the catalogue (sealed, other subjects, lower limits or replicas), naming what differs.
 
-Limits are sized for a 10,000-host fleet restarting at once (issue 13): a snapshot of a host
-with 64 VFs encodes to about 18 KB (one with 1,024 VFs to 280 KB), so a storm stores about
-180 MB in ``SRIOV_HOST_EVENTS``; a VF's device state is under 1 KB, so ``SRIOV_STATE`` holds
-640,000 VFs in about 640 MB. Every stream caps message size, bytes and (where the subject
-names its writer) messages per subject, so one writer can only churn its own history.
+Limits are sized for a 10,000-host fleet restarting at once (issue 13), from measured sizes:
+a snapshot of a host with 64 VFs encodes to 18 KB (one with 1,024 VFs to 280 KB), a heartbeat
+to 155 bytes, a device state to 630 bytes; each stored message adds about 350 bytes of
+headers (CloudEvents, trace context, ``Nats-Msg-Id``) and its subject. So the storm (every
+host's snapshot and first heartbeat) stores about 190 MB in ``SRIOV_HOST_EVENTS``, and
+``SRIOV_STATE`` holds 640,000 VFs in about 650 MB. Every stream caps message size, bytes and
+(where the subject names its writer) messages per subject, so one writer can only churn its
+own history. Discard policy: a stream of history drops its oldest messages when full (what
+matters is current, and a snapshot repairs a gap); a stream of current state or of requests
+refuses the new one (the writer retries; nothing pending is silently lost).
 """
 
 from __future__ import annotations
@@ -49,8 +54,10 @@ class StreamSpec:
 
 STREAMS: tuple[StreamSpec, ...] = (
     # History read by inventory's durable; 256 per subject covers four VF events per VF of a
-    # 64-VF host between two reads; full, the oldest history goes first (a host's new
-    # heartbeat matters more than last week's), and a snapshot resync repairs any gap.
+    # 64-VF host between two reads. 16 GiB holds the storm (~190 MB) many times over, so a
+    # restart never evicts an unread snapshot; full, the oldest history goes first (a host's
+    # new heartbeat matters more than last week's) and a snapshot resync repairs any gap.
+    # Refusing instead would turn away the restarting hosts' snapshots themselves.
     StreamSpec(
         subj.STREAM_HOST_EVENTS,
         [subj.HOST_EVENTS_ALL],
@@ -60,8 +67,10 @@ STREAMS: tuple[StreamSpec, ...] = (
         max_msg_size=MiB,
         per_subject=256,
     ),
-    # Current state, one message per VF and host: 640,000 VFs fit six times over. Evicting
-    # would silently drop a VF's current state from every replay, so full refuses instead.
+    # Current state, one message per VF and host: 640,000 VFs (~650 MB) fit six times over,
+    # and a storm only replaces values (one per subject), it does not add to them. Evicting
+    # would silently drop a VF's current state from every replay, so full refuses instead
+    # (inventory's outbox keeps the state and retries).
     StreamSpec(
         subj.STREAM_STATE,
         [subj.DEVICE_STATE_ALL, subj.HOST_STATE_ALL],

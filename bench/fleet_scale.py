@@ -1,0 +1,231 @@
+"""A fleet-wide restart, end to end: 10,000 hosts x 64 VFs by default.
+
+Every host's hostd snapshot and first heartbeat wait in JetStream (the subjects and schemas
+hostd publishes), as after a fleet-wide restart or an outage of the control plane. Then the
+real ``sriov-inventory`` and two ``sriov-scheduler`` programs start, and the clock runs from
+their start to: every VF in inventory's table; every device and host state relayed to
+SRIOV_STATE; every VF schedulable (the scheduler's projection holds them all and a placement
+on the last host succeeds). Then: resident memory of each program, placements at that size
+(``scheduler_place``'s requesters and double-booking check), ``isolated-device-list`` page
+latency, and the redeliveries of both durable consumers (a storm must not push inventory past
+its ack wait). Prints figures, asserts nothing.
+
+    ./stack bench fleet_scale [--hosts=10000] [--vfs-per-host=64] [--requesters=8]
+                              [--replicas=2] [--seconds=10] [--lists=300] [--profile=DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+from bench import parser, spawn_program, stop_programs
+from bench.scheduler_place import pct, print_placements, requester, spawn_replica, verify
+from sriov.common import schemas as m
+from sriov.common import subjects as s
+from sriov.common.bus import Bus
+from sriov.common.errors import SriovError
+from sriov.devtools.embedded import local_servers
+from sriov.inventory import ingest
+from sriov.inventory import testing as t
+from sriov.scheduler.testing import state_durable
+
+MODELS = [t.CX5_VF, t.I350_VF]  # alternate hosts: a filter by model selects half the fleet
+
+
+def host_id(i: int) -> str:
+    return f"host-{i:05d}"
+
+
+def model_of(i: int) -> str:
+    return MODELS[i % len(MODELS)]
+
+
+async def publish(bus: Bus, hosts: int, vfs: int) -> float:
+    """Each host's snapshot, then its heartbeat, as a restarting hostd sends them."""
+    started = time.perf_counter()
+    sem = asyncio.Semaphore(64)
+
+    async def one(i: int) -> None:
+        async with sem:
+            hostd = t.Hostd(bus, host_id(i))
+            snap = await hostd.snapshot(*t.fleet_host(i, vfs=vfs, model=model_of(i)))
+            await hostd.heartbeat(interval_s=5.0, snapshot_seq=snap.seq)
+
+    await asyncio.gather(*(one(i) for i in range(hosts)))
+    return time.perf_counter() - started
+
+
+async def until(what: str, check: object, timeout: float = 900) -> None:
+    """Poll ``check`` (an async callable returning bool) every 50 ms."""
+    deadline = time.monotonic() + timeout
+    while not await check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not reached in {timeout:.0f}s")
+        await asyncio.sleep(0.05)
+
+
+async def place_on(bus: Bus, host: str, model: str) -> bool:
+    req = m.PlaceRequest(
+        request_id=str(uuid.uuid4()), guest_id=f"probe-{uuid.uuid4().hex[:8]}", host_id=host,
+        nets=[m.NetRequest(desc=f"sriov-nic-model={model}")],
+    )  # fmt: skip
+    try:
+        await bus.request(s.endpoint(s.SCHEDULER_GROUP, "place"), req, m.PlacementReply)
+    except SriovError:
+        return False
+    return True
+
+
+async def list_latency(bus: Bus, hosts: int, vfs: int, n: int, rng: random.Random) -> None:
+    pages = max(1, hosts * vfs // 50)
+    shapes = {
+        "unfiltered": lambda: {"offset": 50 * rng.randrange(pages)},
+        "by model": lambda: {"model": rng.choice(MODELS), "offset": 50 * rng.randrange(pages // 2)},
+        "by host": lambda: {"host_id": host_id(rng.randrange(hosts))},
+    }
+    for make in shapes.values():  # warm the connections and statement caches
+        for _ in range(20):
+            await t.list_devices(bus, limit=50, **make())
+    for name, make in shapes.items():
+        lat = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await t.list_devices(bus, limit=50, **make())
+            lat.append(time.perf_counter() - t0)
+        lat.sort()
+        print(f"  isolated-device-list page of 50, {name}: p50 {pct(lat, 0.5) * 1e3:.2f} ms  "
+              f"p99 {pct(lat, 0.99) * 1e3:.2f} ms  max {lat[-1] * 1e3:.2f} ms "
+              f"({n} requests)")  # fmt: skip
+
+
+def rss_mb(proc: subprocess.Popen[bytes]) -> float:
+    return float(psutil.Process(proc.pid).memory_info().rss) / 2**20
+
+
+async def run(args: argparse.Namespace, base: Path) -> None:
+    hosts, vfs = args.hosts, args.vfs_per_host
+    total = hosts * vfs
+    with local_servers(base) as (nats_url, dsn):
+        bus = await Bus.connect(nats_url, name="bench")
+        await bus.ensure_streams()
+        took = await publish(bus, hosts, vfs)
+        print(f"  storm: {hosts} snapshots + heartbeats ({total} VFs) in JetStream "
+              f"after {took:.1f}s; load {_load()}")  # fmt: skip
+        env = {**os.environ, "SRIOV_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none",
+               "SRIOV_DATABASE_URL": dsn}  # fmt: skip
+        prof = (lambda name: str(Path(args.profile) / name)) if args.profile else (lambda _: None)
+        procs: list[subprocess.Popen[bytes]] = []
+        conn = await asyncpg.connect(dsn)
+        try:
+            t0 = time.perf_counter()
+            inventory = spawn_program(
+                "sriov.inventory.main:main",
+                ["--nats-url", nats_url, "--heartbeat-timeout", "86400"],
+                env, profile=prof("inventory.prof"), log=base / "inventory.log",
+            )  # fmt: skip
+            procs.append(inventory)
+            replicas = [
+                spawn_replica(dsn, nats_url, i, env, prof("scheduler.prof"))
+                for i in range(args.replicas)
+            ]
+            procs += replicas
+
+            async def in_inventory() -> bool:
+                assert inventory.poll() is None, (base / "inventory.log").read_text()[-3000:]
+                return await _count(conn, "inventory", "devices") >= total
+
+            async def relayed() -> bool:
+                return (await bus.stream_info(s.STREAM_STATE)).messages >= total + hosts
+
+            async def projected() -> bool:
+                return await _count(conn, "scheduler", "vfs") >= total
+
+            last = hosts - 1
+
+            async def schedulable() -> bool:
+                return await projected() and await place_on(bus, host_id(last), model_of(last))
+
+            stages = [("in inventory", in_inventory), ("relayed to SRIOV_STATE", relayed),
+                      ("schedulable", schedulable)]  # fmt: skip
+            for name, check in stages:
+                await until(name, check)
+                elapsed = time.perf_counter() - t0
+                print(f"  all {total} VFs {name} after {elapsed:.1f}s "
+                      f"({total / elapsed:,.0f} VFs/s); load {_load()}")  # fmt: skip
+            await _redeliveries(bus, dsn)
+            print(f"  resident memory: inventory {rss_mb(inventory):.0f} MB, scheduler "
+                  + ", ".join(f"{rss_mb(r):.0f} MB" for r in replicas))  # fmt: skip
+
+            lat: list[float] = []
+            errors: collections.Counter[str] = collections.Counter()
+            devices: list[str] = []
+            nreq = args.requesters
+            warm = time.perf_counter() + 2
+            await asyncio.gather(*(requester(bus, 1000 + w, warm, [], errors, devices, MODELS)
+                                   for w in range(nreq)))  # fmt: skip
+            started = time.perf_counter()
+            await asyncio.gather(*(requester(bus, w, started + args.seconds, lat, errors,
+                                             devices, MODELS) for w in range(nreq)))  # fmt: skip
+            print_placements(lat, errors, time.perf_counter() - started, nreq, len(replicas))
+            print(f"  (load during placements {_load()})")
+            await verify(dsn, bus, devices)
+            await list_latency(bus, hosts, vfs, args.lists, random.Random(1))
+            print(f"  resident memory at the end: inventory {rss_mb(inventory):.0f} MB, "
+                  "scheduler " + ", ".join(f"{rss_mb(r):.0f} MB" for r in replicas))  # fmt: skip
+        finally:
+            await conn.close()
+            stop_programs(procs)
+            await bus.close()
+
+
+async def _count(conn: asyncpg.Connection, schema: str, table: str) -> int:
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {schema}.{table}"))
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return 0
+
+
+async def _redeliveries(bus: Bus, dsn: str) -> None:
+    durables = [(s.STREAM_HOST_EVENTS, ingest.DURABLE),
+                (s.STREAM_STATE, await state_durable(dsn))]  # fmt: skip
+    found = []
+    for stream, durable in durables:
+        info = await bus.consumer_info(stream, durable)
+        found.append(f"{durable} {info.num_redelivered} (of {info.delivered} delivered)")
+    print(f"  redelivered messages: {', '.join(found)}")
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main(argv: list[str]) -> None:
+    p = parser(__name__, __doc__)
+    p.add_argument("--hosts", type=int, default=10000)
+    p.add_argument("--vfs-per-host", type=int, default=64)
+    p.add_argument("--requesters", type=int, default=8)
+    p.add_argument("--replicas", type=int, default=2, help="scheduler processes")
+    p.add_argument("--seconds", type=float, default=10, help="placements measured for")
+    p.add_argument("--lists", type=int, default=300, help="list requests per shape")
+    p.add_argument("--profile", metavar="DIR", help="cProfile each program into DIR")
+    args = p.parse_args(argv)
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    try:
+        asyncio.run(run(args, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
