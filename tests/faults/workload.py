@@ -300,12 +300,16 @@ async def converge(
     at once if a process of the system died (``dead`` names them)."""
     deadline = time.monotonic() + timeout
     why: str | None = "never checked"
+    said = time.monotonic()
     while time.monotonic() < deadline:
         if gone := dead():
             raise AssertionError(f"processes died: {gone}")
         why = await mismatch(bus, expect)
         if why is None:
             return time.monotonic() - t0
+        if time.monotonic() - said > 30:  # a slow convergence says what it waits for
+            said = time.monotonic()
+            print(f"converging for {said - t0:.0f}s: {why}", flush=True)
         await asyncio.sleep(0.25)
     raise AssertionError(f"did not converge within {timeout}s: {why}")
 

@@ -10,6 +10,7 @@ import pytest
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, ConsumerSpec, ConsumerStats, Delivery
+from sriov.common.errors import Unavailable
 
 
 def hb(seq: int, host: str = "h1") -> m.Heartbeat:
@@ -87,6 +88,24 @@ async def test_failing_handler_is_retried_then_dead_lettered(bus: Bus) -> None:
     dead = m.HOST_EVENTS.decode(dl.data)
     assert isinstance(dead, m.Heartbeat)
     assert dead.seq == 1
+
+
+async def test_an_outage_is_waited_out_without_spending_deliveries(bus: Bus) -> None:
+    """A handler that finds a dependency away (Unavailable) for longer than every delivery
+    and back-off together: the message is kept and handled once it answers, delivered once;
+    nothing is dead-lettered (issue 15: PostgreSQL restarts dead-lettered good events)."""
+    await bus.js_publish(s.host_heartbeat("h1"), hb(1), event_id="during-outage")
+    calls: list[int] = []
+
+    async def handler(msg: m.HostEventT, d: Delivery) -> None:
+        calls.append(d.num_delivered)
+        if len(calls) <= 6:  # twice max_deliver (3)
+            raise Unavailable("database unreachable during test (ConnectionRefusedError)")
+
+    stats = await run_consumer(bus, handler, lambda st: st.handled == 1)
+    assert calls == [1] * 7  # one delivery, handled again in place
+    assert (stats.dead_lettered, stats.retried, stats.waited) == (0, 0, 6)
+    assert (await bus.stream_info(s.STREAM_DEAD_LETTER)).messages == 0
 
 
 async def test_malformed_goes_to_dead_letter_at_once_unknown_type_is_acked(bus: Bus) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import asyncpg
 import pytest
 
 from sriov.common import database
@@ -57,3 +58,20 @@ async def test_no_or_malformed_url_is_a_config_error() -> None:
         await database.open_pool("")
     with pytest.raises(ConfigError, match="invalid"):
         await database.open_pool("postgresql://u:secret@h:notaport/db")
+
+
+async def test_an_outage_is_unavailable_a_wrong_statement_is_not(database_url: str) -> None:
+    """What a durable consumer waits out (PostgreSQL away, starting, full) against what it
+    dead-letters after its deliveries (the statement is wrong)."""
+    pool = await database.open_pool(database_url, max_size=2)
+    await pool.close()
+    with pytest.raises(Unavailable, match="during reading"), database.outages("reading"):
+        await pool.fetchval("SELECT 1")  # a closed pool: the connection is gone
+    with pytest.raises(Unavailable, match="CannotConnectNowError"), database.outages("x"):
+        raise asyncpg.CannotConnectNowError("the database system is starting up")
+    with pytest.raises(Unavailable), database.outages("x"):
+        raise ConnectionRefusedError(111, "Connect call failed")
+    with pytest.raises(Unavailable), database.outages("x"):
+        raise asyncpg.TooManyConnectionsError("sorry, too many clients already")
+    with pytest.raises(asyncpg.UndefinedFunctionError), database.outages("x"):
+        raise asyncpg.UndefinedFunctionError("function no_such_function() does not exist")

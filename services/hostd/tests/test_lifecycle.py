@@ -5,8 +5,11 @@ namespace, the simulated PF driver at the one boundary), outcomes read back from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +164,58 @@ async def test_an_apply_the_driver_refuses_fails_and_leaves_the_vf_clean(
         failed = await outcome(tap, 5, 1)
         assert failed.outcome == "failed" and "refused rate" in (failed.error or "")
         assert failed.actual == clean_config("mlx5_core")  # VLAN and MAC were undone
+
+
+@contextlib.asynccontextmanager
+async def refusing(bus: Bus, stream: str) -> AsyncIterator[None]:
+    """``stream`` held at its storage limit: JetStream refuses every new message, as it does
+    while the stream has no leader (a NATS node killed)."""
+
+    async def api(verb: str, body: object) -> dict[str, Any]:
+        reply = await bus.request_raw(subjects.js_api("STREAM", verb, stream),
+                                      json.dumps(body).encode())  # fmt: skip
+        data: dict[str, Any] = json.loads(reply.data)
+        assert "error" not in data, data
+        return data
+
+    info = await api("INFO", {})
+    await api("UPDATE", {**info["config"], "max_bytes": info["state"]["bytes"], "discard": "new"})
+    try:
+        yield
+    finally:
+        await api("UPDATE", info["config"])
+
+
+async def test_an_outcome_nats_refuses_is_owed_never_a_failed_preparation(
+    host: SimHost, bus: Bus, tap: EventTap
+) -> None:
+    """The VF is prepared but its ``ready`` cannot be stored: the VF keeps the guest's
+    settings, no ``failed`` is ever sent, and ``ready`` reaches the stream once it accepts it
+    (issue 15: a NATS leader killed cost a long-held guest its VF)."""
+    cfg = VfConfigurator(str(host.root), host.netns)
+    async with running(bus, host.conf, Options(config_path=host.conf_path)) as agent:
+        await tap.wait(lambda e: isinstance(e, m.HostSnapshot))
+        async with refusing(bus, subjects.STREAM_HOST_EVENTS):
+            refused = agent.publisher.failed
+            await publish(bus, desired(host, 3, 1, GUEST))
+            await poll(lambda: agent.publisher.failed > refused + 2, 20)  # retried, refused
+            assert await cfg.read_vf(CX5, 3) == GUEST  # still prepared for the guest
+        subject = subjects.host_vf(host.state.spec.host_id, "applied").subject
+        decode = m.HOST_EVENTS.decode
+        stored: list[m.VfApplied] = []
+        async with asyncio.timeout(20):  # the stream has it once it accepts messages again
+            while not stored:
+                await asyncio.sleep(0.1)
+                history = bus.history(subjects.STREAM_HOST_EVENTS, subject)
+                stored = [e async for s in history if isinstance(e := decode(s.data), m.VfApplied)]
+        vf3 = GUIDE_CX5_VFS[3]
+        first = stored[0]
+        assert (first.pci_address, first.outcome, first.actual) == (vf3, "ready", GUEST)
+        # what hostd sent (stored or refused): "ready", tried again, never "failed"
+        applied = [e for e in tap.of(m.VfApplied) if e.pci_address == GUIDE_CX5_VFS[3]]
+        assert {e.outcome for e in applied} == {"ready"}, applied
+        assert await cfg.read_vf(CX5, 3) == GUEST
+    cfg.close()
 
 
 async def test_drift_is_repaired_within_a_second_and_reported(

@@ -162,6 +162,36 @@ async def test_a_vf_the_host_cannot_prepare_ends_its_reservation(fleet, sync, cl
     await hostd.wait(vf.pci_address, "clean", after=assigned.revision)  # and it is cleaned
 
 
+async def test_a_ready_vf_that_fails_a_re_apply_keeps_its_guest(
+    fleet, sync, client, bus, database_url
+) -> None:
+    """hostd re-applies a ready VF (drift, or its restart) and fails: the guest was told Ready
+    and has the VF, so the reservation stays ('degraded', recorded on the VF's desired row);
+    ending it would offer the VF to another guest while the first still has it (issue 15)."""
+    hostd, vf, assigned = await one_vf_placed(fleet, sync, client, bus)
+    await hostd.report(assigned, "ready")
+    await wait_events(bus, 2, "g1")
+    await hostd.report(assigned, "failed", error="RTNETLINK answers: Device or resource busy")
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with _eventually():
+            while (row := await conn.fetchrow(
+                "SELECT outcome, error FROM scheduler.desired WHERE device_id = $1",
+                vf.device_id,
+            )) is None or row["outcome"] != "failed":  # fmt: skip
+                await _sleep()
+    finally:
+        await conn.close()
+    assert "Device or resource busy" in row["error"]
+    got = (await client.get("g1")).assignments[0]
+    assert (got.device_id, got.prepared) == (vf.device_id, "ready")
+    assert [type(e) for e in await read_events(bus, "g1")] == [m.Reserved, m.Ready]
+    with pytest.raises(NoCapacity):  # still held: not offered to anyone else
+        await client.place("g2", NET)
+    await client.release("g1")  # and released as always: hostd restores it
+    await hostd.wait(vf.pci_address, "clean", after=assigned.revision)
+
+
 async def test_one_vf_the_host_cannot_prepare_fails_the_whole_request(
     fleet, sync, client, bus
 ) -> None:

@@ -9,8 +9,9 @@ its password hidden (:func:`sriov.common.redact.redact_url`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TypeAlias
 
 import asyncpg
@@ -29,6 +30,37 @@ Conn: TypeAlias = (
 
 #: What waiting does not fix: the server answered and refused.
 _REFUSED = (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError)
+#: The connection failed under the call; asyncpg reports a server killed mid-protocol as an
+#: InternalClientError. The call either never committed or did: callers are idempotent.
+UNREACHABLE = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
+#: SQLSTATE classes that say the server is away or overwhelmed, not that the statement is
+#: wrong: connection exception (08), insufficient resources (53: too many connections),
+#: operator intervention (57: shutting down, starting up, statement cancelled), system (58).
+OUTAGE_CLASSES = frozenset({"08", "53", "57", "58"})
+
+
+def outage(exc: BaseException) -> bool:
+    """PostgreSQL is down, restarting, full or unreachable: waiting fixes it, retrying the
+    same work later is right, and the work itself is not at fault."""
+    if isinstance(exc, UNREACHABLE):
+        return True
+    state = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
+    return isinstance(state, str) and state[:2] in OUTAGE_CLASSES
+
+
+@contextlib.contextmanager
+def outages(what: str) -> Iterator[None]:
+    """Raise an outage of PostgreSQL under the block as :class:`Unavailable` (what a durable
+    consumer waits out instead of spending the message's deliveries on it); anything else
+    passes unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if outage(exc):
+            raise Unavailable(
+                f"database unreachable during {what} ({type(exc).__name__}: {exc})"
+            ) from exc
+        raise
 
 
 def instrument() -> None:

@@ -7,7 +7,9 @@ starts at the last value of every subject, so a restarted hostd replays exactly 
 desired state and converges (the configurator's apply is idempotent). Each VF's revisions are
 applied in order, one VF at a time per PF (a PF driver serialises VF-table changes anyway);
 an older revision than the one seen is ignored. The outcome (``VfApplied``) is published
-before the message is acknowledged. A restore that fails or does not read back clean
+before the message is acknowledged; a NATS outage delays it (the bus hands the desired state
+back until it is published: it is keyed by revision, so a duplicate is harmless) but never
+turns a prepared VF into a failed one. A restore that fails or does not read back clean
 quarantines the VF until an operator's reset; an apply that fails is restored, so nothing
 is left half-configured for the guest.
 
@@ -224,14 +226,18 @@ class VfLifecycle:
         try:
             if d.state == "assigned":
                 actual = await self.cfg.apply(pf, vf, d.config)
-                await self._report(d, "ready", actual)
-                return
-            actual = await self.cfg.restore(pf, vf)
-        except SriovError as exc:
+            else:
+                actual = await self.cfg.restore(pf, vf)
+        except SriovError as exc:  # the VF's own failure: only the driver's, never the bus's
             await self._failed(d, pf, vf, exc)
             return
         finally:
             self.tables.stale(pf)
+        if d.state == "assigned":
+            # A publish that fails raises (BusError): the VF stays prepared and the outcome
+            # is owed; the bus hands the desired state back until it is published.
+            await self._report(d, "ready", actual)
+            return
         self.quarantined.pop(pci, None)
         await self._report(d, "clean", actual)
 
@@ -263,7 +269,8 @@ class VfLifecycle:
         error: str | None = None,
         drift: list[str] | None = None,
     ) -> None:
-        """Publish the outcome; raise when it could not be (the message is then redelivered)."""
+        """Publish the outcome; raise :class:`BusError` (an :class:`Unavailable`) when it could not
+        be: the consumer then hands the desired state back, the outcome is never lost."""
         group, ifname = self._identity(d.pci_address)
         sent = await self.publisher.publish(
             subjects.host_vf(self.host_id, "applied"),

@@ -12,8 +12,8 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
+from sriov.common import database, subjects
 from sriov.common import schemas as m
-from sriov.common import subjects
 from sriov.common.bus import ConsumerSpec, Delivery
 from sriov.common.errors import InvalidRequest
 from sriov.inventory.db import store
@@ -71,13 +71,14 @@ class HostEvents:
             by_host[ev.host_id].append(ev)
         full = {h for h, evs in by_host.items() if any(not isinstance(e, HOST_WIDE) for e in evs)}
         outcomes: Counter[tuple[str, str]] = Counter()
-        async with self.pool.acquire() as conn, conn.transaction():
-            loaded = await store.load(conn, by_host, full=full, create=True)
-            for host_id, evs in by_host.items():
-                view = loaded.views[host_id]
-                for ev in sorted(evs, key=lambda e: (e.generation, e.seq)):
-                    outcomes[(type_name(ev), view.apply(ev, loaded.now))] += 1
-            saved = await store.save(conn, loaded.views.values(), loaded.now, self.source)
+        with database.outages("applying host events"):  # waited out, not dead-lettered
+            async with self.pool.acquire() as conn, conn.transaction():
+                loaded = await store.load(conn, by_host, full=full, create=True)
+                for host_id, evs in by_host.items():
+                    view = loaded.views[host_id]
+                    for ev in sorted(evs, key=lambda e: (e.generation, e.seq)):
+                        outcomes[(type_name(ev), view.apply(ev, loaded.now))] += 1
+                saved = await store.save(conn, loaded.views.values(), loaded.now, self.source)
         rescan = [h for h, v in loaded.views.items() if v.rescan]
         if saved.outbox:
             self.committed()

@@ -14,8 +14,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from sriov.common import database, subjects
 from sriov.common import schemas as m
-from sriov.common import subjects
 from sriov.common.bus import ConsumerSpec, Delivery
 from sriov.inventory.db import store
 from sriov.inventory.db.conn import Pool
@@ -83,32 +83,33 @@ class PlacementEvents:
                 outcomes[(type_name(ev), "ignored")] += 1
             self.counted(outcomes)
             return
-        async with self.pool.acquire() as conn, conn.transaction():
-            hosts = await store.hosts_of_devices(conn, wanted)
-            loaded = await store.load(conn, hosts, full=hosts)
-            index = {
-                rec.device.id: (view, rec)
-                for view in loaded.views.values()
-                for rec in view.devices.values()
-            }
-            for ev, d in sorted(items, key=lambda it: order(*it)):
-                for dev_id in device_ids(ev):
-                    found = index.get(dev_id)
-                    if found is None:
-                        log.info("%s for unknown device %s ignored", type_name(ev), dev_id)
-                        outcomes[(type_name(ev), "unknown_device")] += 1
-                        continue
-                    view, rec = found
-                    seq = order(ev, d)
-                    if isinstance(ev, m.Reserved | m.Confirmed):
-                        reserved = isinstance(ev, m.Reserved)
-                        outcome = view.hold(rec, ev.guest_id, seq, reserved=reserved)
-                    elif isinstance(ev, m.Ready):
-                        outcome = view.ready(rec, seq)
-                    else:
-                        outcome = view.release(rec, seq)
-                    outcomes[(type_name(ev), outcome)] += 1
-            saved = await store.save(conn, loaded.views.values(), loaded.now, self.source)
+        with database.outages("applying placement events"):  # waited out, not dead-lettered
+            async with self.pool.acquire() as conn, conn.transaction():
+                hosts = await store.hosts_of_devices(conn, wanted)
+                loaded = await store.load(conn, hosts, full=hosts)
+                index = {
+                    rec.device.id: (view, rec)
+                    for view in loaded.views.values()
+                    for rec in view.devices.values()
+                }
+                for ev, d in sorted(items, key=lambda it: order(*it)):
+                    for dev_id in device_ids(ev):
+                        found = index.get(dev_id)
+                        if found is None:
+                            log.info("%s for unknown device %s ignored", type_name(ev), dev_id)
+                            outcomes[(type_name(ev), "unknown_device")] += 1
+                            continue
+                        view, rec = found
+                        seq = order(ev, d)
+                        if isinstance(ev, m.Reserved | m.Confirmed):
+                            reserved = isinstance(ev, m.Reserved)
+                            outcome = view.hold(rec, ev.guest_id, seq, reserved=reserved)
+                        elif isinstance(ev, m.Ready):
+                            outcome = view.ready(rec, seq)
+                        else:
+                            outcome = view.release(rec, seq)
+                        outcomes[(type_name(ev), outcome)] += 1
+                saved = await store.save(conn, loaded.views.values(), loaded.now, self.source)
         if saved.outbox:
             self.committed()
         self.counted(outcomes)

@@ -6,6 +6,7 @@ request id). Success is announced by the operation's own events (Reserved, Relea
 written in its transaction; a refusal becomes a Failed event carrying the same code and
 message a synchronous caller would get, through the outbox. A malformed request also gets a
 Failed event (when its guest is known from the subject) and is dead-lettered for operators.
+While PostgreSQL is away a request waits (the bus holds it): an outage refuses nothing.
 """
 
 from __future__ import annotations
@@ -115,10 +116,11 @@ class Inbox:
             raise mismatch
         try:
             await self.app.handle(req)
-        except Unavailable as exc:
-            if delivery.num_delivered >= self.spec.max_deliver:
-                await self._failed(guest, op_of(req), req.request_id, exc, delivery, direct=True)
-            raise  # the bus retries with back-off, then dead-letters
+        except Unavailable:
+            # PostgreSQL is away: the bus keeps the request and handles it again once the
+            # database answers (an outage fails no request and dead-letters none); the
+            # requester, waiting for an event, may retry with the same request id meanwhile
+            raise
         except SriovError as exc:
             await self._failed(guest, op_of(req), req.request_id, exc, delivery)
 
@@ -129,8 +131,6 @@ class Inbox:
         request_id: str,
         exc: SriovError,
         delivery: Delivery,
-        *,
-        direct: bool = False,
     ) -> None:
         """Announce a refusal as a Failed event; the message's stream position is its id, so
         a redelivered request produces a duplicate that JetStream drops."""
@@ -145,12 +145,6 @@ class Inbox:
         event = m.Failed(request_id=request_id, guest_id=guest, op=op, error=error_info(exc))  # type: ignore[arg-type]
         event_id = str(uuid.uuid5(FAILED_NAMESPACE, f"{delivery.stream_seq}"))
         log.info("request %s for guest %s failed: [%s] %s", request_id, guest, exc.code, exc)
-        if direct:  # the database is away: publish straight away rather than lose it
-            with contextlib.suppress(SriovError):
-                await self.bus.js_publish(
-                    subjects.placement_event(guest, "failed"), event, event_id=event_id
-                )
-            return
         ctx = msgspec.json.encode({"source": self.source, "trace": telemetry.inject({})})
         await self.store.add_event(
             event_id=event_id, guest_id=guest, verb="failed", msg=event, ctx=ctx

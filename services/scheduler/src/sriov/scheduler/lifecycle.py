@@ -6,9 +6,11 @@ NATS identity may create on that stream (a per-epoch name cannot be granted with
 inventory's durable too; an outcome the name's ack floor skips after a database is recreated
 is for a revision that database never published). Each outcome
 is one transaction (``scheduler.vf_applied``) acknowledged after it committed: ``ready`` on
-every VF of the guest's request emits ``Ready``; ``failed`` ends the reservation (``Failed``,
-op ``prepare``) and cleans the VF; ``clean`` offers the VF again; ``quarantined`` withholds it
-until an operator's ``vf-reset``; ``repaired`` is counted. An outcome for a revision other
+every VF of the guest's request emits ``Ready``; ``failed`` while preparing ends the
+reservation (``Failed``, op ``prepare``) and cleans the VF, while a VF already ready keeps
+its guest (``degraded``: a re-apply failed, recorded on the VF); ``clean`` offers the VF
+again; ``quarantined`` withholds it until an operator's ``vf-reset``; ``repaired`` is
+counted. An outcome for a revision other
 than the VF's current one is ignored, so redeliveries and replays are harmless.
 """
 
@@ -80,7 +82,7 @@ class Lifecycle:
         if ev.outcome == "repaired":
             log.warning("host %s repaired a drift on VF %s: %s", ev.host_id, ev.pci_address,
                         ", ".join(ev.drift) or "unspecified")  # fmt: skip
-        elif did in ("failed", "quarantined"):
+        elif did in ("failed", "quarantined", "degraded"):
             log.warning("host %s: VF %s %s (revision %d): %s", ev.host_id, ev.pci_address,
                         did, ev.revision, ev.error or "no reason given")  # fmt: skip
         if did in ("ready", "failed"):

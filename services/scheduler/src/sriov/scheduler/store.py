@@ -41,10 +41,6 @@ TABLES = tuple(
 )
 MIGRATE_LOCK = 0x5C4ED01
 RELAY_LOCK = 0x5C4ED02
-# The connection failed under the call; asyncpg reports a server killed mid-protocol as an
-# InternalClientError. The call either never committed or did: a retry with the same
-# request_id is safe either way, so all of these are "unavailable", not "internal".
-UNREACHABLE = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
 
 
 class Outcome(msgspec.Struct, kw_only=True):
@@ -201,11 +197,19 @@ class Store:
                     log.info("%s: %s (%s), retrying (%d)", what, type(exc).__name__, state, attempt)
                     await asyncio.sleep(0.005 * attempt)
                     continue
+                if state not in RETRY_STATES and not database.outage(exc):
+                    # the statement itself failed: waiting would not help (a durable consumer
+                    # dead-letters it after its deliveries instead of waiting it out)
+                    raise SriovError(
+                        f"database error during {what}: {exc} (SQLSTATE {state})"
+                    ) from exc
                 raise Unavailable(
                     f"database error during {what}: {exc} (SQLSTATE {state}); nothing was "
                     "changed or the change committed: retry with the same request_id"
                 ) from exc
-            except UNREACHABLE as exc:
+            # the connection failed under the call: it either never committed or did, and a
+            # retry with the same request_id is safe either way ("unavailable", not "internal")
+            except database.UNREACHABLE as exc:
                 raise Unavailable(
                     f"database unreachable during {what} ({type(exc).__name__}: {exc}): retry "
                     "with the same request_id; it is safe, requests are idempotent"
@@ -257,7 +261,7 @@ class Store:
     # --- the VF lifecycle ---------------------------------------------------------------------
     async def vf_applied(self, applied: bytes, ctx: bytes) -> str:
         """Take one of hostd's outcomes (``AppliedArgs``); returns what it did (stale,
-        duplicate, ready, failed, clean, quarantined, repaired)."""
+        duplicate, ready, failed, degraded, clean, quarantined, repaired)."""
         return str(await self._call(
             "vf applied", "SELECT scheduler.vf_applied($1::jsonb, $2::jsonb, $3::jsonb, $4::jsonb)",
             applied.decode(), ctx.decode(), EVENT_TYPES, DESIRED,

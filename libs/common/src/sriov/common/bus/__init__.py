@@ -7,7 +7,9 @@ What it guarantees callers:
 * :meth:`Bus.consume` acks only after the handler returned (the effect is committed),
   bounds concurrency, naks failures with back-off, and after ``max_deliver`` attempts (or at
   once for a malformed message) copies the message to the dead-letter stream an operator
-  can read, then terminates it; unknown message types are logged and acked;
+  can read, then terminates it; a handler that raises ``Unavailable`` (a dependency is
+  away) has its message kept and handled again until it answers, spending no delivery;
+  unknown message types are logged and acked;
 * :class:`ServiceHost` wraps ``nats.micro``: each endpoint serves a bounded number of
   requests at once, drained at stop; domain errors become service errors with a stable code
   and a readable message, never a Python repr, and count as errors in ``$SRV.STATS``.

@@ -364,7 +364,9 @@ class Bus:
         Each message is decoded and handled under a semaphore of ``spec.concurrency``; it is
         acked only after ``handler`` returned, naked with back-off when it raised, and after
         ``spec.max_deliver`` attempts (at once for a malformed payload) copied with the reason
-        to the dead-letter stream and terminated; unknown message types are logged and acked.
+        to the dead-letter stream and terminated; a handler raising ``Unavailable`` (PostgreSQL
+        or NATS away) has its message kept and handled again after back-off until it answers,
+        without spending a delivery; unknown message types are logged and acked.
         ``batch_handler``, when given, receives every decodable message of a fetched batch at
         once (for bulk database writes); a failure then falls back to one-by-one handling so
         a poison message cannot hold the batch. ``spec.replay_last`` starts a fresh durable at

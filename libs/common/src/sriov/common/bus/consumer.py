@@ -1,4 +1,12 @@
-"""Durable pull consumers: ack after the handler, bounded concurrency, retry, dead letter."""
+"""Durable pull consumers: ack after the handler, bounded concurrency, retry, dead letter.
+
+Two kinds of failure, two policies. A handler that raises :class:`Unavailable` says a
+dependency (PostgreSQL, NATS, OVSDB) is away, not that the message is bad: the message is
+kept (``in_progress``, so it is not redelivered elsewhere) and handled again after back-off
+until the dependency answers, without spending its deliveries; an outage of any length
+dead-letters nothing. Any other failure is the message's: it is naked with back-off and
+dead-lettered after ``max_deliver`` deliveries.
+"""
 
 from __future__ import annotations
 
@@ -76,6 +84,8 @@ class ConsumerStats:
     malformed: int = 0
     """Of ``dead_lettered``: payloads that did not decode."""
     retried: int = 0
+    waited: int = 0
+    """Handlings that found a dependency unavailable (retried in place, not counted)."""
     last_error: str = ""
     extra: dict[str, int] = field(default_factory=dict)
 
@@ -126,9 +136,9 @@ async def consume(
             if batch_handler is not None and decoded:
                 if await _run_batch(batch_handler, decoded, stats, spec):
                     continue
-            for item in decoded:
-                await sem.acquire()
-                task = asyncio.create_task(_handle(js, item, spec, handler, stats))
+            for i, item in enumerate(decoded):
+                await _slot(sem, [m for _v, m in decoded[i:]], spec.ack_wait_s)
+                task = asyncio.create_task(_handle(js, item, spec, handler, stats, stop))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(lambda _t: sem.release())
@@ -227,38 +237,76 @@ async def _in_progress(msgs: list[Msg], ack_wait_s: float) -> AsyncIterator[None
         task.cancel()
 
 
+async def _slot(sem: asyncio.Semaphore, queued: Sequence[Msg], ack_wait_s: float) -> None:
+    """A handling slot. While every slot is busy (handlers waiting out an outage), the fetched
+    messages still queued are kept ours, so their ack wait does not run out and spend a
+    delivery on a redelivery elsewhere."""
+    while True:
+        if not sem.locked():
+            await sem.acquire()
+            return
+        try:
+            await asyncio.wait_for(sem.acquire(), ack_wait_s / 3)
+            return
+        except TimeoutError:
+            for m in queued:
+                with contextlib.suppress(Exception):
+                    await m.in_progress()
+
+
 async def _handle(
     js: JetStreamContext,
     item: tuple[T, Msg],
     spec: ConsumerSpec,
     handler: Callable[[T, Delivery], Awaitable[None]],
     stats: ConsumerStats,
+    stop: asyncio.Event,
 ) -> None:
     value, m = item
     delivery = _delivery(m)
     template = subj.template_of(m.subject)
     with telemetry.messaging_span(template, m.subject, SpanKind.CONSUMER, m.headers) as span:
-        try:
-            await handler(value, delivery)
-        except InvalidRequest as exc:
-            telemetry.record_error(span, exc)
-            await _dead_letter(js, m, spec, f"rejected: {exc}", stats)
-            return
-        except Exception as exc:
-            telemetry.record_error(span, exc)
-            stats.last_error = f"{type(exc).__name__}: {exc}"
-            if delivery.num_delivered >= spec.max_deliver:
-                await _dead_letter(js, m, spec, f"failed {spec.max_deliver}x: {exc}", stats)
+        waits = 0
+        while True:
+            try:
+                await handler(value, delivery)
+                break
+            except InvalidRequest as exc:
+                telemetry.record_error(span, exc)
+                await _dead_letter(js, m, spec, f"rejected: {exc}", stats)
                 return
-            stats.retried += 1
-            idx = min(delivery.num_delivered - 1, len(spec.backoff_s) - 1)
-            log.warning(
-                "%s: handling %s failed (attempt %d/%d), will retry: %s",
-                spec.durable, m.subject, delivery.num_delivered, spec.max_deliver, exc,
-            )  # fmt: skip
-            with contextlib.suppress(Exception):
-                await m.nak(delay=spec.backoff_s[idx])
-            return
+            except Unavailable as exc:  # a dependency is away: not the message's fault
+                stats.waited += 1
+                stats.last_error = f"{type(exc).__name__}: {exc}"
+                pause = spec.backoff_s[min(waits, len(spec.backoff_s) - 1)]
+                (log.warning if waits == 0 else log.debug)(
+                    "%s: %s waits for a dependency (retry %d in %ss): %s",
+                    spec.durable, m.subject, waits + 1, pause, exc,
+                )  # fmt: skip
+                waits += 1
+                with contextlib.suppress(Exception):  # still ours: no redelivery elsewhere
+                    await m.in_progress()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                if stop.is_set():  # left for another replica, or this one after its restart
+                    with contextlib.suppress(Exception):
+                        await m.nak()
+                    return
+            except Exception as exc:
+                telemetry.record_error(span, exc)
+                stats.last_error = f"{type(exc).__name__}: {exc}"
+                if delivery.num_delivered >= spec.max_deliver:
+                    await _dead_letter(js, m, spec, f"failed {spec.max_deliver}x: {exc}", stats)
+                    return
+                stats.retried += 1
+                idx = min(delivery.num_delivered - 1, len(spec.backoff_s) - 1)
+                log.warning(
+                    "%s: handling %s failed (attempt %d/%d), will retry: %s",
+                    spec.durable, m.subject, delivery.num_delivered, spec.max_deliver, exc,
+                )  # fmt: skip
+                with contextlib.suppress(Exception):
+                    await m.nak(delay=spec.backoff_s[idx])
+                return
     await m.ack()
     stats.handled += 1
 

@@ -3,7 +3,13 @@
 -- e: {device_id, host_id, pci_address, revision, outcome, actual, error, iommu_group} (one
 -- VfApplied of hostd); p_types: {ready, failed} type tags; p_desired: see 15_vf_config.sql.
 -- An outcome for another revision than the VF's current desired one is ignored ('stale').
--- Returns what it did: stale, duplicate, ready, failed, clean, quarantined or repaired.
+-- A 'failed' for a VF already ready (hostd re-applying it after drift, or after its restart,
+-- and failing) is 'degraded': the guest has been told Ready and has the VF, so its
+-- reservation stays (ending it would offer the VF to another guest while the first still has
+-- it); the failure is kept on the VF's desired row (outcome, error) for get and the doctor,
+-- and the release restores the VF (or quarantines it) as always.
+-- Returns what it did: stale, duplicate, ready, failed, degraded, clean, quarantined or
+-- repaired.
 CREATE OR REPLACE FUNCTION scheduler.vf_applied(e jsonb, a jsonb, p_types jsonb, p_desired jsonb)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
@@ -64,6 +70,9 @@ BEGIN
                     'assignments', v_asg), a);
             END IF;
             RETURN 'ready';
+        END IF;
+        IF v.lifecycle = 'ready' THEN  -- a re-apply failed: see above
+            RETURN 'degraded';
         END IF;
         -- The host cannot prepare it: the whole request fails, not this VF alone (a guest
         -- that asked for two VFs must never see Ready with one). Its reservations end, the
