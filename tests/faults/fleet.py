@@ -51,9 +51,11 @@ def running_fleet(
     replicas: int = 2,
     inventory_args: tuple[str, ...] = (),
     hosts: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Fleet]:
     fleet = Fleet(
-        base, replicas=replicas, hosts=hosts, quiet=True, extra_env={"SRIOV_LOG_LEVEL": "INFO"},
+        base, replicas=replicas, hosts=hosts, quiet=True,
+        extra_env={"SRIOV_LOG_LEVEL": "INFO", **(env or {})},
         nats_urls=nats_urls, pg=pg, stream_replicas=stream_replicas,
         inventory_args=inventory_args, audit_interval=5,
     )  # fmt: skip
@@ -74,6 +76,7 @@ def whole_system(
     hosts: int = 1,
     pg_settings: dict[str, str] | None = None,
     partitionable: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Iterator[System]:
     """A 3-node NATS cluster (each node in a network namespace of its own when
     ``partitionable``), a durable PostgreSQL and the fleet on them, stopped in reverse order."""
@@ -87,7 +90,7 @@ def whole_system(
             # a short ack wait, so a batch held by a killed or frozen replica comes back quickly
             with running_fleet(
                 base / "fleet", cluster.urls, pg, stream_replicas=3,
-                inventory_args=("--ack-wait", "5"), hosts=hosts,
+                inventory_args=("--ack-wait", "5"), hosts=hosts, env=env,
             ) as fleet:  # fmt: skip
                 yield System(cluster, pg, fleet)
         finally:
