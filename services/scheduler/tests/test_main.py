@@ -28,7 +28,9 @@ async def test_no_database_configured(nats_url: str) -> None:
 
 async def test_database_unreachable(nats_url: str) -> None:
     dsn = f"postgresql://sched:secret@127.0.0.1:{free_port()}/sriov"
-    code, out = await scheduler("--nats-url", nats_url, "--database-url", dsn)
+    code, out = await scheduler(
+        "--nats-url", nats_url, "--database-url", dsn, "--db-connect-wait", "1"
+    )
     assert code == 2
     assert "cannot connect to PostgreSQL at postgresql://sched:***@127.0.0.1" in out
     assert "secret" not in out and "Traceback" not in out

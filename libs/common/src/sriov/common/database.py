@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TypeAlias
 
@@ -75,15 +76,16 @@ async def open_pool(
     *,
     min_size: int = 2,
     max_size: int = 10,
-    attempts: int = 5,
+    wait_s: float = 60,
     timeout: float = 60,
     server_settings: Mapping[str, str] | None = None,
     reset: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
     prepare: Callable[[Conn], Awaitable[object]] | None = None,
 ) -> Pool:
-    """Connect (retrying while PostgreSQL starts), then ``prepare`` (migrations) on one
-    connection; the pool is closed again if that fails. ``timeout`` bounds connecting and
-    every command."""
+    """Connect (retrying for up to ``wait_s`` while PostgreSQL starts or restarts: a service
+    started beside it in a fleet restart waits instead of exiting), then ``prepare``
+    (migrations) on one connection; the pool is closed again if that fails. ``timeout``
+    bounds connecting and every command."""
     where = redact_url(dsn)
     if not dsn:
         raise ConfigError(
@@ -93,7 +95,9 @@ async def open_pool(
         )
     instrument()
     last: BaseException | None = None
-    for attempt in range(attempts):
+    deadline = time.monotonic() + wait_s
+    attempt = 0
+    while True:
         try:
             pool = await asyncpg.create_pool(
                 dsn,
@@ -111,14 +115,17 @@ async def open_pool(
             last = exc
         except ValueError as exc:  # asyncpg's word for a URL it cannot parse
             raise ConfigError(f"database URL {where} is invalid: {exc}") from exc
-        if attempt + 1 < attempts:
-            log.warning("database %s not reachable yet: %s", where, last)
-            await asyncio.sleep(min(0.2 * 2**attempt, 3))
-    else:
-        raise Unavailable(
-            f"cannot connect to PostgreSQL at {where}: {last}. Check that the server runs "
-            "and the URL (--database-url or SRIOV_DATABASE_URL) and credentials are right."
+        pause = min(0.2 * 2**attempt, 3, deadline - time.monotonic())
+        if pause <= 0:
+            raise Unavailable(
+                f"cannot connect to PostgreSQL at {where}: {last}. Check that the server runs "
+                "and the URL (--database-url or SRIOV_DATABASE_URL) and credentials are right."
+            )
+        (log.warning if attempt == 0 else log.info)(
+            "database %s not reachable yet (waiting up to %.0fs): %s", where, wait_s, last
         )
+        await asyncio.sleep(pause)
+        attempt += 1
     if prepare is not None:
         try:
             async with pool.acquire() as conn:

@@ -88,6 +88,11 @@ class DatabaseSettings(BusSettings):
     """PostgreSQL (also from SRIOV_DATABASE_URL)"""
 
     database_url: Annotated[str, option("PostgreSQL DSN; every replica uses the same")] = ""
+    db_connect_wait_s: Annotated[
+        float,
+        option("seconds to wait at start for PostgreSQL to answer", ge=0, flag="--db-connect-wait"),
+    ] = 60.0
+    """A replica started while PostgreSQL restarts (a fleet-wide restart) waits, not exits."""
 
     def check(self) -> Self:
         super().check()

@@ -170,7 +170,10 @@ def parse(argv: Sequence[str] | None = None) -> InventorySettings:
 
 async def serve(settings: InventorySettings) -> None:
     async def body(ctx: runtime.ServiceContext) -> None:
-        pool = await open_pool(settings.database_url, min_size=2, max_size=settings.db_pool_size)
+        pool = await open_pool(
+            settings.database_url, min_size=2, max_size=settings.db_pool_size,
+            wait_s=settings.db_connect_wait_s,
+        )  # fmt: skip
         ctx.stack.push_async_callback(pool.close)
         replica = Replica(pool, ctx.bus, settings)
         await replica.register(ctx.service)

@@ -55,6 +55,7 @@ async def start(ctx: ServiceContext) -> Replica:
         max_size=settings.db_pool_size,
         min_size=min(2, settings.db_pool_size),
         application_name=f"{ctx.name}/{settings.instance_id}"[:63],
+        wait_s=settings.db_connect_wait_s,
     )
     ctx.stack.push_async_callback(store.close)
     # Stop answering before the pool closes (the exit stack unwinds in reverse).

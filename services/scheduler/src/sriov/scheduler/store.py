@@ -152,12 +152,14 @@ class Store:
         max_size: int = 10,
         application_name: str = "sriov-scheduler",
         timeout: float = 10,
+        wait_s: float = 60,
     ) -> Store:
         """Connect, create or upgrade the schema (once, whatever the number of replicas)."""
         pool = await database.open_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
+            wait_s=wait_s,
             timeout=timeout,
             server_settings={
                 "application_name": application_name,

@@ -7,5 +7,7 @@ from sriov.inventory.db.conn import Pool
 from sriov.inventory.db.migrate import migrate
 
 
-async def open_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
-    return await database.open_pool(dsn, min_size=min_size, max_size=max_size, prepare=migrate)
+async def open_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, wait_s: float = 60) -> Pool:
+    return await database.open_pool(
+        dsn, min_size=min_size, max_size=max_size, wait_s=wait_s, prepare=migrate
+    )
