@@ -166,6 +166,29 @@ async def test_an_apply_the_driver_refuses_fails_and_leaves_the_vf_clean(
         assert failed.actual == clean_config("mlx5_core")  # VLAN and MAC were undone
 
 
+async def test_a_failed_drift_repair_leaves_the_guest_its_settings(
+    host: SimHost, bus: Bus, tap: EventTap
+) -> None:
+    """The driver refuses the repair of a VF the guest holds: ``failed`` is reported (the
+    scheduler keeps the reservation, degraded) and the VF is not cleaned under the guest."""
+    async with running(bus, host.conf, Options(config_path=host.conf_path)) as agent:
+        await publish(bus, desired(host, 3, 1, GUEST))
+        assert (await outcome(tap, 3, 1)).outcome == "ready"
+        # the VLAN changed behind hostd, then the driver refuses VLANs: the PF's lock is held
+        # meanwhile (as a change in progress holds it), so the repair comes after both
+        async with agent.lifecycle._holding(CX5):
+            vftable.ip_link_set_vf(str(host.root), "eth1", 3, vlan=7)
+            vftable.inject_fault(str(host.root), "eth1", 3, "IFLA_VF_VLAN_LIST", errno.EINVAL)
+        failed = await tap.wait(
+            lambda e: isinstance(e, m.VfApplied) and e.outcome == "failed" and e.revision == 1
+        )
+        assert "re-applying the guest's settings failed" in (failed.error or "")
+        cfg = VfConfigurator(str(host.root), host.netns)
+        now = await cfg.read_vf(CX5, 3)
+        assert (now.mac, now.trust, now.vlan) == (GUEST.mac, True, 7)  # kept, never cleaned
+        cfg.close()
+
+
 @contextlib.asynccontextmanager
 async def refusing(bus: Bus, stream: str) -> AsyncIterator[None]:
     """``stream`` held at its storage limit: JetStream refuses every new message, as it does

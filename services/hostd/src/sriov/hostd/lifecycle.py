@@ -241,10 +241,19 @@ class VfLifecycle:
         self.quarantined.pop(pci, None)
         await self._report(d, "clean", actual)
 
-    async def _failed(self, d: m.VfDesired, pf: str, vf: int, exc: SriovError) -> None:
+    async def _failed(
+        self, d: m.VfDesired, pf: str, vf: int, exc: SriovError, *, reapply: bool = False
+    ) -> None:
         error = str(exc)
+        if d.state == "assigned" and reapply:
+            # A drift repair of a VF the guest already has: the guest keeps it (the scheduler
+            # records it degraded), so what could be put back stays; cleaning it would strip
+            # the guest's VLAN and MAC under a running VM.
+            error = f"re-applying the guest's settings failed; the VF keeps them as read: {error}"
+            await self._report(d, "failed", await self._read(pf, vf), error=error)
+            return
         if d.state == "assigned":
-            try:  # nothing is left half-configured for the guest
+            try:  # a preparation that failed: nothing is left half-configured for the guest
                 await self.cfg.restore(pf, vf)
             except SriovError as rexc:
                 error += f"; restoring the clean state failed too: {rexc}"
@@ -371,7 +380,7 @@ class VfLifecycle:
             else:
                 fixed = await self.cfg.restore(pf, vf)
         except SriovError as exc:
-            await self._failed(d, pf, vf, exc)
+            await self._failed(d, pf, vf, exc, reapply=True)
             return False
         finally:
             self.tables.stale(pf)
