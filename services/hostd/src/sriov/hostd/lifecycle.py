@@ -10,8 +10,9 @@ an older revision than the one seen is ignored. The outcome (``VfApplied``) is p
 before the message is acknowledged; a NATS outage delays it (the bus hands the desired state
 back until it is published: it is keyed by revision, so a duplicate is harmless) but never
 turns a prepared VF into a failed one. A restore that fails or does not read back clean
-quarantines the VF until an operator's reset; an apply that fails is restored, so nothing
-is left half-configured for the guest.
+quarantines the VF until an operator's reset; a preparation that fails is restored, so
+nothing is left half-configured for the guest; a drift repair that fails on a VF the guest
+already holds is reported and leaves the VF as it is (never cleaned under a running guest).
 
 Drift: after each PF link notification (a real PF announces VF-table changes so), each VF
 netdev notification and each resync, every VF whose current revision was applied is
