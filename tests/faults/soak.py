@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import asyncpg
 from fleet import GUIDE_VFS, System, whole_system
 from hostchurn import HostChurn
 from inbox import InboxWorkload
@@ -54,6 +55,7 @@ from workload import Expect, Workload, converge, placement_history_ok, streams_c
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
+from sriov.hostd.lifecycle import consumer_name
 from sriov.scheduler.testing import CX5
 
 
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     print(f"soak: seed {args.seed}, {args.minutes} min, {args.hosts} hosts", flush=True)
     base = Path(tempfile.mkdtemp(prefix="sriov-soak-"))
+    code = 1
     try:
         with whole_system(
             base,
@@ -93,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
             # The default 300 s TTL made such a round take 308 s to converge.
             env={"SRIOV_RESERVATION_TTL_S": "60"},
         ) as system:
-            return asyncio.run(Soak(system, args).run())
+            code = asyncio.run(Soak(system, args).run())
+            return code
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if code == 0:
+            shutil.rmtree(base, ignore_errors=True)
+        else:  # the logs whole (the report shows only their ends) and the servers' stores
+            print(f"kept {base} (service logs in {base / 'fleet' / 'logs'})", flush=True)
 
 
 class Soak:
@@ -141,12 +148,36 @@ class Soak:
             with contextlib.suppress(Exception):  # what was dead-lettered, and why
                 async for dl in bus.history(subjects.STREAM_DEAD_LETTER):
                     print(f"--- dead letter {dl.subject}: {dl.headers} {dl.data[:300]!r}")
+            await self._diagnose(bus)
             print("--- service logs ---\n" + fleet.tails(8), flush=True)
             return 1
         finally:
             await bus.close()
         self._report(nemesis, churn, sync, inbox, started)
         return 0
+
+    async def _diagnose(self, bus: Bus) -> None:
+        """Where a VF's release stops: hostd's desired-state durable, the outboxes, and the
+        scheduler's unsettled VFs with the revision they wait for and hostd's last outcome."""
+        for sim in self.fleet.sim_hosts:
+            with contextlib.suppress(Exception):
+                info = await bus.consumer_info(subjects.STREAM_DESIRED, consumer_name(sim.host_id))
+                print(f"--- {info.name}: {info.num_pending} pending, {info.num_ack_pending} "
+                      f"unacknowledged, {info.num_redelivered} redelivered")  # fmt: skip
+        with contextlib.suppress(Exception):
+            print(f"--- outboxes: {await outboxes_empty(self.system.pg.dsn) or 'empty'}")
+            conn = await asyncpg.connect(self.system.pg.dsn, timeout=10)
+            try:
+                rows = await conn.fetch(
+                    "SELECT v.pci_address, v.lifecycle, d.state, d.revision, d.outcome"
+                    " FROM scheduler.vfs v LEFT JOIN scheduler.desired d USING (device_id)"
+                    " WHERE v.lifecycle NOT IN ('free', 'ready') ORDER BY v.pci_address"
+                )
+            finally:
+                await conn.close()
+            for r in rows:
+                print(f"--- scheduler VF {r[0]}: {r[1]}, desired {r[2]} revision {r[3]}, "
+                      f"hostd's last outcome {r[4]}")  # fmt: skip
 
     async def _keepers(
         self, wl: Workload, churn: HostChurn

@@ -359,3 +359,37 @@ async def test_a_host_never_sees_another_hosts_desired_state(
         assert GUIDE_CX5_VFS[3] not in agent.lifecycle.desired
         names = [c.name for c in await bus.consumers(subjects.STREAM_DESIRED)]
         assert consumer_name(agent.host_id) in names
+
+
+async def test_a_release_queued_behind_a_vf_count_change_is_still_reported_clean(
+    host: SimHost, bus: Bus, tap: EventTap
+) -> None:
+    """The soak's seed 1: guests released, their clean states queued on the PF (one VF change
+    at a time) when a VF count change, refused while they were held, goes through. The change
+    waits for the PF, and every release is still answered ``clean`` on the recreated VF (they
+    were taken for "destroyed" and never answered: the VFs stayed 'cleaning' for ever)."""
+    async with running(
+        bus, host.conf, Options(config_path=host.conf_path), await service(bus)
+    ) as agent:
+        lc = agent.lifecycle
+        for vf in (1, 2):
+            await publish(bus, desired(host, vf, 1, GUEST, guest=f"vm-{vf}"))
+            await outcome(tap, vf, 1)
+        async with lc.holding(CX5):  # another VF of the PF being changed
+            for vf in (1, 2):
+                await publish(bus, desired(host, vf, 2))
+            # both releases queued behind it (recorded as desired, then waiting for the PF)
+            await poll(lambda: all(lc.desired[GUIDE_CX5_VFS[vf]].revision == 2 for vf in (1, 2)))
+            queued = lc.changing
+            ask = m.SetNumVfsRequest(pf="eth1", num_vfs=4)
+            change = asyncio.create_task(
+                bus.request(cmd(host, "set-numvfs"), ask, m.CommandAck, timeout=30)
+            )
+            # it waits for the PF (before the fix it went through here, and the releases
+            # were then dropped, or restored half-way through the VFs' destruction)
+            await poll(lambda: change.done() or lc.changing > queued)
+        assert (await change).message == "eth1: 8 -> 4 VFs"
+        for vf in (1, 2):
+            answer = await outcome(tap, vf, 2)
+            assert (answer.outcome, answer.error) == ("clean", None)
+        assert await agent.vfconfig.read_vf(CX5, 1) == clean_config("mlx5_core")

@@ -138,3 +138,18 @@ def test_repaired_drift_updates_what_was_read_back_only() -> None:
     # an older read-back (a reordered event) never overwrites a newer one
     dev = run([applied(2, 11, "ready", READY_CFG)], v)
     assert dev.actual == drifted
+
+
+def test_a_clean_outcome_for_a_removed_vf_counts_once_it_is_back() -> None:
+    """A VF count change removes a released VF; hostd restores it once recreated and its
+    ``clean`` may be stamped before the discovery that brings it back (soak seed 15: it was
+    dropped on the tombstone, and the VF stayed 'cleaning' for ever)."""
+    gone = m.VfRemoved(host_id=H, generation=1, seq=2, pci_address=VF.pci_address,
+                       pf_pci_address=VF.pf_pci_address, ts=NOW)  # fmt: skip
+    back = m.VfDiscovered(host_id=H, generation=1, seq=4, vf=VF, ts=NOW)
+    presence: list[Step] = [lambda v: v.apply(gone, NOW), lambda v: v.apply(back, NOW)]
+    for at in range(3):  # the outcome before, between or after them
+        v = view()
+        order = [*presence[:at], applied(3, 21, "clean", CLEAN_CFG), *presence[at:]]
+        dev = run([reserved(10), released(20), *order], v)
+        assert (dev.lifecycle, v.devices[VF.pci_address].removed) == ("free", False), at

@@ -470,22 +470,26 @@ class HostAgent:
             raise InvalidRequest(f"num_vfs must be 0 or more, got {req.num_vfs}", field="num_vfs")
         async with self._numvfs_lock:
             found = await self._discover()
-            self.lifecycle.refuse_if_held(found, req.pf, req.force)
             pf = found.pf(req.pf)
-            vfs = [v.pci_address for v in found.vfs if pf and v.pf_pci_address == pf.pci_address]
-            # from the first write on, what was applied to them is gone: never "repaired" back
-            applied = self.lifecycle.destroyed(vfs)
-            try:
-                before, after = await asyncio.to_thread(
-                    set_numvfs, self.sysfs, found, req.pf, req.num_vfs
-                )
-            except BaseException:
-                self.lifecycle.outcomes.update(applied)
-                raise
-            if before != after:
-                await self._recreated(found, req.pf)
-            else:
-                self.lifecycle.outcomes.update(applied)
+            # no VF of the PF changes meanwhile: a restore queued behind the change then finds
+            # the recreated VF (or none), never one the kernel is destroying
+            async with self.lifecycle.holding(pf.pci_address) if pf else contextlib.nullcontext():
+                self.lifecycle.refuse_if_held(found, req.pf, req.force)
+                key = pf.pci_address if pf else None
+                vfs = [v.pci_address for v in found.vfs if v.pf_pci_address == key]
+                # from the first write on, what was applied to them is gone: never "repaired" back
+                applied = self.lifecycle.destroyed(vfs)
+                try:
+                    before, after = await asyncio.to_thread(
+                        set_numvfs, self.sysfs, found, req.pf, req.num_vfs
+                    )
+                except BaseException:
+                    self.lifecycle.outcomes.update(applied)
+                    raise
+                if before != after:
+                    await self._recreated(found, req.pf)
+                else:
+                    self.lifecycle.outcomes.update(applied)
         await self.scan(snapshot=False, reason="numvfs set")
         return m.CommandAck(
             message=f"{req.pf}: {before} -> {after} VFs", snapshot_seq=self.publisher.snapshot_seq

@@ -91,7 +91,8 @@ class VfLifecycle:
         self.repaired = 0
         self.ignored = 0
         self._locks: dict[str, asyncio.Lock] = {}
-        self._changing = 0
+        self.changing = 0
+        """VF changes (and VF count changes) running or waiting for their PF."""
         self.idle = asyncio.Event()
         """Set while no VF is being changed (the agent's rescans wait for it, briefly)."""
         self.idle.set()
@@ -127,16 +128,17 @@ class VfLifecycle:
         return self._locks.setdefault(pf, asyncio.Lock())
 
     @contextlib.asynccontextmanager
-    async def _holding(self, pf: str) -> AsyncIterator[None]:
-        """The PF's lock (one VF change at a time per PF), counted in :attr:`idle`."""
-        self._changing += 1
+    async def holding(self, pf: str) -> AsyncIterator[None]:
+        """The PF's lock (one VF change at a time per PF), counted in :attr:`idle`. A VF count
+        change holds it too, so no VF is restored while the kernel destroys it."""
+        self.changing += 1
         self.idle.clear()
         try:
             async with self._lock(pf):
                 yield
         finally:
-            self._changing -= 1
-            if not self._changing:
+            self.changing -= 1
+            if not self.changing:
                 self.idle.set()
 
     def held(self, pf: str, found: Discovery) -> list[tuple[str, str]]:
@@ -165,12 +167,15 @@ class VfLifecycle:
 
     def destroyed(self, vfs: list[str]) -> dict[str, tuple[int, str]]:
         """VFs the kernel destroys and recreates (a VF count change): what was applied to
-        them is gone, so nothing is repaired towards it; the next desired state applies.
-        Returns the outcomes it replaced (to put back if the change did not happen)."""
-        replaced = {pci: self.outcomes[pci] for pci in vfs if pci in self.outcomes}
-        for pci in vfs:
-            if pci in self.desired:
-                self.outcomes[pci] = (self.desired[pci].revision, "destroyed")
+        them for a guest is gone, so nothing is repaired towards it; the scheduler learns
+        from ``vf.removed`` and its next desired state applies. A clean state is left as it
+        is: one not reported yet is still owed (its release waits for it) and is applied to
+        the recreated VF. Returns the outcomes it replaced (to put back if the change did not
+        happen). Call it holding the PF (:meth:`holding`)."""
+        gone = [pci for pci in vfs if pci in self.desired and self.desired[pci].state != "clean"]
+        replaced = {pci: self.outcomes[pci] for pci in gone if pci in self.outcomes}
+        for pci in gone:
+            self.outcomes[pci] = (self.desired[pci].revision, "destroyed")
         return replaced
 
     # --- desired state in -------------------------------------------------------------------
@@ -206,16 +211,24 @@ class VfLifecycle:
         self.desired[pci] = desired
         where = self.locate(pci)
         if where is None:
-            if desired.state == "assigned":
-                await self._report(desired, "failed", None, error=f"VF {pci} does not exist")
-            return  # a clean state for a VF that is gone: applied if it reappears
-        pf, vf = where
-        async with self._holding(pf):
+            await self._missing(desired)
+            return
+        async with self.holding(where[0]):
             if self.desired[pci].revision != desired.revision:
                 return  # superseded while waiting for the PF
             if self.outcomes.get(pci, (-1, ""))[0] == desired.revision:
                 return  # already reported (a redelivery, or a drift check applied it first)
-            await self._apply(desired, pf, vf)
+            if self.locate(pci) != where:  # a VF count change destroyed it while we waited
+                await self._missing(desired)
+                return
+            await self._apply(desired, *where)
+
+    async def _missing(self, desired: m.VfDesired) -> None:
+        """Desired state for a VF that does not exist (now): a clean state is applied if it
+        reappears (:meth:`after_scan`); a guest's fails."""
+        if desired.state == "assigned":
+            error = f"VF {desired.pci_address} does not exist"
+            await self._report(desired, "failed", None, error=error)
 
     async def _apply(self, d: m.VfDesired, pf: str, vf: int) -> None:
         pci = d.pci_address
@@ -346,7 +359,7 @@ class VfLifecycle:
         """Compare every VF of ``pf`` that has desired state with what it is now; re-apply
         and report a difference. Returns the VFs repaired."""
         repaired: list[str] = []
-        async with self._holding(pf):
+        async with self.holding(pf):
             vfs = self.vfs_of(pf)
             mine = {pci: d for pci, d in self.desired.items() if pci in vfs}
             if not mine:

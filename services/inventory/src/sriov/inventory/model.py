@@ -257,10 +257,12 @@ class HostView:
         """hostd's outcome for a revision of the VF's desired state (or a repaired drift)."""
         _check_pci(ev.pci_address, self.host.host_id)
         rec = self.devices.get(ev.pci_address)
-        if rec is None or rec.removed:
+        if rec is None:
             return "stale"
+        # kept on a tombstone too, as placement events are: a VF count change removes the VF
+        # and hostd restores it once recreated, before or after inventory hears it is back
         recorded = rec.life.hostd(ev.outcome, ev.revision)
-        newer = stamp > self.host.snap_stamp and stamp > rec.stamp
+        newer = not rec.removed and stamp > self.host.snap_stamp and stamp > rec.stamp
         if newer:  # what it read back is newer than anything else we know of the VF
             rec.device, rec.stamp = applied_device(rec.device, ev), stamp
         return "applied" if recorded or newer else "stale"
