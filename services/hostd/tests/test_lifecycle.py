@@ -176,7 +176,7 @@ async def test_a_failed_drift_repair_leaves_the_guest_its_settings(
         assert (await outcome(tap, 3, 1)).outcome == "ready"
         # the VLAN changed behind hostd, then the driver refuses VLANs: the PF's lock is held
         # meanwhile (as a change in progress holds it), so the repair comes after both
-        async with agent.lifecycle._holding(CX5):
+        async with agent.lifecycle.holding(CX5):
             vftable.ip_link_set_vf(str(host.root), "eth1", 3, vlan=7)
             vftable.inject_fault(str(host.root), "eth1", 3, "IFLA_VF_VLAN_LIST", errno.EINVAL)
         failed = await tap.wait(
