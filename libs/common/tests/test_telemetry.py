@@ -54,6 +54,21 @@ def grpc_rx() -> Iterator[OtlpGrpcReceiver]:
         yield rx
 
 
+def test_the_grpc_receiver_keeps_grpc_out_of_the_test_process() -> None:
+    """grpcio's fork handlers run in a child forked while its threads run: PostgreSQL, forked
+    under its own user id by a later test of the same worker, died with SIGSEGV that way."""
+    probe = (
+        "import sys\n"
+        "from sriov.devtools.otlp import OtlpGrpcReceiver\n"
+        "with OtlpGrpcReceiver() as rx:\n"
+        "    assert rx.endpoint.rsplit(':', 1)[1] != '0'\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'grpc'))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout
+
+
 def _env(**otel: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     return clean | otel

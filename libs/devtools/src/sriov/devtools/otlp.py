@@ -2,24 +2,24 @@
 
 Services export with the standard OTLP exporters (``OTEL_EXPORTER_OTLP_ENDPOINT``, over
 ``OTEL_EXPORTER_OTLP_PROTOCOL`` ``http/protobuf`` or ``grpc``); ``OtlpReceiver`` (HTTP) and
-``OtlpGrpcReceiver`` (gRPC, opentelemetry-proto's ``TraceService``) listen on a free loopback
-port, and both keep each ``ExportTraceServiceRequest``'s spans flattened the same way, so a
-test can check parent/child links and span links across processes.
+``OtlpGrpcReceiver`` (gRPC, opentelemetry-proto's ``TraceService``, served from a child
+process: see ``otlp_grpc``) listen on a free loopback port, and both keep each
+``ExportTraceServiceRequest``'s spans flattened the same way, so a test can check
+parent/child links and span links across processes.
 """
 
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -197,41 +197,50 @@ class OtlpReceiver(_Spans):
         self.stop()
 
 
-class OtlpGrpcReceiver(_Spans):
+class OtlpGrpcReceiver(OtlpReceiver):
     """``with OtlpGrpcReceiver() as rx:`` export with ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc`` and
-    ``OTEL_EXPORTER_OTLP_ENDPOINT=rx.endpoint`` (``http://``: the exporter goes without TLS)."""
+    ``OTEL_EXPORTER_OTLP_ENDPOINT=rx.endpoint`` (``http://``: the exporter goes without TLS).
 
-    def __init__(self) -> None:
-        super().__init__()
-        receiver = self
+    The gRPC server runs in a child process (``otlp_grpc``) that posts each request to this
+    receiver's HTTP side, so grpc's threads never live in a process that forks."""
 
-        class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(  # the generated service's method name
-                self, request: ExportTraceServiceRequest, context: Any
-            ) -> ExportTraceServiceResponse:
-                receiver._add(spans_of(request))
-                return ExportTraceServiceResponse()
-
-        self._server = grpc.server(ThreadPoolExecutor(2, thread_name_prefix="otlp-grpc"))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)  # type: ignore[no-untyped-call]
-        self._port = int(self._server.add_insecure_port("127.0.0.1:0"))
+    _relay: subprocess.Popen[str] | None = None
+    _grpc_port = 0
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self._grpc_port}"
 
     def start(self) -> OtlpGrpcReceiver:
-        self._server.start()
+        super().start()
+        self._relay = subprocess.Popen(
+            [sys.executable, "-m", "sriov.devtools.otlp_grpc", super().endpoint],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # its stderr is the test's
+        assert self._relay.stdout is not None
+        line = self._relay.stdout.readline().strip()
+        if not line.isdigit():
+            self.stop()
+            raise RuntimeError(f"the OTLP gRPC relay did not start: {line!r}")
+        self._grpc_port = int(line)
         return self
 
     def stop(self) -> None:
-        self._server.stop(grace=None).wait(5)
+        if self._relay is not None:
+            self._relay.terminate()
+            try:
+                self._relay.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._relay.kill()
+                self._relay.communicate()
+            if self._relay.returncode not in (0, -15):
+                self._error(f"the OTLP gRPC relay exited {self._relay.returncode}")
+            self._relay = None
+        super().stop()
 
     def __enter__(self) -> OtlpGrpcReceiver:
         return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
 
 def by_id(spans: list[Span]) -> dict[str, Span]:
