@@ -516,6 +516,27 @@ def test_numvfs_disagreeing_with_virtfn_links_is_settling(tmp_path: Path, ids: P
     ]
 
 
+@pytest.mark.parametrize("address", [None, ""])
+def test_a_vf_netdev_without_its_address_yet_is_settling(
+    tmp_path: Path, ids: PciIds, address: str | None
+) -> None:
+    """A rebound VF's netdev directory exists before its attributes (the kernel's order, and
+    the simulator's): publishing that as "no MAC" stuck a null MAC in inventory once."""
+    host = single(tmp_path)
+    attr = vf_dir(host, 1) / "net" / "eth1v1" / "address"
+    if address is None:
+        attr.unlink()
+    else:
+        attr.write_text(address)
+    found = run(host, ids)
+    assert found.errors == []
+    assert [(e.pci_address, e.ifname, e.message) for e in found.settling] == [
+        ("0000:0a:00.2", "eth1v1",
+         "netdev eth1v1 of VF 0000:0a:00.2 has no address yet (being registered or removed?)"),
+    ]  # fmt: skip
+    assert [v.mac for v in found.vfs if v.ifname == "eth1v1"] == [None]
+
+
 def test_netlink_overrides_link_state_and_marks_management(tmp_path: Path, ids: PciIds) -> None:
     spec = guide()
     host = make_host(tmp_path, spec)

@@ -34,7 +34,8 @@ class Discovery:
     errors: list[m.DeviceError] = field(default_factory=list)
     settling: list[m.DeviceError] = field(default_factory=list)
     """PFs whose VFs are being created or removed right now (virtfn links disagree with
-    sriov_numvfs); worth another look in a moment before telling anyone."""
+    sriov_numvfs), VF netdevs half registered; worth another look in a moment before
+    telling anyone."""
     management: dict[str, str] = field(default_factory=dict)
     """PF PCI address -> why it is never reconfigured."""
 
@@ -251,9 +252,21 @@ def _discover_vf(ctx: _Ctx, pf: m.PF, index: int, addr: str, vf_dir: str) -> m.V
     nets = _optional(ctx, addr, lambda: s.listdir(os.path.join(vf_dir, "net")), [])
     if nets:
         vf.ifname = nets[0]
-        vf.link_state, vf.mac = ctx.netdev_state(  # type: ignore[assignment]
-            nets[0], os.path.join(vf_dir, "net", nets[0])
-        )
+        net_dir = os.path.join(vf_dir, "net", nets[0])
+        vf.link_state, vf.mac = ctx.netdev_state(nets[0], net_dir)  # type: ignore[assignment]
+        if not vf.mac:
+            # the kernel creates a netdev's directory before its attributes (and removes them
+            # first): an address not there yet is a netdev being (un)registered, not "no MAC"
+            ctx.out.settling.append(
+                m.DeviceError(
+                    pci_address=addr,
+                    path=os.path.join(net_dir, "address"),
+                    message=f"netdev {nets[0]} of VF {addr} has no address yet "
+                    "(being registered or removed?)",
+                    ifname=nets[0],
+                )
+            )
+            vf.mac = None
     return vf
 
 
