@@ -7,6 +7,7 @@ gRPC receiver.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +68,43 @@ def test_the_grpc_receiver_keeps_grpc_out_of_the_test_process() -> None:
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]", res.stdout
+
+
+# No exporter: ids only, and the sampled flag as the caller sent it.
+IDS_ONLY = """
+import json
+from opentelemetry.trace import SpanKind
+from sriov.common import telemetry
+
+tele = telemetry.setup("sriov-ids-probe")
+out = {"recording": telemetry.recording()}
+with telemetry.tracer().start_as_current_span("root") as root:
+    with telemetry.tracer().start_as_current_span("child") as child:
+        out["root"] = [root.get_span_context().trace_id, root.get_span_context().span_id]
+        out["child"] = [child.get_span_context().trace_id, child.get_span_context().span_id]
+        out["records"] = child.is_recording()
+        out["sent"] = telemetry.inject({})["traceparent"]
+unsampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}
+with telemetry.messaging_span("t", "t", SpanKind.CONSUMER, unsampled):
+    out["continued"] = telemetry.inject({})["traceparent"]
+tele.shutdown()
+print(json.dumps(out))
+"""
+
+
+def test_without_an_exporter_spans_are_ids_that_propagate() -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", IDS_ONLY], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["recording"] is False and out["records"] is False
+    (root_trace, root_span), (child_trace, child_span) = out["root"], out["child"]
+    assert root_trace == child_trace != 0 and root_span not in (0, child_span) and child_span
+    assert out["sent"] == f"00-{child_trace:032x}-{child_span:016x}-01"  # a root is sampled
+    trace_id, span_id, flags = out["continued"].split("-")[1:]
+    assert (trace_id, flags) == ("0af7651916cd43dd8448eb211c80319c", "00")
+    assert span_id != "b7ad6b7169203331"  # a hop of its own, its caller's choice kept
 
 
 def _env(**otel: str) -> dict[str, str]:

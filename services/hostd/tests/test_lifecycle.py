@@ -93,6 +93,7 @@ async def test_ready_clean_stale_and_actual_in_events(
         ready = await outcome(tap, 3, 1)
         assert (ready.outcome, ready.actual, ready.error) == ("ready", GUEST, None)
         assert ready.iommu_group is not None and ready.ifname is None  # vfio-pci: no netdev
+        assert ready.mac is None
         cfg = VfConfigurator(str(host.root), host.netns)
         assert await cfg.read_vf(CX5, 3) == GUEST  # what the simulated PF driver keeps
         # the VF's actual configuration reaches consumers as a vf.changed (no snapshot)
@@ -104,12 +105,15 @@ async def test_ready_clean_stale_and_actual_in_events(
         netdev_cfg = VfConfig(mac="fa:16:3e:00:00:02", vlan=10, driver="mlx5_core")
         await publish(bus, desired(host, 4, 1, netdev_cfg, guest="vm-2"))
         ready4 = await outcome(tap, 4, 1)
-        assert (ready4.outcome, ready4.ifname) == ("ready", "eth1v4")
+        assert (ready4.outcome, ready4.ifname, ready4.mac) == (
+            "ready", "eth1v4", "fa:16:3e:00:00:02"
+        )  # fmt: skip
         assert await cfg.netdev_mac(GUIDE_CX5_VFS[4]) == "fa:16:3e:00:00:02"
 
         await publish(bus, desired(host, 3, 2))
         clean = await outcome(tap, 3, 2)
         assert (clean.outcome, clean.actual) == ("clean", clean_config("mlx5_core"))
+        assert clean.ifname == "eth1v3" and clean.mac  # rebound: its netdev is back
         assert drv.current_driver(Sysfs(host.root), GUIDE_CX5_VFS[3]) == "mlx5_core"
 
         # an older revision arriving late is ignored: the VF stays clean

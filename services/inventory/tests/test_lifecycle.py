@@ -11,6 +11,8 @@ import datetime as dt
 import itertools
 from collections.abc import Callable
 
+import msgspec
+
 from sriov.common import schemas as m
 from sriov.inventory import testing as t
 from sriov.inventory.model import HostRow, HostView
@@ -34,10 +36,13 @@ def view(pfs: list[m.PF] | None = None) -> HostView:
     return v
 
 
-def applied(seq: int, revision: int, outcome: str, actual: m.VfConfig | None = None) -> Step:
+def applied(
+    seq: int, revision: int, outcome: str, actual: m.VfConfig | None = None, **netdev: str | None
+) -> Step:
     ev = m.VfApplied(
         host_id=H, generation=1, seq=seq, pci_address=VF.pci_address, revision=revision,
         outcome=outcome, actual=actual, iommu_group=77, ts=NOW,  # type: ignore[arg-type]
+        **netdev,  # type: ignore[arg-type]
     )  # fmt: skip
     return lambda v: v.apply(ev, NOW)
 
@@ -153,3 +158,25 @@ def test_a_clean_outcome_for_a_removed_vf_counts_once_it_is_back() -> None:
         order = [*presence[:at], applied(3, 21, "clean", CLEAN_CFG), *presence[at:]]
         dev = run([reserved(10), released(20), *order], v)
         assert (dev.lifecycle, v.devices[VF.pci_address].removed) == ("free", False), at
+
+
+def test_an_outcome_brings_the_netdev_and_its_mac_with_it() -> None:
+    """Inventory shows the VF's netdev and MAC from the outcome, before the next discovery: a
+    VF moved to vfio-pci kept its old netdev's MAC until then (a test caught the window)."""
+    v = HostView(HostRow(H), {}, {})
+    vfs = [msgspec.structs.replace(VF, mac="02:00:00:00:00:01"), *VFS[1:]]
+    snap = m.HostSnapshot(host_id=H, generation=1, seq=1, pfs=t.with_lifecycle(PFS), vfs=vfs,
+                          ts=NOW)  # fmt: skip
+    assert v.apply(snap, NOW) == "applied"
+    assert rec(v).device.mac == "02:00:00:00:00:01"
+    vfio = msgspec.structs.replace(READY_CFG, driver="vfio-pci")
+    run([reserved(2), applied(3, 1, "ready", vfio, ifname=None, mac=None)], v)
+    assert (rec(v).device.ifname, rec(v).device.mac) == (None, None)
+    clean = applied(4, 2, "clean", CLEAN_CFG, ifname=VF.ifname, mac="02:00:00:00:00:09")
+    assert (run([released(5), clean], v).ifname, rec(v).device.mac) == (
+        VF.ifname, "02:00:00:00:00:09"
+    )  # fmt: skip
+    # an older hostd's outcome names the netdev but not its MAC: the known one stays
+    assert run([applied(6, 2, "repaired", CLEAN_CFG, ifname=VF.ifname)], v).mac == (
+        "02:00:00:00:00:09"
+    )

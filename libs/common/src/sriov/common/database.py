@@ -19,6 +19,7 @@ import asyncpg
 import asyncpg.pool
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
+from sriov.common import telemetry
 from sriov.common.errors import ConfigError, Unavailable
 from sriov.common.redact import redact_url
 
@@ -65,7 +66,10 @@ def outages(what: str) -> Iterator[None]:
 
 
 def instrument() -> None:
-    """Database calls become spans of the current trace (once per process)."""
+    """Database calls become spans of the current trace (once per process), when spans are
+    recorded at all (``telemetry.setup`` ran first and an exporter is configured)."""
+    if not telemetry.recording():
+        return
     instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()

@@ -295,6 +295,7 @@ class VfLifecycle:
         """Publish the outcome; raise :class:`BusError` (an :class:`Unavailable`) when it could not
         be: the consumer then hands the desired state back, the outcome is never lost."""
         group, ifname = self._identity(d.pci_address)
+        mac = await self._netdev_mac(d.pci_address) if ifname else None
         sent = await self.publisher.publish(
             subjects.host_vf(self.host_id, "applied"),
             m.VfApplied,
@@ -306,6 +307,7 @@ class VfLifecycle:
             drift=drift or [],
             iommu_group=group,
             ifname=ifname,
+            mac=mac,
         )
         if sent is None:
             raise BusError(f"the outcome {outcome} of {d.pci_address} was not published")
@@ -325,6 +327,14 @@ class VfLifecycle:
         return (int(group) if group and group.isdigit() else None), (
             ifnames[0] if ifnames else None
         )
+
+    async def _netdev_mac(self, pci: str) -> str | None:
+        """The netdev's MAC as the kernel has it now (inventory shows it from the outcome,
+        before the next discovery)."""
+        try:
+            return await self.cfg.netdev_mac(pci)
+        except SriovError:
+            return None
 
     # --- drift ------------------------------------------------------------------------------
     def notified(self, pf: str | None, *, table_changed: bool) -> None:

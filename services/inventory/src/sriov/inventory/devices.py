@@ -46,14 +46,18 @@ def vf_device(host_id: str, vf: m.VF, base: m.Device | None) -> m.Device:
 
 def applied_device(dev: m.Device, ev: m.VfApplied) -> m.Device:
     """The row after hostd read a VF back (``VfApplied``): its configuration, and the driver,
-    netdev and IOMMU group that go with it."""
+    netdev (with its MAC) and IOMMU group that go with it. Without a netdev there is no MAC;
+    a netdev whose MAC the outcome lacks (an older hostd) keeps the one known for it."""
     if ev.actual is None:
         return dev
+    known = dev.mac if ev.ifname == dev.ifname else None
+    mac = None if ev.ifname is None else ev.mac or known
     return msgspec.structs.replace(
         dev,
         actual=ev.actual,
         driver=ev.actual.driver if ev.actual.driver is not None else dev.driver,
         ifname=ev.ifname,
+        mac=mac,
         iommu_group=ev.iommu_group if ev.iommu_group is not None else dev.iommu_group,
     )
 

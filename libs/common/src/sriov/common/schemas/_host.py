@@ -199,6 +199,9 @@ class VfApplied(HostEvent, kw_only=True, tag="host.vf.applied.v1"):
     iommu_group: int | None = None
     ifname: str | None = None
     """The VF's netdev when bound to its netdev driver; None on vfio-pci."""
+    mac: str | None = None
+    """That netdev's MAC address as the host reads it after the attempt (None without a
+    netdev, or when it could not be read)."""
 
 
 HostEventT = (
