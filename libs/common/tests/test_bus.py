@@ -189,6 +189,28 @@ async def test_a_batch_that_timed_out_comes_back_whole_not_one_by_one(bus: Bus) 
     assert stats.retried == len(attempts[0])
 
 
+async def test_a_batch_waits_an_outage_out_whole_without_spending_deliveries(bus: Bus) -> None:
+    """The batch path keeps the single path's rule: an outage longer than every delivery
+    and back-off together spends nothing and dead-letters nothing, and the batch stays whole."""
+    for i in range(5):
+        await bus.js_publish(s.host_heartbeat("h1"), hb(i))
+    attempts: list[tuple[list[int], int]] = []
+
+    async def batch(items: list[tuple[m.HostEventT, Delivery]]) -> None:
+        attempts.append((sorted(v.seq for v, _ in items), max(d.num_delivered for _, d in items)))
+        if len(attempts) <= 6:  # twice max_deliver (3)
+            raise Unavailable("database unreachable during test (ConnectionRefusedError)")
+
+    async def handler(msg: m.HostEventT, d: Delivery) -> None:
+        raise AssertionError("an outage is no poison message: no one-by-one fallback")
+
+    stats = await run_consumer(bus, handler, lambda st: st.handled >= 5, batch=batch)
+    first = attempts[0][0]
+    assert [a for a in attempts[:7]] == [(first, 1)] * 7  # the same batch, delivered once
+    assert (stats.dead_lettered, stats.retried, stats.waited) == (0, 0, 6 * len(first))
+    assert (await bus.stream_info(s.STREAM_DEAD_LETTER)).messages == 0
+
+
 async def test_last_values_replays_current_state_only(bus: Bus) -> None:
     dev = m.Device(id="d1", host_id="h1", pci_address="0000:0a:00.2", addr="0a:00.2")
     for rev in range(3):

@@ -69,25 +69,42 @@ class IdsOnlyTracer(NoOpTracer):
         return NonRecordingSpan(SpanContext(trace_id, span_id, False, flags, state))
 
 
-class IdsOnlyTracerProvider(trace.TracerProvider):
-    """What ``setup`` installs when no exporter is configured."""
+class ProjectTracer(Tracer):
+    """The installed provider's tracer (an exporter is configured, or a test collects spans);
+    until one is installed, :class:`IdsOnlyTracer`. Like the API's ProxyTracer, which falls
+    back to a tracer that makes no ids at all."""
 
-    def get_tracer(self, *_a: Any, **_kw: Any) -> Tracer:
-        return IdsOnlyTracer()
+    def __init__(self) -> None:
+        self._ids = IdsOnlyTracer()
+        self._real: Tracer | None = None
 
-    def shutdown(self) -> None:
-        pass
+    def _current(self) -> Tracer:
+        if self._real is not None:
+            return self._real
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider):
+            return self._ids
+        self._real = provider.get_tracer(TRACER_NAME)
+        return self._real
+
+    def start_span(self, *args: Any, **kwargs: Any) -> Span:
+        return self._current().start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        return self._current().start_as_current_span(*args, **kwargs)
 
 
 @dataclass
 class Telemetry:
     """Handles to shut exporters down cleanly (flushes pending spans)."""
 
-    tracer_provider: TracerProvider | IdsOnlyTracerProvider
+    tracer_provider: TracerProvider | None
+    """None: nothing exports, no provider was installed (spans are ids only)."""
     metrics_port: int | None = None
 
     def shutdown(self) -> None:
-        self.tracer_provider.shutdown()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
         provider = metrics.get_meter_provider()
         shutdown = getattr(provider, "shutdown", None)
         if shutdown is not None:
@@ -124,20 +141,18 @@ def setup(service_name: str, instance_id: str | None = None) -> Telemetry:
 
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
         exporting = True
-    chosen = provider if exporting else IdsOnlyTracerProvider()
-    trace.set_tracer_provider(chosen)
+    if exporting:
+        trace.set_tracer_provider(provider)
 
     port = None
     if "prometheus" in _env_list("OTEL_METRICS_EXPORTER"):
         port = _start_prometheus(resource)
-    return Telemetry(chosen, port)
+    return Telemetry(provider if exporting else None, port)
 
 
 def recording() -> bool:
     """Whether spans of this process go anywhere (no: database calls are left unwrapped)."""
-    return not isinstance(
-        trace.get_tracer_provider(), (IdsOnlyTracerProvider, trace.ProxyTracerProvider)
-    )
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def otlp_protocol() -> tuple[str | None, str]:
@@ -192,8 +207,8 @@ def _start_prometheus(resource: Resource) -> int:
 
 @functools.cache
 def tracer() -> Tracer:
-    """The project's tracer, built once (a ProxyTracer follows a provider installed later)."""
-    return trace.get_tracer(TRACER_NAME)
+    """The project's tracer, built once (it follows a provider installed later)."""
+    return ProjectTracer()
 
 
 def meter() -> metrics.Meter:

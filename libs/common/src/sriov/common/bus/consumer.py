@@ -4,8 +4,8 @@ Two kinds of failure, two policies. A handler that raises :class:`Unavailable` s
 dependency (PostgreSQL, NATS, OVSDB) is away, not that the message is bad: the message is
 kept (``in_progress``, so it is not redelivered elsewhere) and handled again after back-off
 until the dependency answers, without spending its deliveries; an outage of any length
-dead-letters nothing. Any other failure is the message's: it is naked with back-off and
-dead-lettered after ``max_deliver`` deliveries.
+dead-letters nothing; a batch waits the same way, whole. Any other failure is the message's:
+it is naked with back-off and dead-lettered after ``max_deliver`` deliveries.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ async def consume(
                 continue
             decoded = [d for m in msgs if (d := await _decode(js, m, spec, decoder, stats))]
             if batch_handler is not None and decoded:
-                if await _run_batch(batch_handler, decoded, stats, spec):
+                if await _run_batch(batch_handler, decoded, stats, spec, stop):
                     continue
             for i, item in enumerate(decoded):
                 await _slot(sem, [m for _v, m in decoded[i:]], spec.ack_wait_s)
@@ -171,42 +171,63 @@ async def _run_batch(
     decoded: list[tuple[T, Msg]],
     stats: ConsumerStats,
     spec: ConsumerSpec,
+    stop: asyncio.Event,
 ) -> bool:
     """Handle a batch in one call; False: handle its messages one by one instead."""
     items = [(v, _delivery(m)) for v, m in decoded]
+    msgs = [m for _v, m in decoded]
     # One span for the batch, linked to every producer's span so traces stay connected.
     links = [
         Link(ctx)
-        for _v, m in decoded
+        for m in msgs
         if (ctx := get_current_span(telemetry.extract(m.headers)).get_span_context()).is_valid
     ]
-    try:
-        with telemetry.tracer().start_as_current_span(
-            "batch " + subj.template_of(decoded[0][1].subject),
-            kind=SpanKind.CONSUMER,
-            links=links,
-        ):
-            async with _in_progress([m for _v, m in decoded], spec.ack_wait_s):
-                await batch_handler(items)
-    except (TimeoutError, Unavailable) as exc:
-        # Slow or away (the database in a restart storm), not a poison message: one by one
-        # would do the same work in hundreds of transactions, slower still. The whole batch
-        # comes back after a back-off, until its last attempts, which go one by one (and so
-        # reach the dead-letter path like any message).
-        attempt = max(d.num_delivered for _v, d in items)
-        if attempt >= spec.max_deliver - 1:
-            log.warning("batch of %d failed again (%r); handling one by one", len(items), exc)
+    waits = 0
+    while True:
+        try:
+            with telemetry.tracer().start_as_current_span(
+                "batch " + subj.template_of(msgs[0].subject), kind=SpanKind.CONSUMER, links=links
+            ):
+                async with _in_progress(msgs, spec.ack_wait_s):
+                    await batch_handler(items)
+            break
+        except Unavailable as exc:
+            # a dependency is away: the batch waits in place, as a single message does
+            # (kept ours, no delivery spent), and is handled again once it answers
+            stats.waited += len(items)
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            pause = spec.backoff_s[min(waits, len(spec.backoff_s) - 1)]
+            (log.warning if waits == 0 else log.debug)(
+                "%s: batch of %d waits for a dependency (retry %d in %ss): %s",
+                spec.durable, len(items), waits + 1, pause, exc,
+            )  # fmt: skip
+            waits += 1
+            await asyncio.gather(*(m.in_progress() for m in msgs), return_exceptions=True)
+            async with _in_progress(msgs, spec.ack_wait_s):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+            if stop.is_set():  # left for another replica, or this one after its restart
+                await asyncio.gather(*(m.nak() for m in msgs), return_exceptions=True)
+                return True
+        except TimeoutError as exc:
+            # Slow (the database in a restart storm), not a poison message: one by one would
+            # do the same work in hundreds of transactions, slower still. The whole batch
+            # comes back after a back-off, until its last attempts, which go one by one (and
+            # so reach the dead-letter path like any message).
+            attempt = max(d.num_delivered for _v, d in items)
+            if attempt >= spec.max_deliver - 1:
+                log.warning("batch of %d timed out again; handling one by one", len(items))
+                return False
+            delay = spec.backoff_s[min(attempt - 1, len(spec.backoff_s) - 1)]
+            log.warning("batch of %d timed out (%r); redelivered in %.1fs", len(items), exc, delay)
+            stats.retried += len(items)
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            await asyncio.gather(*(m.nak(delay=delay) for m in msgs), return_exceptions=True)
+            return True
+        except Exception as exc:
+            log.warning("batch of %d failed (%s); handling one by one", len(items), exc)
             return False
-        delay = spec.backoff_s[min(attempt - 1, len(spec.backoff_s) - 1)]
-        log.warning("batch of %d failed (%r); all redelivered in %.1fs", len(items), exc, delay)
-        stats.retried += len(items)
-        stats.last_error = f"{type(exc).__name__}: {exc}"
-        await asyncio.gather(*(m.nak(delay=delay) for _v, m in decoded), return_exceptions=True)
-        return True
-    except Exception as exc:
-        log.warning("batch of %d failed (%s); handling one by one", len(items), exc)
-        return False
-    await asyncio.gather(*(m.ack() for _v, m in decoded), return_exceptions=True)
+    await asyncio.gather(*(m.ack() for m in msgs), return_exceptions=True)
     stats.handled += len(items)
     return True
 
