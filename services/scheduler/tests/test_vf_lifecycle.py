@@ -4,15 +4,19 @@ SRIOV_DESIRED, hostd's outcomes (a fake hostd on the real host subject), cordon,
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.errors import Conflict, InvalidRequest, NoCapacity, NotFound
+from sriov.scheduler import validation as v
+from sriov.scheduler.store import DESIRED
 from sriov.scheduler.testing import (
     CX5,
     FULL,
@@ -276,6 +280,56 @@ async def test_a_cordoned_host_takes_no_new_placements(fleet, sync, client, bus)
     off = m.CordonRequest(host_id="h1", cordoned=False)
     assert not (await call(bus, "cordon", off, m.CordonReply)).cordoned
     assert (await client.place("g2", NET)).host_id == "h1"
+
+
+async def _waits_on_a_lock(conn: asyncpg.Connection, pid: int) -> None:
+    while not await conn.fetchval(
+        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+    ):
+        await asyncio.sleep(0.02)
+
+
+async def test_a_cordon_waits_for_placements_on_their_way_and_lists_them(
+    fleet, sync, database_url
+) -> None:
+    """A placement that chose the host before the cordon commits: the cordon waits for it
+    and names its guest; once the cordon returned, nothing more is placed there (before, a
+    placement racing the cordon committed on the cordoned host, missing from the list)."""
+    fleet.add_host("h1", [PfSpec(PF_A, count=3)])
+    fleet.add_host("h2", [PfSpec(PF_B, count=3)])
+    await sync()
+    ctx = v.Context(source="test")
+
+    def place(guest: str, host: str | None = None) -> str:
+        req = m.PlaceRequest(request_id=f"r-{guest}", guest_id=guest, host_id=host,
+                             nets=[m.NetRequest(desc=NET)])  # fmt: skip
+        return msgspec.json.encode(v.place_args(req, default_ttl=300, ctx=ctx)).decode()
+
+    sql = "SELECT scheduler.place($1::jsonb, $2, $3::jsonb)::text"
+    placing, cordoning, watcher = [await asyncpg.connect(database_url) for _ in range(3)]
+    try:
+        async with placing.transaction():
+            first = json.loads(await placing.fetchval(sql, place("g-first"), "t", DESIRED))
+            host = first["host_id"]
+            cordon = asyncio.create_task(cordoning.fetchval(
+                "SELECT scheduler.cordon($1::jsonb)::text",
+                json.dumps({"host_id": host, "cordoned": True, "reason": "race"}),
+            ))  # fmt: skip
+            await asyncio.wait_for(_waits_on_a_lock(watcher, cordoning.get_server_pid()), 10)
+        reply = json.loads(await asyncio.wait_for(cordon, 10))
+        assert [h["guest_id"] for h in reply["held"]] == ["g-first"]
+        # and a walk skips the host while its cordon is being taken, without waiting
+        other = "h2" if host == "h1" else "h1"
+        async with cordoning.transaction():
+            await cordoning.fetchval(
+                "SELECT scheduler.cordon($1::jsonb)::text",
+                json.dumps({"host_id": other, "cordoned": True, "reason": "race"}),
+            )
+            with pytest.raises(asyncpg.PostgresError, match="no_capacity"):
+                await asyncio.wait_for(placing.fetchval(sql, place("g-late"), "t", DESIRED), 10)
+    finally:
+        for conn in (placing, cordoning, watcher):
+            await conn.close()
 
 
 async def test_a_host_without_the_lifecycle_behaves_as_before(fleet, sync, client, bus) -> None:

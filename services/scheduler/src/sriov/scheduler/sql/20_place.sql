@@ -125,6 +125,11 @@ BEGIN
             ORDER BY v.host_key, v.host_id
             LIMIT 1;
             EXIT WHEN NOT FOUND;
+            -- CORDON_LOCK: held shared until commit, so a cordon waits for this placement
+            -- and lists it; a host being cordoned right now is skipped, never waited for
+            -- (two cordons and two walks crossing them could otherwise deadlock)
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock_shared(
+                hashtext('sriov.scheduler.cordon'), hashtext(v_cand));
             CONTINUE WHEN NOT EXISTS (
                 SELECT 1 FROM scheduler.hosts h
                  WHERE h.host_id = v_cand AND h.status = 'online' AND NOT h.cordoned);
@@ -318,6 +323,8 @@ BEGIN
     END LOOP;
 
     IF v_host IS NOT NULL THEN
+        -- CORDON_LOCK (see pick_host); one host only, so waiting for a cordon cannot deadlock
+        PERFORM pg_advisory_xact_lock_shared(hashtext('sriov.scheduler.cordon'), hashtext(v_host));
         SELECT status INTO v_status FROM scheduler.hosts WHERE host_id = v_host;
         IF v_status IS NULL THEN
             PERFORM scheduler.fail('not_found', format(

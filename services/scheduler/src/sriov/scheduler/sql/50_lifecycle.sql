@@ -120,12 +120,15 @@ END $$;
 
 -- a: {host_id, cordoned, reason}. A cordoned host takes no new placements; returns
 -- {host_id, cordoned, reason, held: [{guest_id, device_id, pci_address}]} (who still holds
--- VFs there, so a drain knows whom it waits for).
+-- VFs there, so a drain knows whom it waits for). The host's cordon lock, taken exclusively
+-- first, waits for the placements already choosing this host (CORDON_LOCK in 20_place.sql):
+-- once a cordon returns, every guest placed there is in its list and no other is placed.
 CREATE OR REPLACE FUNCTION scheduler.cordon(a jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     h scheduler.hosts;
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('sriov.scheduler.cordon'), hashtext(a->>'host_id'));
     UPDATE scheduler.hosts
        SET cordoned = (a->>'cordoned')::boolean,
            cordon_reason = CASE WHEN (a->>'cordoned')::boolean THEN coalesce(a->>'reason', '')
