@@ -169,6 +169,22 @@ async def test_a_batch_slower_than_the_ack_wait_is_not_redelivered(bus: Bus) -> 
     assert info.ack_floor == 5
 
 
+async def test_a_message_slower_than_the_ack_wait_is_not_redelivered(bus: Bus) -> None:
+    """Ack waits are short (a delivery lost with a NATS node comes back soon); work that takes
+    longer is kept in progress, so it is not handed to another replica meanwhile."""
+    await bus.js_publish(s.host_heartbeat("h1"), hb(1))
+    calls: list[int] = []
+
+    async def handler(msg: m.HostEventT, d: Delivery) -> None:
+        calls.append(d.num_delivered)
+        await asyncio.sleep(2.5)  # two and a half ack waits
+
+    spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "slow1", [s.HOST_EVENTS_ALL], ack_wait_s=1)
+    await run_consumer(bus, handler, lambda st: st.handled >= 1, spec, timeout=15)
+    info = await bus.consumer_info(s.STREAM_HOST_EVENTS, "slow1")
+    assert calls == [1] and info.num_redelivered == 0 and info.ack_floor == 1
+
+
 async def test_a_batch_that_timed_out_comes_back_whole_not_one_by_one(bus: Bus) -> None:
     for i in range(6):
         await bus.js_publish(s.host_heartbeat("h1"), hb(i))

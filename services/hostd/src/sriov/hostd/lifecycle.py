@@ -59,7 +59,7 @@ def desired_consumer(host_id: str) -> ConsumerSpec:
         filter_subjects=[subjects.desired_of_host(host_id)],
         replay_last=True,
         max_deliver=50,
-        ack_wait_s=120,
+        ack_wait_s=10,  # a VF change slower than this is kept in progress
         concurrency=16,
         backoff_s=(0.5, 1, 2, 5),
     )

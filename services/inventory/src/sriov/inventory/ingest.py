@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 DURABLE = "inventory-host-events"
 
 
-def consumer_spec(batch: int = 100, ack_wait_s: float = 60) -> ConsumerSpec:
+def consumer_spec(batch: int = 100, ack_wait_s: float = 10) -> ConsumerSpec:
     return ConsumerSpec(
         subjects.STREAM_HOST_EVENTS,
         DURABLE,

@@ -23,9 +23,14 @@ class InventorySettings(DatabaseSettings, kw_only=True):
         float, option("least seconds between two rescans of a host", ge=0, le=86400)
     ] = 30.0
     ack_wait: Annotated[
-        float, option("seconds before a crashed replica's batch is redelivered", ge=1, le=3600)
-    ] = 60.0
-    """Must exceed the time to apply a batch."""
+        float,
+        option(
+            "seconds before a batch lost with a NATS node or a killed replica is redelivered",
+            ge=1,
+            le=3600,
+        ),
+    ] = 10.0
+    """A slower batch is kept in progress while it is applied, not redelivered."""
     gauges_interval: Annotated[
         float, option("seconds between fleet gauge refreshes", ge=0.1, le=3600)
     ] = 15.0

@@ -162,7 +162,7 @@ class Projection:
             batch=batch,
             max_ack_pending=batch * 8,
             concurrency=4,
-            ack_wait_s=60,
+            ack_wait_s=10,  # a slow batch is kept in progress; a lost one is back in 10 s
             max_deliver=10,
         )
 

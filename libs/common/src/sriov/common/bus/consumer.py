@@ -64,7 +64,9 @@ class ConsumerSpec:
     durable: str
     filter_subjects: list[str]
     max_deliver: int = 5
-    ack_wait_s: float = 30
+    ack_wait_s: float = 10
+    """How soon a delivery lost with a NATS node, or held by a killed or frozen replica, comes
+    back. Work slower than this is kept in progress (``_in_progress``), not redelivered."""
     max_ack_pending: int = 1000
     concurrency: int = 16
     batch: int = 100
@@ -232,22 +234,24 @@ async def _run_batch(
     return True
 
 
-IN_PROGRESS_LIMIT = 10
-"""Ack waits a batch may be kept in progress: beyond, a stuck replica lets another take it."""
+IN_PROGRESS_MAX_S = 600.0
+"""How long a batch or message may be kept in progress: beyond, a stuck replica lets another
+take it. Time, not ack waits: the ack wait is short (it bounds how soon a delivery lost with
+a NATS node or a killed replica comes back), the work may not be."""
 
 
 @contextlib.asynccontextmanager
 async def _in_progress(msgs: list[Msg], ack_wait_s: float) -> AsyncIterator[None]:
-    """While the block runs, tell JetStream the batch is still being applied (``+WPI``)
+    """While the block runs, tell JetStream the messages are still being handled (``+WPI``)
     every third of the ack wait.
 
     A batch slower than the ack wait (a restart storm of large snapshots on a loaded machine)
     would otherwise be redelivered to another replica while this one still applies it, which
     then does the same work again, falls behind further and loops. A frozen or dead process
-    sends nothing, so its batch is redelivered after one ack wait as before."""
+    sends nothing, so its messages are redelivered after one ack wait as before."""
 
     async def tell() -> None:
-        for _ in range(3 * IN_PROGRESS_LIMIT):
+        for _ in range(max(1, int(IN_PROGRESS_MAX_S / (ack_wait_s / 3)))):
             await asyncio.sleep(ack_wait_s / 3)
             await asyncio.gather(*(m.in_progress() for m in msgs), return_exceptions=True)
 
@@ -290,7 +294,8 @@ async def _handle(
         waits = 0
         while True:
             try:
-                await handler(value, delivery)
+                async with _in_progress([m], spec.ack_wait_s):
+                    await handler(value, delivery)
                 break
             except InvalidRequest as exc:
                 telemetry.record_error(span, exc)
