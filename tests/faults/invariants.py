@@ -79,13 +79,14 @@ async def events_once(bus: Bus, expect: Expect) -> str | None:
     return None
 
 
-async def vf_hygiene(fleet: Fleet, held_pci: dict[str, str]) -> str | None:
-    return await asyncio.to_thread(_vf_hygiene, fleet, held_pci)
+async def vf_hygiene(fleet: Fleet, held: set[tuple[str, str]]) -> str | None:
+    return await asyncio.to_thread(_vf_hygiene, fleet, held)
 
 
-def _vf_hygiene(fleet: Fleet, held_pci: dict[str, str]) -> str | None:
+def _vf_hygiene(fleet: Fleet, held: set[tuple[str, str]]) -> str | None:
     """At each simulated PF: a VF no guest holds is clean (no MAC, no VLAN, not on vfio-pci);
-    a held one has the guest's VLAN (drift put back). ``held_pci``: PCI address -> host id."""
+    a held one has the guest's VLAN (drift put back). ``held``: (host id, PCI address) of the
+    VFs held all along (hosts share PCI addresses: the simulated ones are alike)."""
     for sim in fleet.sim_hosts:
         state = load_state(sim.sys_root)
         for pf in state.pfs:
@@ -95,7 +96,7 @@ def _vf_hygiene(fleet: Fleet, held_pci: dict[str, str]) -> str | None:
                     continue
                 link = sim.sys_root / "bus" / "pci" / "devices" / pci / "driver"
                 driver = link.resolve().name if link.is_symlink() else None
-                if held_pci.get(pci) == sim.host_id:
+                if (sim.host_id, pci) in held:
                     if row.vlan != KEEP_VLAN:
                         return f"{sim.host_id} {pci}: held with VLAN {row.vlan}, not {KEEP_VLAN}"
                 elif row.mac is not None or row.vlan != 0 or driver == "vfio-pci":

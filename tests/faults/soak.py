@@ -181,10 +181,10 @@ class Soak:
 
     async def _keepers(
         self, wl: Workload, churn: HostChurn
-    ) -> tuple[dict[str, set[str]], dict[str, str]]:
+    ) -> tuple[dict[str, set[str]], set[tuple[str, str]]]:
         """A guest per host holding a ConnectX-5 VF on VLAN 100 all along (drift's target)."""
         keep: dict[str, set[str]] = {}
-        held_pci: dict[str, str] = {}
+        held_pci: set[tuple[str, str]] = set()
         for i, sim in enumerate(self.fleet.sim_hosts):
             guest = f"keep-{wl.prefix}-{i}"
             req = m.PlaceRequest(
@@ -199,7 +199,7 @@ class Soak:
             )
             keep[guest] = {a.device_id for a in reply.assignments}
             for a in reply.assignments:
-                held_pci[a.pci_address] = sim.host_id
+                held_pci.add((sim.host_id, a.pci_address))
                 churn.drift_targets.append((i, a.pci_address))
         wl.guests.clear()  # the keepers are not the workers' to release
         return keep, held_pci
@@ -255,7 +255,7 @@ class Soak:
         self.results[name] = self.results.get(name, 0) + 1
 
     async def _check(
-        self, bus: Bus, expect: Expect, nemesis: Nemesis, held_pci: dict[str, str],
+        self, bus: Bus, expect: Expect, nemesis: Nemesis, held_pci: set[tuple[str, str]],
         sync: Workload, inbox: InboxWorkload,
     ) -> None:  # fmt: skip
         if nemesis.errors:
