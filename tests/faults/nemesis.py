@@ -3,9 +3,10 @@
 Every fault is inject, hold for a drawn while, heal, and both ends go on the timeline. At
 most one fault per target at a time; the NATS nodes count as one target (two nodes down
 leave the R3 streams without a quorum: a longer outage, not a different one) and so do
-PostgreSQL's faults. A service killed while a stream is held at its storage limit is
-restarted once the limit is lifted: services refuse, by design, to start on a stream whose
-limits are below the catalogue's.
+PostgreSQL's faults. Holding a stream at its storage limit is simulated by lowering its
+limits, and services refuse, by design, to start on a stream whose limits differ from the
+catalogue's (a full stream keeps its configuration): so a killed service is restarted once
+no stream is held, and no stream is held while a restarted service is still starting.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Nemesis:
     """Faults that could not be injected or healed (the soak reports them as violations)."""
     _busy: set[str] = field(default_factory=set)
     _limited: int = 0
+    _starting: int = 0
 
     def note(self, text: str) -> None:
         """Onto the timeline, and printed (an unattended soak's log shows where it is)."""
@@ -136,7 +138,17 @@ class Nemesis:
         await asyncio.sleep(hold)
         while self._limited:
             await asyncio.sleep(0.2)
-        fleet.restart(name)
+        self._starting += 1  # no await since the check: no stream gets held meanwhile
+        try:
+            starts = fleet.log(name).count(" started (instance ")
+            proc = fleet.restart(name)
+            deadline = time.monotonic() + 120
+            while fleet.log(name).count(" started (instance ") == starts:
+                if proc.popen.poll() is not None or time.monotonic() > deadline:
+                    break  # a death is the soak's finding (obituaries), not a hang here
+                await asyncio.sleep(0.2)
+        finally:
+            self._starting -= 1
         return f"{name} restarted"
 
     async def _kill_node(self, index: int, hold: float) -> str:
@@ -163,7 +175,9 @@ class Nemesis:
 
     async def _stream_limit(self, stream: str, hold: float) -> str:
         """Hold ``stream`` at its storage limit: its size now, new messages refused."""
-        self._limited += 1
+        while self._starting:
+            await asyncio.sleep(0.2)
+        self._limited += 1  # no await since the check: no service starts meanwhile
         try:
             try:  # refused while another fault has the cluster re-electing: not a finding
                 info = await self._js_api(("STREAM", "INFO", stream), {})
