@@ -185,6 +185,21 @@ async def test_a_message_slower_than_the_ack_wait_is_not_redelivered(bus: Bus) -
     assert calls == [1] and info.num_redelivered == 0 and info.ack_floor == 1
 
 
+async def test_a_durable_from_an_older_release_takes_the_new_ack_wait(bus: Bus) -> None:
+    """Ack waits went from 60 s (120 s for hostd) to 10 s: a durable created by the older
+    release is updated in place at the next start, not refused as redefined."""
+    await bus.js_publish(s.host_heartbeat("h1"), hb(1))
+
+    async def handler(msg: m.HostEventT, d: Delivery) -> None:
+        pass
+
+    for wait, handled in ((60.0, 1), (10.0, 0)):
+        spec = ConsumerSpec(s.STREAM_HOST_EVENTS, "upgrade", [s.HOST_EVENTS_ALL], ack_wait_s=wait)
+        await run_consumer(bus, handler, lambda st, n=handled: st.handled >= n, spec)
+        info = await bus.consumer_info(s.STREAM_HOST_EVENTS, "upgrade")
+        assert info.ack_wait_s == wait
+
+
 async def test_a_batch_that_timed_out_comes_back_whole_not_one_by_one(bus: Bus) -> None:
     for i in range(6):
         await bus.js_publish(s.host_heartbeat("h1"), hb(i))

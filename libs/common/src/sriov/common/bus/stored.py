@@ -47,6 +47,8 @@ class ConsumerInfo:
     behind its ack wait shows here before it loops."""
     delivered: int = 0
     """Stream sequence of the last message delivered."""
+    ack_wait_s: float = 0.0
+    """How soon a delivery not acknowledged (nor kept in progress) is redelivered."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ def _consumer(info: api.ConsumerInfo) -> ConsumerInfo:
         ack_floor=info.ack_floor.stream_seq if info.ack_floor else 0,
         num_redelivered=info.num_redelivered or 0,
         delivered=info.delivered.stream_seq if info.delivered else 0,
+        ack_wait_s=float(info.config.ack_wait or 0),
     )
 
 
