@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import psutil
 from fleet import Fleet
 
 from sriov.common import schemas as m
@@ -73,7 +74,18 @@ class HostChurn:
         self.note(f"churn numvfs host{host + 1}: {ack.message}")
 
     async def _reload(self, host: int) -> None:
-        os.kill(self.fleet.proc(f"hostd-{host + 1}").popen.pid, signal.SIGHUP)
+        pid = self.fleet.proc(f"hostd-{host + 1}").popen.pid
+        # hostd keeps a SIGHUP from its first Python line on (a reload while it starts is
+        # done once it runs); before that line the interpreter's default ends the process,
+        # as for any program, so a process younger than a second is left alone
+        try:
+            young = time.time() - psutil.Process(pid).create_time() < 1.0
+        except psutil.NoSuchProcess:  # being restarted by the nemesis
+            young = True
+        if young:
+            self.done["reload skipped: just exec'd"] += 1
+            return
+        os.kill(pid, signal.SIGHUP)
         self.done["reload"] += 1
 
     async def _drift(self, _host: int) -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -84,11 +85,25 @@ def fast(conf_path: Path) -> None:
     conf_path.write_text(yaml.safe_dump(data))
 
 
-async def start_hostd(conf: Path, nats_url: str) -> asyncio.subprocess.Process:
+async def start_hostd(
+    conf: Path, nats_url: str, stderr: Any = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         str(BIN / "sriov-hostd"), "run", "--config", str(conf), "--nats-url", nats_url,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
     )  # fmt: skip
+
+
+def _caught(pid: int) -> int:
+    """The process's mask of signals it has handlers for (SigCgt in /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(ln for ln in f if ln.startswith("SigCgt:")).split()[1], 16)
+
+
+async def catches(pid: int, sig: int) -> None:
+    """Until the process has a handler for ``sig``."""
+    while not _caught(pid) & (1 << (sig - 1)):
+        await asyncio.sleep(0.005)
 
 
 async def stop(proc: asyncio.subprocess.Process) -> int:
@@ -135,12 +150,23 @@ async def test_daemon_commands_sighup_and_restart(
         generation = first.generation
     finally:
         assert await stop(proc) == 0
-    # a restarted hostd: a new generation, and a snapshot equal to what consumers hold
-    proc = await start_hostd(conf, nats_url)
+    # a restarted hostd: a new generation, and a snapshot equal to what consumers hold; a
+    # SIGHUP while it still starts (its imports take a second) is kept, not fatal, and done
+    log = tmp_path / "hostd-restarted.log"
+    with log.open("wb") as err:
+        proc = await start_hostd(conf, nats_url, stderr=err)
     try:
+        assert proc.pid is not None
+        await asyncio.wait_for(catches(proc.pid, signal.SIGHUP), 10)
+        assert "host_id" not in log.read_text()  # caught long before it even connects
+        os.kill(proc.pid, signal.SIGHUP)
         again = await tap.wait(
             lambda e: isinstance(e, m.HostSnapshot) and e.generation != generation, timeout=60
         )
+        async with asyncio.timeout(30):
+            while "host.conf reloaded" not in log.read_text():
+                await asyncio.sleep(0.05)
+        assert proc.returncode is None
         assert again.generation > generation and again.seq == 1
         assert {v.pci_address: v for v in again.vfs} == before
         assert again.pfs[1].num_vfs == 3

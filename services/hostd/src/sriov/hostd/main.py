@@ -19,11 +19,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sriov.common import runtime
-from sriov.common.config import add_options, from_args
-from sriov.common.errors import ConfigError, SriovError
+if TYPE_CHECKING:
+    from sriov.common import runtime
 
 NAME = "sriov-hostd"
 DESCRIPTION = "host discovery and link events"
@@ -39,6 +38,9 @@ def _add_host_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sriov.common import runtime
+    from sriov.common.config import add_options
+
     parser = argparse.ArgumentParser(prog=NAME, description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the host daemon")
@@ -68,10 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # SIGHUP's default action ends the process, and the daemon takes it over only once it
+    # runs (a second or more later): one that arrives meanwhile (a reload right after a
+    # restart) is kept and done then. Before any import of ours, so the window is the
+    # interpreter's start alone.
+    asked: list[bool] = []
+    if argv[:1] == ["run"]:
+        signal.signal(signal.SIGHUP, lambda *_: asked.append(True))
+    from sriov.common.errors import SriovError
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            _run(args)
+            _run(args, asked)
         elif args.command == "simulate":
             sys.exit(_simulate(args))
         elif args.command == "discover":
@@ -99,7 +111,9 @@ def _options(args: argparse.Namespace) -> tuple[object, object, dict[str, Any]]:
     return conf, opts, bus_keys
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace, asked: list[bool]) -> None:
+    from sriov.common import runtime
+    from sriov.common.config import from_args
     from sriov.hostd.agent import HostAgent, Options
     from sriov.hostd.hostconf import HostConf
 
@@ -112,6 +126,8 @@ def _run(args: argparse.Namespace) -> None:
         ctx.stack.callback(agent.close)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)
+        if asked:
+            agent.request_reload()
         await agent.start(ctx.spawn)
         await agent.register(ctx.service)
 
@@ -123,6 +139,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from sriov.common.errors import ConfigError
     from sriov.hostd.simulator import netdevs
     from sriov.hostd.simulator.spec import host_conf_text, load_spec
     from sriov.hostd.simulator.tree import is_simulated, load_state, remove_tree, write_tree
