@@ -181,19 +181,28 @@ class Nemesis:
         try:
             try:  # refused while another fault has the cluster re-electing: not a finding
                 info = await self._js_api(("STREAM", "INFO", stream), {})
-                original = info["config"]
-                full = {**original, "max_bytes": max(1, info["state"]["bytes"]), "discard": "new"}
+            except Exception as exc:
+                return f"not injected ({exc})"
+            original = info["config"]
+            full = {**original, "max_bytes": max(1, info["state"]["bytes"]), "discard": "new"}
+
+            async def restore() -> None:
+                await self._retry(lambda: self._js_api(("STREAM", "UPDATE", stream), original))
+
+            try:
                 await self._js_api(("STREAM", "UPDATE", stream), full)
             except Exception as exc:
-                original = None
-                return f"not injected ({exc})"
-            await asyncio.sleep(hold)
-        finally:
+                # a 503 or a timeout while the cluster re-elects does not say the update was
+                # not applied (seed 7 left a stream limited that way, and a restarted service
+                # refused it): put the original back all the same
+                await restore()
+                return f"not injected ({exc}); its limits put back to be sure"
             try:
-                if original is not None:
-                    await self._retry(lambda: self._js_api(("STREAM", "UPDATE", stream), original))
+                await asyncio.sleep(hold)
             finally:
-                self._limited -= 1
+                await restore()
+        finally:
+            self._limited -= 1
         return f"{stream} limits restored"
 
     async def _hold_connections(self, hold: float) -> str:
