@@ -193,24 +193,10 @@ async def _run_batch(
                 async with _in_progress(msgs, spec.ack_wait_s):
                     await batch_handler(items)
             break
-        except Unavailable as exc:
-            # a dependency is away: the batch waits in place, as a single message does
-            # (kept ours, no delivery spent), and is handled again once it answers
-            stats.waited += len(items)
-            stats.last_error = f"{type(exc).__name__}: {exc}"
-            pause = spec.backoff_s[min(waits, len(spec.backoff_s) - 1)]
-            (log.warning if waits == 0 else log.debug)(
-                "%s: batch of %d waits for a dependency (retry %d in %ss): %s",
-                spec.durable, len(items), waits + 1, pause, exc,
-            )  # fmt: skip
-            waits += 1
-            await asyncio.gather(*(m.in_progress() for m in msgs), return_exceptions=True)
-            async with _in_progress(msgs, spec.ack_wait_s):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
-            if stop.is_set():  # left for another replica, or this one after its restart
-                await asyncio.gather(*(m.nak() for m in msgs), return_exceptions=True)
+        except Unavailable as exc:  # the batch waits in place, whole, as a message does
+            if not await _wait_out(msgs, spec, stats, stop, waits, exc, f"batch of {len(items)}"):
                 return True
+            waits += 1
         except TimeoutError as exc:
             # Slow (the database in a restart storm), not a poison message: one by one would
             # do the same work in hundreds of transactions, slower still. The whole batch
@@ -262,6 +248,35 @@ async def _in_progress(msgs: list[Msg], ack_wait_s: float) -> AsyncIterator[None
         task.cancel()
 
 
+async def _wait_out(
+    msgs: list[Msg],
+    spec: ConsumerSpec,
+    stats: ConsumerStats,
+    stop: asyncio.Event,
+    waits: int,
+    exc: Unavailable,
+    what: str,
+) -> bool:
+    """Keep messages whose handling found a dependency away (still ours: no delivery spent,
+    no redelivery elsewhere) for the ``waits``-th back-off. False if the consumer stopped
+    meanwhile: they are naked, for another replica or this one after its restart."""
+    stats.waited += len(msgs)
+    stats.last_error = f"{type(exc).__name__}: {exc}"
+    pause = spec.backoff_s[min(waits, len(spec.backoff_s) - 1)]
+    (log.warning if waits == 0 else log.debug)(
+        "%s: %s waits for a dependency (retry %d in %ss): %s",
+        spec.durable, what, waits + 1, pause, exc,
+    )  # fmt: skip
+    await asyncio.gather(*(m.in_progress() for m in msgs), return_exceptions=True)
+    async with _in_progress(msgs, spec.ack_wait_s):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+    if stop.is_set():
+        await asyncio.gather(*(m.nak() for m in msgs), return_exceptions=True)
+        return False
+    return True
+
+
 async def _slot(sem: asyncio.Semaphore, queued: Sequence[Msg], ack_wait_s: float) -> None:
     """A handling slot. While every slot is busy (handlers waiting out an outage), the fetched
     messages still queued are kept ours, so their ack wait does not run out and spend a
@@ -302,22 +317,9 @@ async def _handle(
                 await _dead_letter(js, m, spec, f"rejected: {exc}", stats)
                 return
             except Unavailable as exc:  # a dependency is away: not the message's fault
-                stats.waited += 1
-                stats.last_error = f"{type(exc).__name__}: {exc}"
-                pause = spec.backoff_s[min(waits, len(spec.backoff_s) - 1)]
-                (log.warning if waits == 0 else log.debug)(
-                    "%s: %s waits for a dependency (retry %d in %ss): %s",
-                    spec.durable, m.subject, waits + 1, pause, exc,
-                )  # fmt: skip
-                waits += 1
-                with contextlib.suppress(Exception):  # still ours: no redelivery elsewhere
-                    await m.in_progress()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
-                if stop.is_set():  # left for another replica, or this one after its restart
-                    with contextlib.suppress(Exception):
-                        await m.nak()
+                if not await _wait_out([m], spec, stats, stop, waits, exc, m.subject):
                     return
+                waits += 1
             except Exception as exc:
                 telemetry.record_error(span, exc)
                 stats.last_error = f"{type(exc).__name__}: {exc}"
