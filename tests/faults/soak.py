@@ -111,6 +111,7 @@ class Soak:
         self.fleet = system.fleet
         self.convergence: list[float] = []
         self.first_trip: list[float] = []
+        self.phases = ""
         self.results: dict[str, int] = {}
         """invariant -> times it was checked and held."""
 
@@ -221,7 +222,13 @@ class Soak:
             self.first_trip.append(
                 await sync.first_success_after(healed, self.args.cap_s, self.fleet.obituaries)
             )
+        done = time.monotonic() - self.healed
         await churn.settle(self.args.cap_s)
+        # where a slow round's convergence goes, phase by phase (all since the heal)
+        self.phases = (
+            f"first round trip {self.first_trip[-1]:.1f}s, workload done {done:.1f}s, "
+            f"host churn put back {time.monotonic() - self.healed:.1f}s"
+        )
 
     async def _watch(
         self, bus: Bus, stop: asyncio.Event, sync: Workload, inbox: InboxWorkload
@@ -279,8 +286,9 @@ class Soak:
         if sync.conflicts or inbox.conflicts:
             raise Violation(f"unexplained hand-overs: {sync.conflicts + inbox.conflicts}")
         self._held("no VF handed out while held (client's view)", None)
-        print(f"round {len(self.convergence)}: converged {took:.1f}s after the heal; "
-              f"{sync.answered + inbox.answered} requests answered so far", flush=True)  # fmt: skip
+        print(f"round {len(self.convergence)}: converged {took:.1f}s after the heal "
+              f"({self.phases}); {sync.answered + inbox.answered} requests answered so far",
+              flush=True)  # fmt: skip
 
     def _report(
         self, nemesis: Nemesis, churn: HostChurn, sync: Workload, inbox: InboxWorkload,
