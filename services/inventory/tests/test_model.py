@@ -118,6 +118,31 @@ def test_reserved_vf_that_disappears_is_flagged_then_removed_on_release() -> Non
     assert rec.removed and rec.device.guest_id is None
 
 
+def test_a_held_vf_gone_and_back_in_one_batch_comes_back_as_another() -> None:
+    """A VF count change: hostd reports the VF removed, then discovers it again at the same
+    address. Saved together, only "present" is announced; the new incarnation tells the
+    scheduler that the guest's VF is gone all the same."""
+    v = fresh()
+    v.apply(snap(1, PFS, VFS), NOW)
+    v = reload(v)
+    v.hold(v.devices[VFS[2].pci_address], "guest-1", seq=10)
+    v = reload(v)
+    assert v.apply(removed(2, VFS[2]), NOW) == "applied"
+    assert v.apply(changed(3, VFS[2]), NOW) == "applied"
+    ch = v.finalize(NOW)
+    [rec] = ch.announce
+    assert (rec.device.present, rec.device.guest_id, rec.device.incarnation) == (
+        True, "guest-1", 1
+    )  # fmt: skip
+    # gone for good (a tombstone), then back before the next snapshot: another again
+    v = reload(v)
+    v.release(rec, seq=12)
+    v.apply(removed(4, VFS[2]), NOW)
+    v.apply(changed(5, VFS[2]), NOW)
+    v.finalize(NOW)
+    assert (rec.removed, rec.device.incarnation) == (False, 2)
+
+
 def test_placement_events_apply_in_seq_order() -> None:
     v = fresh()
     v.apply(snap(1, PFS, VFS), NOW)

@@ -134,6 +134,26 @@ async def test_a_removed_vf_ends_its_reservation_with_an_event(fleet, sync, clie
     assert (await client.place("g2", f"sriov-nic-id={gone}")).assignments[0].device_id == gone
 
 
+async def test_a_vf_recreated_unseen_still_ends_its_reservation(fleet, sync, client, bus) -> None:
+    """The e2e flake of session 15: a forced VF count change destroyed a guest's VF and the
+    scheduler only ever saw it present (removal and return merged into one state)."""
+    fleet.add_host("h1", [PfSpec(PF_A, count=2)])
+    await sync()
+    placed = await client.place("g1", *[f"sriov-nic-model={CX5}"] * 2)
+    gone, kept = (a.device_id for a in placed.assignments)
+    fleet.recreate(gone)
+    await sync()
+    lost = (await wait_events(bus, 2, "g1"))[-1]
+    assert isinstance(lost, m.Lost)
+    assert lost.reason == "vf_removed" and lost.device_ids == [gone] and not lost.still_reserved
+    assert [a.device_id for a in (await client.get("g1")).assignments] == [kept]
+    # the new VF is anyone's; a later state of the same incarnation ends nothing
+    assert (await client.place("g2", f"sriov-nic-id={gone}")).assignments[0].device_id == gone
+    fleet.set_link("h1", PF_A, True)
+    await sync()
+    assert (await client.get("g2")).assignments[0].device_id == gone
+
+
 async def test_an_offline_host_is_announced_and_keeps_its_vfs(fleet, sync, client, bus) -> None:
     fleet.add_host("h1", [PfSpec(PF_A, count=2)])
     await sync()

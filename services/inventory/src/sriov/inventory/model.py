@@ -311,12 +311,15 @@ class HostView:
         rec.device, rec.stamp, rec.removed, rec.vf_link_state = dev, stamp, False, vf.link_state
 
     def _remove(self, rec: DeviceRec, stamp: Stamp) -> None:
-        """A VF is gone: a tombstone, or a flag while a guest still holds it."""
+        """A VF is gone: a tombstone, or a flag while a guest still holds it. Either way a
+        new incarnation: if it comes back before anyone read its absence (in this batch, or
+        after a last-value stream kept only its return), the holder still learns it lost it."""
         rec.stamp = stamp
+        gone = msgspec.structs.replace(rec.device, incarnation=rec.device.incarnation + 1)
         if rec.device.guest_id is not None:
-            rec.device = msgspec.structs.replace(rec.device, present=False)
+            rec.device = msgspec.structs.replace(gone, present=False)
         else:
-            rec.removed = True
+            rec.device, rec.removed = gone, True
 
     # --- liveness -------------------------------------------------------------------------
     def mark_offline(self) -> None:

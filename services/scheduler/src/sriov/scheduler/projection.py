@@ -48,6 +48,7 @@ class DeviceRow(msgspec.Struct, kw_only=True):
     link_up: bool
     present: bool
     removed: bool
+    incarnation: int
     revision: int
     managed: bool
     """Its hostd runs the VF lifecycle (the PF published capabilities)."""
@@ -97,6 +98,7 @@ def device_row(st: m.DeviceState) -> DeviceRow:
         link_up=d.link_state == "up",
         present=d.present and not st.removed,
         removed=st.removed,
+        incarnation=d.incarnation,
         revision=st.revision,
         managed=d.capabilities is not None,
         cannot=cannot(d.capabilities),

@@ -131,6 +131,12 @@ class FleetState:
     def set_present(self, device_id: str, present: bool) -> None:
         self._change(device_id, present=present)
 
+    def recreate(self, device_id: str) -> None:
+        """Destroyed and recreated at once (a VF count change), told as one state: present
+        all along, in a new incarnation (inventory's batch or a last-value stream merged the
+        absence and the return)."""
+        self._change(device_id, incarnation=self.devices[device_id].incarnation + 1)
+
     def remove(self, device_id: str) -> None:
         """Tombstone: the VF is gone for good."""
         self.removed.add(device_id)

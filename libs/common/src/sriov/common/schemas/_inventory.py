@@ -58,6 +58,10 @@ class Device(Model, kw_only=True):
     host_status: HostStatus = "unknown"
     present: bool = True
     """False once hostd reported the VF gone; kept while a guest still holds it."""
+    incarnation: int = 0
+    """Counts the times hostd reported the VF gone (a VF count change, a driver reload): the
+    VF that came back is another one, so a reservation made before the count moved is lost,
+    even where its absence and return reach a reader as one state."""
     guest_id: str | None = None
     """Guest holding the VF, from the scheduler's reservation events."""
     offload: bool = False

@@ -31,7 +31,7 @@ _PG_TYPES = {
     "offload": "bool", "updated_at": "timestamptz", "removed": "bool", "guest_seq": "bigint",
     "generation": "bigint", "seq": "bigint", "revision": "bigint", "capabilities": "jsonb",
     "actual": "jsonb", "hold_seq": "bigint", "end_seq": "bigint", "ready_seq": "bigint",
-    "outcome_revision": "bigint",
+    "outcome_revision": "bigint", "incarnation": "bigint",
 }  # fmt: skip
 _decode_pf = msgspec.json.Decoder(m.PF).decode
 #: Device fields stored as jsonb (asyncpg hands jsonb over as text).

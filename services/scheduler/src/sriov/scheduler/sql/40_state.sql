@@ -17,6 +17,7 @@ DECLARE
     v_old      jsonb;
     v_down     text[];
     v_ids      text[];
+    v_was      jsonb;
     v_changed  integer := 0;
     v_lost     integer := 0;
     v_events   integer;
@@ -57,21 +58,24 @@ BEGIN
         -- Lock order reservations -> vfs, as release and expire do.
         PERFORM 1 FROM scheduler.reservations
          WHERE device_id = ANY (v_ids) AND ended_at IS NULL ORDER BY id FOR UPDATE;
+        -- the incarnations before this batch: a reserved VF that changed one is lost
+        SELECT coalesce(jsonb_object_agg(device_id, incarnation), '{}') INTO v_was
+          FROM scheduler.vfs WHERE device_id = ANY (v_ids);
 
         INSERT INTO scheduler.vfs AS v (
             device_id, host_id, host_key, pci_address, addr, model, vendor_device_id,
             pf_pci_address, pf_ifname, vf_index, numa_node, wire, network, link_up, present,
-            removed, revision, managed, cannot, vf_driver)
+            removed, incarnation, revision, managed, cannot, vf_driver)
         SELECT d.id, d.host_id, hashtext(d.host_id), d.pci_address, d.addr, d.model,
                d.vendor_device_id, d.pf_pci_address, d.pf_ifname, d.vf_index, d.numa_node,
-               d.wire, d.network, d.link_up, d.present, d.removed, d.revision, d.managed,
-               d.cannot, d.vf_driver
+               d.wire, d.network, d.link_up, d.present, d.removed, d.incarnation, d.revision,
+               d.managed, d.cannot, d.vf_driver
         FROM jsonb_to_recordset(p_devices) AS d(
             id text, host_id text, pci_address text, addr text, model text,
             vendor_device_id text, pf_pci_address text, pf_ifname text, vf_index integer,
             numa_node integer,
             wire text, network text, link_up boolean, present boolean, removed boolean,
-            revision bigint, managed boolean, cannot text[], vf_driver text)
+            incarnation bigint, revision bigint, managed boolean, cannot text[], vf_driver text)
         ORDER BY d.host_id, d.pci_address  -- a host's VFs together on disk; one lock order
         ON CONFLICT (device_id) DO UPDATE SET
             host_id = EXCLUDED.host_id, host_key = EXCLUDED.host_key,
@@ -81,6 +85,7 @@ BEGIN
             vf_index = EXCLUDED.vf_index,
             numa_node = EXCLUDED.numa_node, wire = EXCLUDED.wire, network = EXCLUDED.network,
             link_up = EXCLUDED.link_up, present = EXCLUDED.present, removed = EXCLUDED.removed,
+            incarnation = EXCLUDED.incarnation,
             revision = EXCLUDED.revision, managed = EXCLUDED.managed,
             cannot = EXCLUDED.cannot, vf_driver = EXCLUDED.vf_driver,
             -- a hostd that no longer runs the lifecycle will never report this VF clean
@@ -90,12 +95,15 @@ BEGIN
         WHERE v.revision < EXCLUDED.revision;
         GET DIAGNOSTICS v_changed = ROW_COUNT;
 
-        -- A reserved VF that disappeared: the reservation ends and the guest is told.
+        -- A reserved VF that disappeared, or came back as another (its absence and return
+        -- can reach us as one state): the reservation ends and the guest is told.
         WITH gone AS (
             UPDATE scheduler.reservations r SET ended_at = now(), end_reason = 'lost'
               FROM scheduler.vfs v
              WHERE v.device_id = r.device_id AND r.device_id = ANY (v_ids)
-               AND r.ended_at IS NULL AND (v.removed OR NOT v.present)
+               AND r.ended_at IS NULL
+               AND (v.removed OR NOT v.present
+                    OR v.incarnation <> coalesce((v_was->>v.device_id)::bigint, v.incarnation))
             RETURNING r.device_id, r.guest_id, r.request_id, r.host_id),
         events AS MATERIALIZED (  -- read below: a SELECT in WITH runs only if it is read
             SELECT scheduler.emit(g.guest_id, 'lost', p_type, jsonb_build_object(
