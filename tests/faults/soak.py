@@ -55,6 +55,7 @@ from workload import Expect, Workload, converge, placement_history_ok, streams_c
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
+from sriov.common.errors import SriovError
 from sriov.hostd.lifecycle import consumer_name
 from sriov.scheduler.testing import CX5
 
@@ -90,10 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             hosts=args.hosts,
             pg_settings={"max_connections": "60"},  # the holder fills it; 4 pools of 10 fit
             partitionable=not args.no_partition,
-            # A client that gave up on a place (its request still queued in the inbox behind
-            # an outage) releases a guest that holds nothing yet; the place lands afterwards
-            # and, never confirmed, holds its VF until the reservation expires, as designed.
-            # The default 300 s TTL made such a round take 308 s to converge.
+            # A place that lands after its client gave up holds its VF until it expires; the
+            # soak releases such guests itself (Soak._sweep), the short TTL is the backstop
+            # (the default 300 s made a round take 308 s to converge before the sweep).
             env={"SRIOV_RESERVATION_TTL_S": "60"},
         ) as system:
             code = asyncio.run(Soak(system, args).run())
@@ -112,6 +112,8 @@ class Soak:
         self.convergence: list[float] = []
         self.first_trip: list[float] = []
         self.phases = ""
+        self.swept = 0
+        """Reservations that landed for a guest after the workload gave up on it."""
         self.results: dict[str, int] = {}
         """invariant -> times it was checked and held."""
 
@@ -223,12 +225,42 @@ class Soak:
                 await sync.first_success_after(healed, self.args.cap_s, self.fleet.obituaries)
             )
         done = time.monotonic() - self.healed
+        await self._sweep(bus, sync, inbox)
         await churn.settle(self.args.cap_s)
         # where a slow round's convergence goes, phase by phase (all since the heal)
         self.phases = (
             f"first round trip {self.first_trip[-1]:.1f}s, workload done {done:.1f}s, "
             f"host churn put back {time.monotonic() - self.healed:.1f}s"
         )
+
+    async def _sweep(self, bus: Bus, sync: Workload, inbox: InboxWorkload) -> None:
+        """Release the guests the workload gave up on, once every queued request was handled,
+        as a careful client does: a copy of a refused place that lands later reserves for a
+        guest nobody will release, and only its TTL would end it (what made the slow rounds
+        of the earlier soaks: 54-132 s to converge, against 12-40 s for the others)."""
+        guests = sorted(sync.gave_up | inbox.gave_up)
+        sync.gave_up.clear()
+        inbox.gave_up.clear()
+        deadline = time.monotonic() + self.args.cap_s
+        while guests:
+            try:
+                infos = await bus.consumers(subjects.STREAM_PLACEMENT_REQUESTS)
+                if not any(i.num_pending or i.num_ack_pending for i in infos if i.durable):
+                    break
+            except Exception:  # the stream electing a leader after the heal: asked again
+                pass
+            if time.monotonic() > deadline:
+                raise Violation(f"queued placement requests not handled within {self.args.cap_s}s")
+            await asyncio.sleep(0.25)
+        for guest in guests:
+            req = m.ReleaseRequest(request_id=f"{guest}/sweep", guest_id=guest)
+            try:
+                reply = await sync.call("release", req)
+            except SriovError as exc:
+                raise Violation(f"releasing given-up guest {guest}: {exc}") from exc
+            if reply.released:
+                sync.released_requests.add(req.request_id)
+                self.swept += 1
 
     async def _watch(
         self, bus: Bus, stop: asyncio.Event, sync: Workload, inbox: InboxWorkload
@@ -310,6 +342,7 @@ class Soak:
         print(f"convergence after heals: {pct(self.convergence)}")
         print(f"first round trip after heals: {pct(self.first_trip)}")
         print(f"transient errors: {dict(sync.errors + inbox.errors)}")
+        print(f"reservations that landed after their client gave up (released): {self.swept}")
         for name, n in self.results.items():
             print(f"invariant held: {name} ({n} checks)")
         print(f"load average: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)

@@ -70,6 +70,10 @@ class Workload:
     """monotonic time at which each place/release round trip completed."""
     answered: int = 0
     """Requests answered (each retry of one counts once)."""
+    gave_up: set[str] = field(default_factory=set)
+    """Guests whose cycle ended early (refused, or retries spent): a copy of their place still
+    queued (published again, or taken by the bus without an acknowledgement) may reserve for
+    them afterwards, so the soak releases them once every queued request was handled."""
     _n: itertools.count[int] = field(default_factory=itertools.count)
 
     async def call(self, name: str, req: m.Message, retry_for: float = 120) -> m.PlacementReply:
@@ -142,11 +146,13 @@ class Workload:
                 await self._cycle(guest, MODELS[index % len(MODELS)])
             except DEFINITIVE as exc:
                 self.errors[f"place:{exc.code}"] += 1
+                self.gave_up.add(guest)
                 await asyncio.sleep(0.2)
             except SriovError as exc:
                 if not self.tolerant:
                     raise
                 self.errors[f"gave-up:{exc.code}"] += 1
+                self.gave_up.add(guest)
                 with contextlib.suppress(SriovError):  # leave nothing held behind
                     await self.release(guest)
 
