@@ -92,6 +92,16 @@ def test_jitter_spreads_a_fleets_first_timers_and_bounds_every_next_one() -> Non
     assert [same.delay(10) for _ in range(501)][1:] == nexts  # reproducible per seed
 
 
+def test_jitter_can_keep_a_first_run_away_from_the_start() -> None:
+    # hostd's resync: its start snapshot was one (a first resync 0.2 s after it made a second
+    # snapshot that a test of the heartbeat's snapshot_seq caught, 1 start in ~1,100)
+    firsts = [runtime.Jitter(f"host-{i}/resync", earliest=0.5).delay(300) for i in range(1000)]
+    assert all(150 <= d <= 300 for d in firsts)
+    assert len({int(d // 15) for d in firsts}) == 10  # still spread over the half it may use
+
+
 def test_jitter_refuses_a_fraction_that_could_make_a_delay_negative() -> None:
     with pytest.raises(ValueError, match=r"jitter fraction 1\.5"):
         runtime.Jitter("h", fraction=1.5)
+    with pytest.raises(ValueError, match=r"jitter earliest 2"):
+        runtime.Jitter("h", earliest=2)

@@ -120,24 +120,30 @@ async def pause(stop: asyncio.Event, seconds: float) -> bool:
 
 class Jitter:
     """Delays of a periodic timer that many daemons start at once (a fleet-wide restart, a
-    NATS upgrade): the first is anywhere in one interval, each next one within ``fraction``
-    of it, so the fleet's timers spread over the interval instead of firing together.
+    NATS upgrade): the first is anywhere between ``earliest`` of an interval and a whole
+    one, each next one within ``fraction`` of an interval, so the fleet's timers spread over
+    the interval instead of firing together.
 
+    ``earliest`` is for a timer whose work was just done at start (hostd's start snapshot is
+    a full resync): a first run seconds later would repeat it for nothing.
     ``seed`` (the host and the timer's name) makes a daemon's delays reproducible and
     different from its neighbours'. The interval is read at each call (a reload may change it).
     """
 
-    def __init__(self, seed: str, fraction: float = 0.1) -> None:
+    def __init__(self, seed: str, fraction: float = 0.1, earliest: float = 0.0) -> None:
         if not 0 <= fraction < 1:
             raise ValueError(f"jitter fraction {fraction} must be in [0, 1)")
+        if not 0 <= earliest <= 1:
+            raise ValueError(f"jitter earliest {earliest} must be in [0, 1]")
         self.fraction = fraction
+        self.earliest = earliest
         self._rng = random.Random(seed)
         self._started = False
 
     def delay(self, interval_s: float) -> float:
         if not self._started:
             self._started = True
-            return self._rng.uniform(0, interval_s)
+            return self._rng.uniform(self.earliest * interval_s, interval_s)
         return interval_s * self._rng.uniform(1 - self.fraction, 1 + self.fraction)
 
 

@@ -355,8 +355,10 @@ class HostAgent:
             )
 
     async def _resync_loop(self) -> None:
-        # After a fleet-wide restart every host's resync would otherwise come due together
-        resync = runtime.Jitter(f"{self.host_id}/resync/{self.generation}")
+        # After a fleet-wide restart every host's resync would otherwise come due together;
+        # the start snapshot was a full resync, so the first comes half an interval later at
+        # the soonest (a resync right after it published a second snapshot for nothing)
+        resync = runtime.Jitter(f"{self.host_id}/resync/{self.generation}", earliest=0.5)
         while not await self._pause(resync.delay(self.conf.resync_interval_s)):
             self.lifecycle.notified(None, table_changed=True)
             await self._guarded(self.scan(snapshot=True, reason="resync interval"), "resync")
