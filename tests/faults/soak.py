@@ -50,7 +50,14 @@ from invariants import (
     vf_hygiene,
 )
 from nemesis import Nemesis
-from workload import Expect, Workload, converge, placement_history_ok, streams_current
+from workload import (
+    Expect,
+    Workload,
+    consumers_drained,
+    converge,
+    placement_history_ok,
+    streams_current,
+)
 
 from sriov.common import schemas as m
 from sriov.common import subjects
@@ -244,8 +251,7 @@ class Soak:
         deadline = time.monotonic() + self.args.cap_s
         while guests:
             try:
-                infos = await bus.consumers(subjects.STREAM_PLACEMENT_REQUESTS)
-                if not any(i.num_pending or i.num_ack_pending for i in infos if i.durable):
+                if await consumers_drained(bus, [subjects.STREAM_PLACEMENT_REQUESTS]) is None:
                     break
             except Exception:  # the stream electing a leader after the heal: asked again
                 pass

@@ -20,7 +20,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -189,14 +189,18 @@ class Workload:
 
 
 # --- convergence ------------------------------------------------------------------------------
-async def consumers_drained(bus: Bus) -> str | None:
-    """None once every durable consumer has nothing pending or unacknowledged."""
-    for stream in (
-        subjects.STREAM_HOST_EVENTS,
-        subjects.STREAM_PLACEMENT,
-        subjects.STREAM_STATE,
-        subjects.STREAM_PLACEMENT_REQUESTS,
-    ):
+DURABLE_STREAMS = (
+    subjects.STREAM_HOST_EVENTS,
+    subjects.STREAM_PLACEMENT,
+    subjects.STREAM_STATE,
+    subjects.STREAM_PLACEMENT_REQUESTS,
+)
+
+
+async def consumers_drained(bus: Bus, streams: Sequence[str] = DURABLE_STREAMS) -> str | None:
+    """None once every durable consumer of ``streams`` has nothing pending or unacknowledged;
+    else the first that has, and how much."""
+    for stream in streams:
         for info in await bus.consumers(stream):
             if not info.durable:
                 continue

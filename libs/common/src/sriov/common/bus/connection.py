@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
@@ -31,6 +30,7 @@ from sriov.common.schemas import Codec, Message, codec, encode
 from . import consumer, service, stored, streams
 from .consumer import ConsumerSpec, ConsumerStats, Delivery
 from .headers import event_headers
+from .publish import AckInbox, Client
 from .service import raise_service_error
 from .stored import ConsumerInfo, StoredMessage, StreamInfo
 from .streams import STREAMS, StreamSpec
@@ -47,6 +47,7 @@ class Bus:
         # Private: callers use the methods below, so nats stays inside this package.
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
+        self._acks = AckInbox(nc)
         self.source = source
 
     @classmethod
@@ -240,9 +241,7 @@ class Bus:
         try:
             async with asyncio.timeout(timeout):
                 for subject, payload, headers in messages:
-                    # no stall timeout: it would yield per message, and the client's flusher
-                    # would then write each message with a system call of its own
-                    futures.append(await self._js.publish_async(subject, payload, headers=headers))
+                    futures.append(await self._acks.publish(subject, payload, headers))
                 if futures:
                     await asyncio.wait(futures)
         except TimeoutError as exc:
@@ -253,7 +252,7 @@ class Bus:
             ) from exc
         finally:
             for f in futures:
-                f.cancel()  # no-op once done; frees the client's slot of one still due
+                f.cancel()  # no-op once done; an ack still due is forgotten
         for f, (subject, payload, _h) in zip(futures, messages, strict=False):
             error = f.exception()
             if isinstance(error, _REFUSALS):
