@@ -251,6 +251,9 @@ class Soak:
         deadline = time.monotonic() + self.args.cap_s
         while guests:
             try:
+                # a publish that timed out in an outage may still wait in the client's
+                # reconnect buffer and reach the stream later: flushed, "drained" covers it
+                await bus.flush()
                 if await consumers_drained(bus, [subjects.STREAM_PLACEMENT_REQUESTS]) is None:
                     break
             except Exception:  # the stream electing a leader after the heal: asked again
