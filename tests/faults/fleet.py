@@ -39,6 +39,8 @@ class Fleet(Stack):
         names = [p.name for p in self.dead()]
         for name in names:
             self.restart(name)
+        if names:
+            self.wait_announced()
         return names
 
 
@@ -60,6 +62,7 @@ def running_fleet(
         inventory_args=inventory_args, audit_interval=5,
     )  # fmt: skip
     with running(fleet):
+        fleet.wait_announced()  # the first fault must not catch a service mid-start
         yield fleet
 
 

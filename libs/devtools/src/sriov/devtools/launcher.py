@@ -13,6 +13,7 @@ and leaves nothing behind, also after a half-way failure.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
@@ -272,6 +273,27 @@ class Stack:
 
     def proc(self, name: str) -> Proc:
         return next(p for p in self.procs if p.name == name)
+
+    def wait_announced(self, timeout: float = 120) -> None:
+        """Until every process's service answers discovery (``$SRV.PING``): one still starting
+        is not part of the system yet, and a fault injected then catches it mid-start (a NATS
+        node killed under offload's announce made it exit, as a start that fails does)."""
+        asyncio.run(self._announced(timeout))
+
+    async def _announced(self, timeout: float) -> None:
+        want = collections.Counter(f"sriov-{p.name.rsplit('-', 1)[0]}" for p in self.procs)
+        bus = await Bus.connect(self.nats_urls, name="stack-announced")
+        try:
+            deadline = time.monotonic() + timeout
+            while missing := want - collections.Counter(
+                i["name"] for i in await bus.discover("PING", 0.5)
+            ):
+                if dead := [p.name for p in self.dead()]:
+                    raise Unavailable(f"processes exited while starting: {dead}")
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"not announced within {timeout:.0f}s: {dict(missing)}")
+        finally:
+            await bus.close()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to a process's session and wait for it (SIGKILL after the grace)."""
