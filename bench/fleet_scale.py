@@ -31,7 +31,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from bench import parser, spawn_program, stop_programs
+from bench import consumer_drained, count_rows, parser, spawn_program, stop_programs
 from bench.scheduler_place import pct, print_placements, requester, spawn_replica, verify
 from sriov.common import schemas as m
 from sriov.common import subjects as s
@@ -148,8 +148,8 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             # a core from the run it measured
             async def in_inventory() -> bool:
                 assert inventory.poll() is None, (base / "inventory.log").read_text()[-3000:]
-                return await _drained(bus, s.STREAM_HOST_EVENTS, ingest.DURABLE) and (
-                    await _count(conn, "inventory", "devices") >= total
+                return await consumer_drained(bus, s.STREAM_HOST_EVENTS, ingest.DURABLE) and (
+                    await count_rows(conn, "inventory", "devices") >= total
                 )
 
             async def relayed() -> bool:
@@ -158,8 +158,8 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             state = await state_durable(dsn)
 
             async def projected() -> bool:
-                return await _drained(bus, s.STREAM_STATE, state) and (
-                    await _count(conn, "scheduler", "vfs") >= total
+                return await consumer_drained(bus, s.STREAM_STATE, state) and (
+                    await count_rows(conn, "scheduler", "vfs") >= total
                 )
 
             last = hosts - 1
@@ -198,22 +198,6 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             await conn.close()
             stop_programs(procs)
             await bus.close()
-
-
-async def _drained(bus: Bus, stream: str, durable: str) -> bool:
-    """The durable consumer was handed every message and acknowledged each one."""
-    try:
-        info = await bus.consumer_info(stream, durable)
-    except SriovError:  # not created yet
-        return False
-    return info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor > 0
-
-
-async def _count(conn: asyncpg.Connection, schema: str, table: str) -> int:
-    try:
-        return int(await conn.fetchval(f"SELECT count(*) FROM {schema}.{table}"))
-    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-        return 0
 
 
 async def _redeliveries(bus: Bus, dsn: str) -> None:

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import parser
+from bench import consumer_drained, count_rows, parser
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
 from sriov.devtools.embedded import local_servers
+from sriov.inventory import ingest
 from sriov.inventory import testing as t
 
 
@@ -60,13 +61,14 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             t0 = time.perf_counter()
             cpu0 = _cpu(proc.pid)
             conn = await asyncpg.connect(dsn)
-            while True:
-                n = await conn.fetchval("SELECT count(*) FROM inventory.devices")
-                if n >= total:
-                    break
+            while not (  # rows counted once their consumer acknowledged everything
+                await consumer_drained(bus, s.STREAM_HOST_EVENTS, ingest.DURABLE)
+                and await count_rows(conn, "inventory", "devices") >= total
+            ):
                 assert proc.poll() is None, log.read_text()
                 await asyncio.sleep(0.05)
             t_db = time.perf_counter() - t0
+            relayed_at_db = (await bus.stream_info(s.STREAM_STATE)).messages
             while True:
                 info = await bus.stream_info(s.STREAM_STATE)
                 if info.messages >= total + args.hosts:
@@ -78,7 +80,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
         await bus.close()
     print(
         f"ingest: {total} VFs of {args.hosts} hosts in PostgreSQL after {t_db:.2f}s "
-        f"({total / t_db:,.0f} VFs/s)"
+        f"({total / t_db:,.0f} VFs/s); {relayed_at_db} states relayed by then"
     )
     print(
         f"state:  {total + args.hosts} device+host states in SRIOV_STATE after {t_state:.2f}s "

@@ -150,6 +150,35 @@ async def test_batch_handler_gets_whole_batch_and_falls_back_on_failure(bus: Bus
     assert sum(batches) + len(single) == 10
 
 
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_batches_in_flight_overlap_up_to_their_limit(bus: Bus, in_flight: int) -> None:
+    """A second batch is fetched and started while the first is still being applied (the
+    handler's CPU overlaps the database's work), never more than ``batches_in_flight``."""
+    for i in range(40):
+        await bus.js_publish(s.host_heartbeat("h1"), hb(i))
+    running, most, seen = 0, 0, []
+
+    async def batch(items: list[tuple[m.HostEventT, Delivery]]) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.2)  # a commit's round trip, long enough for the next fetch
+        seen.extend(v.seq for v, _ in items)
+        running -= 1
+
+    async def handler(msg: m.HostEventT, d: Delivery) -> None:
+        raise AssertionError("no batch fails: no one-by-one fallback")
+
+    spec = ConsumerSpec(
+        s.STREAM_HOST_EVENTS, f"fl{in_flight}", [s.HOST_EVENTS_ALL], batch=5,
+        batches_in_flight=in_flight,
+    )  # fmt: skip
+    await run_consumer(bus, handler, lambda st: st.handled >= 40, spec, batch=batch)
+    assert most == in_flight and sorted(seen) == [*range(40)]
+    info = await bus.consumer_info(s.STREAM_HOST_EVENTS, f"fl{in_flight}")
+    assert info.ack_floor == 40 and info.num_redelivered == 0
+
+
 async def test_a_batch_slower_than_the_ack_wait_is_not_redelivered(bus: Bus) -> None:
     for i in range(5):
         await bus.js_publish(s.host_heartbeat("h1"), hb(i))

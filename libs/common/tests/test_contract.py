@@ -21,6 +21,7 @@ from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.errors import InvalidRequest, UnknownMessageType
 from sriov.common.schemas._examples import example
+from sriov.common.schemas._inventory import DEVICE_ID_NAMESPACE
 
 GOLDEN = Path(__file__).parent / "golden"
 TYPES = {m.type_of(c): c for c in m.ALL_MESSAGES}
@@ -113,3 +114,21 @@ def _add_missing() -> None:
 
 if __name__ == "__main__" and "--add-missing" in sys.argv:
     _add_missing()
+
+
+def test_device_ids_are_the_documented_uuid5() -> None:
+    """Device ids are part of the contract (clients compute and compare them): the fast path
+    must give exactly ``uuid5(DEVICE_ID_NAMESPACE, "<host_id>/<pci_address>")``."""
+    import random
+    import uuid
+
+    rng = random.Random(7)
+    for i in range(5000):
+        host = f"host-{rng.randrange(10**6)}" + ("-é" if i % 7 == 0 else "")
+        pci = f"0000:{rng.randrange(256):02x}:{rng.randrange(32):02x}.{rng.randrange(8)}"
+        want = str(uuid.uuid5(DEVICE_ID_NAMESPACE, f"{host}/{pci}"))
+        assert m.device_id(host, pci) == want
+    # frozen: the id of one VF as first shipped
+    assert m.device_id("host-0001", "0000:3b:00.1") == str(
+        uuid.uuid5(uuid.UUID("6f1c3c1e-5a0e-4c47-9a6b-4a3f1f7e2b10"), "host-0001/0000:3b:00.1")
+    )

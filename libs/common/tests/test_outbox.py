@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sriov.common.bus import HDR_MSG_ID
-from sriov.common.outbox import base_headers, stored_headers
+from sriov.common.outbox import base_headers, header_block, stored_block, stored_headers
 
 
 def test_stored_headers_are_cloudevents_with_the_event_id_as_message_id() -> None:
@@ -26,3 +26,17 @@ def test_stored_headers_are_cloudevents_with_the_event_id_as_message_id() -> Non
     assert later["ce-time"] == "2026-01-02T02:04:05Z"  # UTC with Z, as payloads have it
     assert base["ce-time"].endswith("Z")
     assert base["ce-id"] == "-" and base["ce-time"] != later["ce-time"]
+
+
+def test_a_stored_block_holds_exactly_the_stored_headers() -> None:
+    """Inventory stores each state's headers encoded (shared part once per transaction): the
+    block must carry the same headers, each once, as the dict nats-py would encode."""
+    base = base_headers("sriov/test/1") | {
+        "traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    }
+    block = stored_block(header_block(base), "device/d1/7", "device.state.v1")
+    lines = block.decode().split("\r\n")
+    assert lines[0] == "NATS/1.0" and lines[-2:] == ["", ""]
+    pairs = [line.split(": ", 1) for line in lines[1:-2]]
+    assert len(pairs) == len({k for k, _v in pairs})  # no header twice
+    assert dict(pairs) == stored_headers(base, "device/d1/7", "device.state.v1")

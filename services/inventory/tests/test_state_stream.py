@@ -84,6 +84,35 @@ async def test_relay_crash_after_publishing_duplicates_nothing(bus: Bus, databas
         await pool.close()
 
 
+async def test_a_row_queued_by_the_older_release_goes_out_with_its_headers(
+    bus: Bus, database_url: str
+) -> None:
+    """Rows store their header block encoded; one an older release queued (headers as JSON)
+    before an upgrade is still relayed, its CloudEvents headers and message id intact."""
+    pool = await open_pool(database_url)
+    try:
+        ingest = HostEvents(pool, "sriov/inventory/test")
+        hostd = t.Hostd(bus, "h1")
+        pfs, vfs = t.fleet_host(1, vfs=2)
+        snap = hostd.snapshot_event(pfs, vfs)
+        await ingest.apply([(snap, _delivery(s.host_snapshot("h1").subject))])
+        old = {"ce-id": "host/h1/999", "Nats-Msg-Id": "host/h1/999", "ce-type": "x.v1",
+               "ce-source": "sriov/inventory/old", "ce-specversion": "1.0"}  # fmt: skip
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE inventory.outbox SET headers = $1 WHERE subject = $2",
+                msgspec.json.encode(old), s.host_state("h1").subject,
+            )  # fmt: skip
+        assert await Relay(outbox.StateOutbox(pool), bus, name="test").relay_once() == 3
+        stored = {msg.subject: msg.headers async for msg in bus.history(s.STREAM_STATE)}
+        assert stored[s.host_state("h1").subject] == old
+        device = stored[s.device_state("h1", vfs[0].pci_address).subject]
+        assert device is not None and device["ce-source"] == "sriov/inventory/test"
+        assert device["ce-id"] == device["Nats-Msg-Id"] and device["ce-id"].startswith("device/")
+    finally:
+        await pool.close()
+
+
 async def test_relays_of_several_replicas_never_publish_a_state_twice(
     bus: Bus, database_url: str
 ) -> None:

@@ -35,7 +35,14 @@ from opentelemetry.trace import SpanKind
 
 from sriov.common import runtime, telemetry
 from sriov.common import schemas as m
-from sriov.common.bus import HDR_MSG_ID, Bus, event_headers, rfc3339
+from sriov.common.bus import (
+    HDR_MSG_ID,
+    Bus,
+    encode_headers,
+    event_headers,
+    extend_headers,
+    rfc3339,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,8 @@ class OutboxRow:
 
     subject: str
     payload: bytes
-    headers: dict[str, str]
+    headers: Mapping[str, str] | bytes
+    """Complete, as a dict or as the encoded block (:func:`stored_block`)."""
     template: str = ""
     trace: Mapping[str, str] | None = None
 
@@ -89,6 +97,21 @@ def stored_headers(
     return headers
 
 
+_PER_EVENT = ("ce-id", HDR_MSG_ID, "ce-type")
+
+
+def header_block(base: Mapping[str, str]) -> bytes:
+    """``base`` (:func:`base_headers`) encoded once for many events: see :func:`stored_block`."""
+    return encode_headers({k: v for k, v in base.items() if k not in _PER_EVENT})
+
+
+def stored_block(block: bytes, event_id: str, ce_type: str) -> bytes:
+    """What :func:`stored_headers` gives, as the encoded header block the relay sends as is
+    (a fleet-wide snapshot relays 650,000 states: the dict's per-row encoding and its JSON
+    round trip through the outbox were a tenth of inventory's CPU)."""
+    return extend_headers(block, {"ce-id": event_id, HDR_MSG_ID: event_id, "ce-type": ce_type})
+
+
 _ANY = m.Message()  # event_headers derives ce-type from a message; stored_headers sets it
 
 
@@ -105,6 +128,7 @@ class Relay:
         poll_s: float = 0.25,
         linger_s: float = 0.0,
         ack_timeout_s: float = 5.0,
+        rounds_in_flight: int = 1,
         published: Callable[[int], None] = lambda _n: None,
     ) -> None:
         self.store = store
@@ -117,6 +141,11 @@ class Relay:
         relay transaction carries many; a commit after a quiet spell goes out at once."""
         self.ack_timeout_s = ack_timeout_s
         """For the whole batch's acknowledgements (NATS away: the rows wait for a retry)."""
+        self.rounds_in_flight = rounds_in_flight
+        """Rounds relaying at once: while one waits for its acknowledgements or its commit,
+        another claims and sends. Only for a last-value store (claims never share a row,
+        and a row's next version waits for the claim that holds it); an ordered log relays
+        one round at a time whatever this says (its claim takes a lock)."""
         self.published = published
         self._wake = asyncio.Event()
 
@@ -125,6 +154,11 @@ class Relay:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(self.rounds_in_flight):
+                tg.create_task(self._rounds(stop))
+
+    async def _rounds(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
             self._wake.clear()  # before relaying: a commit during this round is not missed
@@ -169,9 +203,10 @@ class Relay:
         )
 
 
-def _headers(row: OutboxRow) -> dict[str, str]:
+def _headers(row: OutboxRow) -> Mapping[str, str] | bytes:
     if row.trace is None:
         return row.headers
+    assert not isinstance(row.headers, bytes), "a traced row's headers get the span's context"
     # The stored context is the request's: the producer span is its child, and the consumer
     # of the event continues the request's trace from there. The span marks the send; the
     # ack is awaited with the batch's.

@@ -32,6 +32,9 @@ def consumer_spec(batch: int = 100, ack_wait_s: float = 10) -> ConsumerSpec:
         batch=batch,
         max_ack_pending=max(1000, 4 * batch),
         ack_wait_s=ack_wait_s,
+        # the next batch's decoding and model work overlaps this one's commit; safe as two
+        # replicas are (hosts locked in order, per-object (generation, seq) rules)
+        batches_in_flight=2,
     )
 
 

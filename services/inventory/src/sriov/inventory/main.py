@@ -54,7 +54,7 @@ class Replica:
         self.metrics = Metrics(self.stats, meter)
         self.relay = Relay(
             outbox.StateOutbox(pool), bus, name="inventory", batch=t.relay_batch,
-            published=self._published,
+            rounds_in_flight=2, published=self._published,
         )  # fmt: skip
         self.rescanner = Rescanner(bus, min_interval_s=t.rescan_interval)
         self.host_events = ingest.HostEvents(

@@ -229,10 +229,11 @@ class Bus:
         return not ack.duplicate
 
     async def js_publish_many(
-        self, messages: Sequence[tuple[str, bytes, dict[str, str]]], timeout: float = 5
+        self, messages: Sequence[tuple[str, bytes, Mapping[str, str] | bytes]], timeout: float = 5
     ) -> None:
         """Publish ``(subject, payload, headers)`` in order on this connection, then await
-        every acknowledgement together, within ``timeout`` for the whole batch: a relay's
+        every acknowledgement together, within ``timeout`` for the whole batch (headers as a
+        dict or already encoded, see :mod:`.publish`): a relay's
         batch costs about one round trip instead of one per message. Raises (once every ack
         arrived or the time is up) unless JetStream stored each one; the acks still due
         are given up, so a retry of the batch starts clean (``Nats-Msg-Id`` drops repeats).

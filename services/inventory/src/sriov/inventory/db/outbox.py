@@ -11,21 +11,33 @@ of the span that made the change) and specialised per row.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 import msgspec
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from sriov.common import outbox, subjects
 from sriov.common import schemas as m
+from sriov.common.bus import encode_headers
 from sriov.common.outbox import OutboxRow
 from sriov.inventory.db.conn import Conn, Pool
 from sriov.inventory.model import DeviceRec, HostView
 
 _DEVICE_TYPE = m.type_of(m.DeviceState)
 _HOST_TYPE = m.type_of(m.HostState)
-_encode_headers = msgspec.json.Encoder().encode
 _decode_headers = msgspec.json.Decoder(dict[str, str]).decode
+_BLOCK = b"NATS/1.0\r\n"
+
+
+def _stored(headers: Mapping[str, str] | bytes) -> bytes:
+    """The outbox's ``headers`` column: the encoded block the relay sends as is."""
+    return headers if isinstance(headers, bytes) else encode_headers(headers)
+
+
+def _sent(stored: bytes) -> bytes:
+    # a row queued by a release that stored the headers as JSON, before an upgrade
+    return stored if stored.startswith(_BLOCK) else encode_headers(_decode_headers(stored))
+
 
 _UPSERT = (
     "INSERT INTO inventory.outbox (subject, payload, headers) "
@@ -50,18 +62,18 @@ def host_event_id(host_id: str, revision: int) -> str:
 
 def rows(devices: Iterable[DeviceRec], hosts: Iterable[HostView], source: str) -> list[OutboxRow]:
     """One row per announced device and host (their revisions already assigned)."""
-    base = outbox.base_headers(source)
+    block = outbox.header_block(outbox.base_headers(source))
     out: dict[str, OutboxRow] = {}
     for rec in devices:
         d = rec.device
         subject = subjects.device_state(d.host_id, d.pci_address).subject
-        headers = outbox.stored_headers(base, device_event_id(d.id, rec.revision), _DEVICE_TYPE)
+        headers = outbox.stored_block(block, device_event_id(d.id, rec.revision), _DEVICE_TYPE)
         msg = m.DeviceState(device=d, revision=rec.revision, removed=rec.removed)
         out[subject] = OutboxRow(subject, m.encode(msg), headers)
     for view in hosts:
         h = view.host
         subject = subjects.host_state(h.host_id).subject
-        headers = outbox.stored_headers(base, host_event_id(h.host_id, h.revision), _HOST_TYPE)
+        headers = outbox.stored_block(block, host_event_id(h.host_id, h.revision), _HOST_TYPE)
         msg_h = m.HostState(host=view.info(), revision=h.revision)
         out[subject] = OutboxRow(subject, m.encode(msg_h), headers)
     return list(out.values())
@@ -74,7 +86,7 @@ async def write(conn: Conn, rows: Sequence[OutboxRow]) -> None:
             _UPSERT,
             [r.subject for r in rows],
             [r.payload for r in rows],
-            [_encode_headers(r.headers) for r in rows],
+            [_stored(r.headers) for r in rows],
         )
 
 
@@ -95,10 +107,7 @@ class StateOutbox:
         """
         async with self.pool.acquire() as conn, conn.transaction():
             records = sorted(await conn.fetch(_CLAIM, limit), key=lambda r: r["seq"])
-            yield [
-                OutboxRow(r["subject"], r["payload"], _decode_headers(r["headers"]))
-                for r in records
-            ]
+            yield [OutboxRow(r["subject"], r["payload"], _sent(r["headers"])) for r in records]
 
     async def has_pending(self) -> bool:
         with suppress_instrumentation():  # idle polls are not worth a trace each
