@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from sriov.common.bus import Bus
 from sriov.common.errors import SriovError
@@ -111,3 +113,22 @@ async def count_rows(conn: asyncpg.Connection, schema: str, table: str) -> int:
         return int(await conn.fetchval(f"SELECT count(*) FROM {schema}.{table}"))
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
         return 0
+
+
+_COMPONENTS = (("sriov.inventory", "inventory"), ("sriov-inventory", "inventory"),
+               ("sriov.scheduler", "schedulers"), ("sriov-scheduler", "schedulers"),
+               ("postgres", "postgresql"), ("nats-server", "nats-server"))  # fmt: skip
+
+
+def cpu_split() -> str:
+    """CPU seconds so far of each program this benchmark started (its children)."""
+    used: collections.Counter[str] = collections.Counter()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmd, t = " ".join(child.cmdline()), child.cpu_times()
+        except psutil.Error:
+            continue
+        name = next((n for key, n in _COMPONENTS if key in cmd), "other")
+        used[name] += t.user + t.system
+    names = dict.fromkeys([n for _k, n in _COMPONENTS] + ["other"])
+    return ", ".join(f"{n} {used[n]:.0f}s" for n in names if used[n])

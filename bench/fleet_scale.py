@@ -31,7 +31,14 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from bench import consumer_drained, count_rows, parser, spawn_program, stop_programs
+from bench import (
+    consumer_drained,
+    count_rows,
+    cpu_split,
+    parser,
+    spawn_program,
+    stop_programs,
+)
 from bench.scheduler_place import pct, print_placements, requester, spawn_replica, verify
 from sriov.common import schemas as m
 from sriov.common import subjects as s
@@ -174,6 +181,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                 elapsed = time.perf_counter() - t0
                 print(f"  all {total} VFs {name} after {elapsed:.1f}s "
                       f"({total / elapsed:,.0f} VFs/s); load {_load()}")  # fmt: skip
+                print(f"    CPU so far: {cpu_split()}")
             await _redeliveries(bus, dsn)
             print(f"  resident memory: inventory {rss_mb(inventory):.0f} MB, scheduler "
                   + ", ".join(f"{rss_mb(r):.0f} MB" for r in replicas))  # fmt: skip

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import consumer_drained, count_rows, parser
+from bench import consumer_drained, count_rows, cpu_split, parser
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
 from sriov.devtools.embedded import local_servers
@@ -75,6 +75,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                     break
                 await asyncio.sleep(0.05)
             t_state = time.perf_counter() - t0
+            split = cpu_split()
             cpu = _cpu(proc.pid) - cpu0
         await conn.close()
         await bus.close()
@@ -90,6 +91,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
         f"inventory process CPU: {cpu:.2f}s over {t_state:.2f}s wall "
         f"(machine: {os.cpu_count()} cores, shared with nats-server and PostgreSQL)"
     )
+    print(f"CPU of each program by then: {split}")
 
 
 def _cpu(pid: int) -> float:

@@ -12,7 +12,8 @@ import pytest
 from sriov.common import outbox
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
-from sriov.common.bus.publish import Client, encode_headers
+from sriov.common.bus.client import Client
+from sriov.common.bus.publish import encode_headers
 from sriov.common.errors import BusError
 
 

@@ -28,9 +28,10 @@ from sriov.common.redact import redact_url
 from sriov.common.schemas import Codec, Message, codec, encode
 
 from . import consumer, service, stored, streams
+from .client import Client
 from .consumer import ConsumerSpec, ConsumerStats, Delivery
 from .headers import event_headers
-from .publish import AckInbox, Client
+from .publish import AckInbox
 from .service import raise_service_error
 from .stored import ConsumerInfo, StoredMessage, StreamInfo
 from .streams import STREAMS, StreamSpec

@@ -206,10 +206,11 @@ async def _run_batch(
     """Handle a batch in one call; False: handle its messages one by one instead."""
     items = [(v, _delivery(m)) for v, m in decoded]
     msgs = [m for _v, m in decoded]
-    # One span for the batch, linked to every producer's span so traces stay connected.
+    # One span for the batch, linked to the producers' spans so traces stay connected; no
+    # more links than a span keeps (7 µs each to extract: 500 a batch was 2.5 ms for nothing)
     links = [
         Link(ctx)
-        for m in msgs
+        for m in msgs[:MAX_LINKS]
         if (ctx := get_current_span(telemetry.extract(m.headers)).get_span_context()).is_valid
     ]
     waits = 0
@@ -247,6 +248,9 @@ async def _run_batch(
     stats.handled += len(items)
     return True
 
+
+MAX_LINKS = 128
+"""OpenTelemetry's default span link limit (``OTEL_SPAN_LINK_COUNT_LIMIT``)."""
 
 IN_PROGRESS_MAX_S = 600.0
 """How long a batch or message may be kept in progress: beyond, a stuck replica lets another

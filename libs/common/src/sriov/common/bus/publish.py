@@ -7,10 +7,10 @@ of 500, a local nats-server): ~20 µs went to encoding the header dict field by 
 publish, the rest to per-message bookkeeping and to decoding each acknowledgement into a
 dataclass. Here the header block is encoded by :func:`encode_headers` (the bytes nats-py
 would send), or stored encoded by a relay whose rows share most of it (:func:`extend_headers`),
-and handed to :class:`Client`'s publish as is; :class:`AckInbox` matches acknowledgements to
-futures on one wildcard subscription, decoding them with msgspec: 38-47 µs per message. A
-refusal in the batch (a message too large, a stream full) now fails its future at once;
-nats-py's handler let the error escape, so the batch waited out its timeout.
+and handed to :class:`~.client.Client`'s publish as is; :class:`AckInbox` matches
+acknowledgements to futures on one wildcard subscription, decoding them with msgspec: 38-47 µs
+per message. A refusal in the batch (a message too large, a stream full) now fails its future
+at once; nats-py's handler let the error escape, so the batch waited out its timeout.
 """
 
 from __future__ import annotations
@@ -23,41 +23,17 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import msgspec
-import nats.aio.client
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.protocol.command import hpub_cmd
+
+from .client import Client
 
 # nats-py's own rules (nats/aio/client.py): a key is an HTTP token, a value is trimmed and
 # may not end its line
 _KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 NO_RESPONDERS = "503"
-
-
-class Client(nats.aio.client.Client):
-    """nats-py's client, whose ``publish`` also takes a header block already encoded
-    (``bytes`` from :func:`encode_headers`) and sends it as is."""
-
-    async def _send_publish(
-        self,
-        subject: str,
-        reply: str,
-        payload: bytes,
-        payload_size: int,
-        headers: dict[str, Any] | None,
-    ) -> None:
-        if not isinstance(headers, bytes):
-            return await super()._send_publish(subject, reply, payload, payload_size, headers)
-        # what the parent does after it encoded a dict (nats-py 2.16)
-        if subject == "":
-            raise nats.errors.BadSubjectError
-        self.stats["out_msgs"] += 1
-        self.stats["out_bytes"] += payload_size
-        await self._send_command(hpub_cmd(subject, reply, headers, payload))
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,0 +1,53 @@
+"""Our nats-py client's fast paths behave as nats-py does (see sriov.common.bus.client)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats.aio.client
+import nats.errors
+import pytest
+
+from sriov.common.bus.client import Client, Subscription
+
+HEADER_BLOCKS = [
+    b"ce-id: a\r\nNats-Msg-Id: a\r\ntraceparent: 00-ab-cd-01\r\n\r\n",
+    b"Name:Value\r\nTabbed:\tv \r\n  Padded  :  x  \r\n\r\n",
+    b"bad name: skipped\r\nno-colon-line\r\n: empty name\r\nempty:\r\n\r\n",
+    "caf\u00e9: non-ascii name skipped\r\nok: caf\u00e9\r\n\r\n".encode(),
+    b"bad-utf8: \xff\xfe\r\nvt\x0bname: skipped\r\nfs\x1cname: skipped\r\n\r\n",
+    b"Nats-Stream: S\r\nNats-Sequence: 7\r\nNats-Num-Delivered: 1\r\n\r\n",
+    b"",
+]
+
+
+@pytest.mark.parametrize("raw", HEADER_BLOCKS)
+def test_headers_parse_as_nats_py_parses_them(raw: bytes) -> None:
+    assert Client._parse_header_lines(raw) == nats.aio.client.Client._parse_header_lines(raw)
+
+
+async def test_next_msg_takes_queued_messages_in_order_and_still_times_out(
+    nats_url: str,
+) -> None:
+    nc = Client()
+    await nc.connect(nats_url)
+    try:
+        sub = await nc.subscribe("t.quick")
+        assert isinstance(sub, Subscription)
+        for i in range(5):
+            await nc.publish("t.quick", b"m%d" % i, headers={"n": str(i)})
+        await nc.flush()
+        for _ in range(100):  # until the read loop queued all five
+            if sub.pending_msgs == 5:
+                break
+            await asyncio.sleep(0.01)
+        got = [await sub.next_msg(timeout=0.5) for _ in range(5)]
+        assert [(m.data, m.headers) for m in got] == [(b"m%d" % i, {"n": str(i)}) for i in range(5)]
+        assert (sub.pending_msgs, sub.pending_bytes) == (0, 0)
+        with pytest.raises(nats.errors.TimeoutError):  # empty: nats-py's waiting path
+            await sub.next_msg(timeout=0.05)
+        waiter = asyncio.ensure_future(sub.next_msg(timeout=2))
+        await nc.publish("t.quick", b"later")
+        assert (await waiter).data == b"later"
+    finally:
+        await nc.close()
