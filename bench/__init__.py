@@ -120,8 +120,20 @@ _COMPONENTS = (("sriov.inventory", "inventory"), ("sriov-inventory", "inventory"
                ("postgres", "postgresql"), ("nats-server", "nats-server"))  # fmt: skip
 
 
-def cpu_split() -> str:
-    """CPU seconds so far of each program this benchmark started (its children)."""
+async def session_names(dsn: str) -> dict[int, str]:
+    """PostgreSQL's server process of each session, by the ``application_name`` it gave."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT pid, application_name FROM pg_stat_activity")
+    finally:
+        await conn.close()
+    return {r["pid"]: r["application_name"] or "unnamed" for r in rows}
+
+
+def cpu_split(sessions: dict[int, str] | None = None) -> str:
+    """CPU seconds so far of each program this benchmark started (its children); PostgreSQL's
+    by role, its exited processes (autovacuum workers, closed connections) included, and its
+    sessions by the name each gave (``sessions`` from :func:`session_names`)."""
     used: collections.Counter[str] = collections.Counter()
     for child in psutil.Process().children(recursive=True):
         try:
@@ -130,5 +142,21 @@ def cpu_split() -> str:
             continue
         name = next((n for key, n in _COMPONENTS if key in cmd), "other")
         used[name] += t.user + t.system
+        if name == "postgresql":
+            session = "sessions" if "postgres:" in cmd else ""
+            role = next((r for r in _PG_ROLES if r in cmd), session)
+            if role == "sessions" and sessions is not None:
+                role = f"sessions of {sessions.get(child.pid, 'exited clients')}"
+            if role:
+                used[f"pg {role}"] += t.user + t.system
+            else:  # the postmaster: what its exited children used
+                used["postgresql"] += t.children_user + t.children_system
+                used["pg exited"] += t.children_user + t.children_system
     names = dict.fromkeys([n for _k, n in _COMPONENTS] + ["other"])
-    return ", ".join(f"{n} {used[n]:.0f}s" for n in names if used[n])
+    main = ", ".join(f"{n} {used[n]:.0f}s" for n in names if used[n])
+    roles = sorted((n[3:], v) for n, v in used.items() if n[:3] == "pg " and v >= 0.5)
+    pg = ", ".join(f"{n} {v:.0f}s" for n, v in roles)
+    return f"{main} (postgresql: {pg})" if pg else main
+
+
+_PG_ROLES = ("autovacuum", "checkpointer", "walwriter", "background writer", "logical")

@@ -36,6 +36,7 @@ from bench import (
     count_rows,
     cpu_split,
     parser,
+    session_names,
     spawn_program,
     stop_programs,
 )
@@ -181,7 +182,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                 elapsed = time.perf_counter() - t0
                 print(f"  all {total} VFs {name} after {elapsed:.1f}s "
                       f"({total / elapsed:,.0f} VFs/s); load {_load()}")  # fmt: skip
-                print(f"    CPU so far: {cpu_split()}")
+                print(f"    CPU so far: {cpu_split(await session_names(dsn))}")
             await _redeliveries(bus, dsn)
             print(f"  resident memory: inventory {rss_mb(inventory):.0f} MB, scheduler "
                   + ", ".join(f"{rss_mb(r):.0f} MB" for r in replicas))  # fmt: skip

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import consumer_drained, count_rows, cpu_split, parser
+from bench import consumer_drained, count_rows, cpu_split, parser, session_names
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
 from sriov.devtools.embedded import local_servers
@@ -75,7 +75,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                     break
                 await asyncio.sleep(0.05)
             t_state = time.perf_counter() - t0
-            split = cpu_split()
+            split = cpu_split(await session_names(dsn))
             cpu = _cpu(proc.pid) - cpu0
         await conn.close()
         await bus.close()

@@ -191,3 +191,16 @@ async def test_a_large_snapshot_batch_by_copy_stores_what_row_statements_store(
         assert sum(r["mac"] == "02:00:00:00:00:05" for r in by_copy) == 2  # the update landed
     finally:
         await pool.close()
+
+
+async def test_inventory_sessions_are_named_for_operators(database_url: str) -> None:
+    """pg_stat_activity (and the benchmarks' CPU split) tell inventory's sessions apart."""
+    pool = await open_pool(database_url)
+    try:
+        async with pool.acquire() as conn:
+            name = await conn.fetchval(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+            )
+        assert name == "sriov-inventory"
+    finally:
+        await pool.close()

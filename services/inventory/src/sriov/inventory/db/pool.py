@@ -9,5 +9,6 @@ from sriov.inventory.db.migrate import migrate
 
 async def open_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, wait_s: float = 60) -> Pool:
     return await database.open_pool(
-        dsn, min_size=min_size, max_size=max_size, wait_s=wait_s, prepare=migrate
-    )
+        dsn, min_size=min_size, max_size=max_size, wait_s=wait_s, prepare=migrate,
+        server_settings={"application_name": "sriov-inventory"},  # named in pg_stat_activity
+    )  # fmt: skip
