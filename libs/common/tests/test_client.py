@@ -41,6 +41,7 @@ async def test_next_msg_takes_queued_messages_in_order_and_still_times_out(
             if sub.pending_msgs == 5:
                 break
             await asyncio.sleep(0.01)
+        assert sub.pending_msgs == 5  # all queued: next_msg takes them without waiting
         got = [await sub.next_msg(timeout=0.5) for _ in range(5)]
         assert [(m.data, m.headers) for m in got] == [(b"m%d" % i, {"n": str(i)}) for i in range(5)]
         assert (sub.pending_msgs, sub.pending_bytes) == (0, 0)

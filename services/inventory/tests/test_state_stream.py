@@ -16,6 +16,7 @@ from sriov.common.outbox import Relay
 from sriov.devtools.embedded import NatsServer
 from sriov.inventory import testing as t
 from sriov.inventory.db import outbox
+from sriov.inventory.db.conn import Pool
 from sriov.inventory.db.pool import open_pool
 from sriov.inventory.ingest import HostEvents
 
@@ -57,12 +58,7 @@ async def test_newcomer_rebuilds_current_state_from_the_last_value_stream(
 async def test_relay_crash_after_publishing_duplicates_nothing(bus: Bus, database_url: str) -> None:
     pool = await open_pool(database_url)
     try:
-        ingest = HostEvents(pool, "sriov/inventory/test")
-        hostd = t.Hostd(bus, "h1")
-        pfs, vfs = t.fleet_host(1, vfs=8)
-        snap = hostd.snapshot_event(pfs, vfs)
-        delivery = _delivery(s.host_snapshot("h1").subject)
-        await ingest.apply([(snap, delivery)])
+        await _snapshot_queued(bus, pool, vfs=8)
         relay = Relay(outbox.StateOutbox(pool), bus, name="test")
 
         # First attempt: rows claimed and published, then the replica dies before commit.
@@ -91,11 +87,7 @@ async def test_a_row_queued_by_the_older_release_goes_out_with_its_headers(
     before an upgrade is still relayed, its CloudEvents headers and message id intact."""
     pool = await open_pool(database_url)
     try:
-        ingest = HostEvents(pool, "sriov/inventory/test")
-        hostd = t.Hostd(bus, "h1")
-        pfs, vfs = t.fleet_host(1, vfs=2)
-        snap = hostd.snapshot_event(pfs, vfs)
-        await ingest.apply([(snap, _delivery(s.host_snapshot("h1").subject))])
+        vfs = await _snapshot_queued(bus, pool, vfs=2)
         old = {"ce-id": "host/h1/999", "Nats-Msg-Id": "host/h1/999", "ce-type": "x.v1",
                "ce-source": "sriov/inventory/old", "ce-specversion": "1.0"}  # fmt: skip
         async with pool.acquire() as conn:
@@ -186,6 +178,17 @@ async def test_batched_relay_keeps_claim_order_and_last_values_across_a_nats_res
 
 class Crash(Exception):
     pass
+
+
+async def _snapshot_queued(bus: Bus, pool: Pool, vfs: int) -> list[m.VF]:
+    """Host h1's snapshot of ``vfs`` VFs applied: its states wait in the outbox."""
+    hostd = t.Hostd(bus, "h1")
+    pfs, host_vfs = t.fleet_host(1, vfs=vfs)
+    snap = hostd.snapshot_event(pfs, host_vfs)
+    await HostEvents(pool, "sriov/inventory/test").apply(
+        [(snap, _delivery(s.host_snapshot("h1").subject))]
+    )
+    return host_vfs
 
 
 def _delivery(subject: str) -> Delivery:

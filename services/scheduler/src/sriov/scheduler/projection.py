@@ -198,10 +198,9 @@ class Projection:
         """ANALYZE once the rows changed since the last one reach the table's size then (a
         first load, a fleet joining): the placement plans are then rebuilt for the new size
         (see Store.maintain). No more often: with a tenth as the step, a fleet-wide restart of
-        640,000 VFs analyzed ~80 times per replica, each ANALYZE took seconds, waited for the
-        other replica's and held PostgreSQL's xmin horizon back meanwhile, so inventory's
-        outbox claims walked every dead row (the storm's largest PostgreSQL cost, sampled).
-        Between, the table's autovacuum analyzes (its scale factor is 0.05)."""
+        640,000 VFs analyzed ~80 times per replica, each ANALYZE taking seconds and waiting for
+        the other replica's (sampled: a quarter of the schedulers' database time). Between,
+        the table's autovacuum analyzes (its scale factor is 0.05)."""
         self._changed_since_analyze += changed
         if self._changed_since_analyze < max(ANALYZE_MIN_ROWS, self._rows_at_analyze):
             return
