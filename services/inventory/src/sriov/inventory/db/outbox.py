@@ -46,10 +46,15 @@ _UPSERT = (
     "payload = EXCLUDED.payload, headers = EXCLUDED.headers, created_at = now()"
 )
 _CLAIM = (
-    "DELETE FROM inventory.outbox o USING ("
+    "DELETE FROM inventory.outbox WHERE subject = ANY (ARRAY("
     " SELECT subject FROM inventory.outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
-    ") c WHERE o.subject = c.subject RETURNING o.subject, o.payload, o.headers, o.seq"
+    ")) RETURNING subject, payload, headers, seq"
 )
+"""The oldest rows are picked once (an init plan) and deleted by key, whatever the statistics
+say. A join with the picking subquery, as this was, was planned as a nested loop over the whole
+outbox that re-ran the subquery per row whenever a VACUUM or ANALYZE had found the outbox
+momentarily empty (0 rows over its allocated pages): in a 10,000-host restart one claim ran
+60 s over 147,000 queued rows while nothing was relayed."""
 
 
 def device_event_id(device_id: str, revision: int) -> str:
