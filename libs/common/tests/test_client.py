@@ -7,8 +7,9 @@ import asyncio
 import nats.aio.client
 import nats.errors
 import pytest
+from nats.aio.msg import Msg
 
-from sriov.common.bus.client import Client, Subscription
+from sriov.common.bus.client import Client, Subscription, delivery_counts
 
 HEADER_BLOCKS = [
     b"ce-id: a\r\nNats-Msg-Id: a\r\ntraceparent: 00-ab-cd-01\r\n\r\n",
@@ -52,3 +53,29 @@ async def test_next_msg_takes_queued_messages_in_order_and_still_times_out(
         assert (await waiter).data == b"later"
     finally:
         await nc.close()
+
+
+async def test_delivery_counts_read_what_nats_py_metadata_reads(nats_url: str) -> None:
+    nc = Client()
+    await nc.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="COUNTS", subjects=["t.counts.>"])
+        for i in range(3):
+            await js.publish(f"t.counts.{i}", b"x")
+        psub = await js.pull_subscribe("t.counts.>", durable="counts")
+        first = await psub.fetch(3, timeout=2)
+        await first[1].nak()
+        again = await psub.fetch(1, timeout=2)
+        seen = [(delivery_counts(m), m.metadata) for m in [*first, *again]]
+        assert [c for c, _md in seen] == [(1, 1), (1, 2), (1, 3), (2, 2)]
+        assert all(c == (md.num_delivered, md.sequence.stream) for c, md in seen)
+    finally:
+        await nc.close()
+    # the v2 layout (domain, account hash) nats-py also reads, and what is no JetStream reply
+    v2 = Msg(nc, subject="s", reply="$JS.ACK.dom.acchash.S.c.3.41.40.1764576000000000000.0.r")
+    assert delivery_counts(v2) == (v2.metadata.num_delivered, v2.metadata.sequence.stream)
+    assert delivery_counts(v2) == (3, 41)
+    for reply in ("_INBOX.x", "$JS.ACK.S.c.1.2"):
+        with pytest.raises(nats.errors.NotJSMessageError):
+            delivery_counts(Msg(nc, subject="s", reply=reply))

@@ -10,6 +10,9 @@ it; two steps of that were avoidable, measured on this machine (a local nats-ser
 * the header block is parsed with a generator over every character of every name (16 µs for
   8 headers, against 4 µs here, same rules: :meth:`Client._parse_header_lines`).
 
+Likewise ``Msg.metadata`` builds two frozen dataclasses and a datetime to tell a consumer a
+message's delivery count and stream sequence (7 µs, against 1 µs in :func:`delivery_counts`).
+
 Both keep nats-py's behaviour; tests pin it (``libs/common/tests/test_client.py``). They reach
 into nats-py 2.16 internals: re-read them on an upgrade.
 """
@@ -86,3 +89,15 @@ class Client(nats.aio.client.Client):
         await self._send_command(hpub_cmd(subject, reply, headers, payload))
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
+
+
+def delivery_counts(msg: Msg) -> tuple[int, int]:
+    """(deliveries, stream sequence) of a JetStream message, what ``msg.metadata`` tells,
+    read from its reply subject with nats-py's own checks and token positions."""
+    tokens = Msg.Metadata._get_metadata_fields(msg.reply)  # raises NotJSMessageError
+    if len(tokens) == _V1_TOKENS:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>. ...
+        return int(tokens[4]), int(tokens[5])
+    return int(tokens[Msg.Ack.NumDelivered]), int(tokens[Msg.Ack.StreamSeq])
+
+
+_V1_TOKENS = 9
