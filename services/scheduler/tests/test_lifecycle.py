@@ -8,6 +8,8 @@ import pytest
 
 from sriov.common import schemas as m
 from sriov.common.errors import InvalidRequest, NoCapacity, NotFound
+from sriov.devtools.plans import JOINS, analyzed_while_empty, plan_nodes
+from sriov.scheduler.store import PURGE
 from sriov.scheduler.testing import CX5, I350, PfSpec, settle, wait_events
 
 PF_A, PF_B = "0000:3b:00.0", "0000:5e:00.0"
@@ -111,6 +113,30 @@ async def test_expiry_follows_the_clock(fleet, sync, client, replica) -> None:
     assert await store.expire(100, now + dt.timedelta(minutes=61), b"{}") == 1
     with pytest.raises(NotFound):
         await client.get("g1")
+
+
+async def test_expiry_and_purge_hold_when_statistics_say_their_tables_are_empty(
+    fleet, sync, client, replica
+) -> None:
+    """Expiry and purge pick their rows once and change them by key (sriov.devtools.plans):
+    with statistics saying no reservation or request exists, purge is planned without a join,
+    and both still end and forget exactly the rows that are due."""
+    fleet.add_host("h1", [PfSpec(PF_A, count=3)])
+    await sync()
+    for guest in ("g1", "g2", "g3"):
+        await client.place(guest, f"sriov-nic-model={CX5}", ttl_s=3600)
+    await client.release("g3")
+    store = replica.store
+    async with store.pool.acquire() as conn:
+        for table in ("scheduler.reservations", "scheduler.requests"):
+            await analyzed_while_empty(conn, table)
+        assert not await plan_nodes(conn, PURGE, 0.0, 5000) & JOINS
+    now = dt.datetime.now(dt.UTC)
+    assert await store.expire(100, now + dt.timedelta(minutes=61), b"{}") == 2  # g1, g2
+    assert await store.purge(0.0) == 4 + 3  # 4 requests, 3 ended reservations
+    assert await store.purge(0.0) == 0
+    async with store.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM scheduler.reservations") == 0
 
 
 async def test_a_removed_vf_ends_its_reservation_with_an_event(fleet, sync, client, bus) -> None:

@@ -134,6 +134,20 @@ def _refusal(exc: asyncpg.PostgresError) -> SriovError:
     return error_from_code(body["code"], body["message"], **details)
 
 
+PURGE = (
+    "WITH d AS (DELETE FROM scheduler.requests WHERE request_id = ANY (ARRAY("
+    "SELECT request_id FROM scheduler.requests "
+    "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)) RETURNING 1), "
+    "e AS (DELETE FROM scheduler.reservations WHERE id = ANY (ARRAY("
+    "SELECT id FROM scheduler.reservations "
+    "WHERE ended_at < now() - make_interval(secs => $1) LIMIT $2)) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM e)"
+)
+"""Rows are picked once (an init plan each) and deleted by key, whatever the statistics say:
+as a join (or ``IN``) with the picking subquery, the delete was planned as a nested loop that
+re-ran the subquery for every row of the table once the statistics said it was empty."""
+
+
 class Store:
     """A connection pool on the scheduler's schema."""
 
@@ -283,19 +297,7 @@ class Store:
     async def purge(self, older_than_s: float, limit: int = 5000) -> int:
         """Forget idempotency keys and ended reservations older than the retention (what
         happened to them is in the placement events)."""
-        n = await self._call(
-            "purge",
-            "WITH old AS (SELECT request_id FROM scheduler.requests "
-            "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2), "
-            "d AS (DELETE FROM scheduler.requests r USING old "
-            "WHERE r.request_id = old.request_id RETURNING 1), "
-            "e AS (DELETE FROM scheduler.reservations WHERE id IN (SELECT id FROM "
-            "scheduler.reservations WHERE ended_at < now() - make_interval(secs => $1) "
-            "LIMIT $2) RETURNING 1) "
-            "SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM e)",
-            older_than_s, limit,
-        )  # fmt: skip
-        return int(n)
+        return int(await self._call("purge", PURGE, older_than_s, limit))
 
     async def maintain(self, *tables: str, vacuum: bool = False) -> None:
         """ANALYZE (or VACUUM) some of our tables, skipping empty ones.

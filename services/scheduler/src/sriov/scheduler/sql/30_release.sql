@@ -75,7 +75,9 @@ BEGIN
 END $$;
 
 -- End unconfirmed reservations whose TTL passed at p_now: one Expired event per guest and
--- request. Several replicas may sweep at once: SKIP LOCKED splits the work.
+-- request. Several replicas may sweep at once: SKIP LOCKED splits the work. The due rows are
+-- picked once (an init plan) and updated by key: as a join with the picking query, the update
+-- was planned as a nested loop over every reservation when the statistics said none existed.
 CREATE OR REPLACE FUNCTION scheduler.expire(
     p_limit integer, p_now timestamptz, a jsonb, p_type text, p_desired jsonb)
 RETURNS integer LANGUAGE plpgsql AS $$
@@ -85,14 +87,13 @@ DECLARE
     v_ids    text[];
     v_guests text[];
 BEGIN
-    WITH due AS (
-        SELECT id FROM scheduler.reservations
-         WHERE ended_at IS NULL AND state = 'reserved' AND expires_at <= p_now
-         ORDER BY expires_at LIMIT p_limit
-         FOR UPDATE SKIP LOCKED),
-    ended AS (
+    WITH ended AS (
         UPDATE scheduler.reservations r SET ended_at = now(), end_reason = 'expired'
-          FROM due WHERE r.id = due.id
+         WHERE r.id = ANY (ARRAY(
+               SELECT id FROM scheduler.reservations
+                WHERE ended_at IS NULL AND state = 'reserved' AND expires_at <= p_now
+                ORDER BY expires_at LIMIT p_limit
+                FOR UPDATE SKIP LOCKED))
         RETURNING r.device_id, r.guest_id, r.request_id),
     events AS MATERIALIZED (  -- read below: a SELECT in WITH runs only if it is read
         SELECT scheduler.emit(e.guest_id, 'expired', p_type, jsonb_build_object(
