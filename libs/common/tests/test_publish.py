@@ -14,7 +14,7 @@ from sriov.common import subjects as s
 from sriov.common.bus import Bus
 from sriov.common.bus.client import Client
 from sriov.common.bus.publish import encode_headers
-from sriov.common.errors import BusError
+from sriov.common.errors import BusError, BusTimeout
 
 
 async def _sent(headers: Any) -> bytes:
@@ -60,3 +60,20 @@ async def test_a_batch_is_acknowledged_and_a_refusal_names_the_subject(bus: Bus)
         await asyncio.wait_for(bus.js_publish_many([batch[0], too_big]), 2)
     with pytest.raises(BusError, match=r"no JetStream stream accepted sriov\.v1\.nowhere"):
         await bus.js_publish_many([("sriov.v1.nowhere", b"{}", batch[0][2])])
+
+
+async def test_acks_not_come_in_time_are_counted_then_forgotten(bus: Bus) -> None:
+    """A batch waits for every acknowledgement within its timeout, says how many are
+    missing, and forgets them (one that came later would settle nothing)."""
+    base = outbox.base_headers("sriov/test/1")
+    stored = [
+        (s.host_heartbeat(f"h{i}").subject, b"{}", outbox.stored_headers(base, f"t-{i}", "t.v1"))
+        for i in range(2)
+    ]
+    # a subject no stream takes but a subscriber receives and never answers: no ack, no 503
+    async with bus.subscribe("t.silent"):
+        silent = ("t.silent", b"{}", stored[0][2])
+        with pytest.raises(BusTimeout, match=r"did not acknowledge 1 of 3 messages in 0\.3s"):
+            await bus.js_publish_many([stored[0], silent, stored[1]], timeout=0.3)
+    assert bus._acks._waiting == {}
+    assert (await bus.stream_info(s.STREAM_HOST_EVENTS)).messages == 2

@@ -31,7 +31,7 @@ from . import consumer, service, stored, streams
 from .client import Client
 from .consumer import ConsumerSpec, ConsumerStats, Delivery
 from .headers import event_headers
-from .publish import AckInbox
+from .publish import AckBatch, AckInbox
 from .service import raise_service_error
 from .stored import ConsumerInfo, StoredMessage, StreamInfo
 from .streams import STREAMS, StreamSpec
@@ -239,28 +239,26 @@ class Bus:
         arrived or the time is up) unless JetStream stored each one; the acks still due
         are given up, so a retry of the batch starts clean (``Nats-Msg-Id`` drops repeats).
         """
-        futures: list[asyncio.Future[Any]] = []
+        batch = AckBatch(len(messages))
         try:
             async with asyncio.timeout(timeout):
-                for subject, payload, headers in messages:
-                    futures.append(await self._acks.publish(subject, payload, headers))
-                if futures:
-                    await asyncio.wait(futures)
+                for i, (subject, payload, headers) in enumerate(messages):
+                    await self._acks.publish(batch, i, subject, payload, headers)
+                if messages:
+                    await batch.done
         except TimeoutError as exc:
-            acked = sum(f.done() for f in futures)
             raise BusTimeout(
-                f"JetStream did not acknowledge {len(messages) - acked} of {len(messages)} "
+                f"JetStream did not acknowledge {batch.due} of {len(messages)} "
                 f"messages in {timeout}s"
             ) from exc
         finally:
-            for f in futures:
-                f.cancel()  # no-op once done; an ack still due is forgotten
-        for f, (subject, payload, _h) in zip(futures, messages, strict=False):
-            error = f.exception()
+            self._acks.forget(batch)  # an ack still due is ignored when it comes
+        for i in sorted(batch.errors):
+            error = batch.errors[i]
+            subject, payload, _h = messages[i]
             if isinstance(error, _REFUSALS):
                 raise _refused(error, subject, payload) from error
-            if error is not None:
-                raise error
+            raise error
 
     # --- request/reply ----------------------------------------------------------------------
     async def request(
