@@ -41,7 +41,7 @@ def pci_token(address: str) -> str:
             f"PCI address {address!r} is not of the form DDDD:BB:DD.F (e.g. 0000:3b:00.1)",
             field="pci_address",
         )
-    return "-".join(g.lower() for g in m.groups())
+    return "-".join(m.groups()).lower()
 
 
 def pci_from_token(tok: str) -> str:
