@@ -30,11 +30,16 @@ async def analyzed_while_empty(conn: Any, table: str) -> None:
     assert (stats["reltuples"], stats["relpages"] > 0) == (0, True), dict(stats)
 
 
-async def plan_nodes(conn: Any, sql: str, *args: object) -> set[str]:
-    """The node types of ``sql``'s plan (``EXPLAIN``: nothing runs)."""
+async def plan_nodes(conn: Any, sql: str, *args: object, init_plans: bool = True) -> set[str]:
+    """The node types of ``sql``'s plan (``EXPLAIN``: nothing runs); without those of its
+    init plans (what it computes once before, such as an ``ARRAY(...)`` picking rows) when
+    ``init_plans`` is false."""
     plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
-    return _nodes(msgspec.json.decode(plan)[0]["Plan"])
+    return _nodes(msgspec.json.decode(plan)[0]["Plan"], init_plans)
 
 
-def _nodes(node: dict[str, Any]) -> set[str]:
-    return {node["Node Type"]}.union(*(_nodes(c) for c in node.get("Plans", [])))
+def _nodes(node: dict[str, Any], init_plans: bool) -> set[str]:
+    children = [
+        c for c in node.get("Plans", []) if init_plans or c.get("Parent Relationship") != "InitPlan"
+    ]
+    return {node["Node Type"]}.union(*(_nodes(c, init_plans) for c in children))
