@@ -9,7 +9,9 @@ retyped fails here. Add the file for a new type with
 from __future__ import annotations
 
 import json
+import random
 import sys
+import uuid
 from pathlib import Path
 
 import jsonschema
@@ -119,9 +121,6 @@ if __name__ == "__main__" and "--add-missing" in sys.argv:
 def test_device_ids_are_the_documented_uuid5() -> None:
     """Device ids are part of the contract (clients compute and compare them): the fast path
     must give exactly ``uuid5(DEVICE_ID_NAMESPACE, "<host_id>/<pci_address>")``."""
-    import random
-    import uuid
-
     rng = random.Random(7)
     for i in range(5000):
         host = f"host-{rng.randrange(10**6)}" + ("-é" if i % 7 == 0 else "")

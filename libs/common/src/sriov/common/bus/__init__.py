@@ -26,6 +26,7 @@ __all__ = [
     "HDR_ERROR_CODE",
     "HDR_MSG_ID",
     "HDR_SRIOV_CODE",
+    "HEADER_LINE",
     "STREAMS",
     "Bus",
     "ConsumerInfo",
@@ -49,7 +50,7 @@ from nats.micro.request import ServiceError
 from .connection import Bus
 from .consumer import ConsumerSpec, ConsumerStats, Delivery
 from .headers import HDR_ERROR, HDR_ERROR_CODE, HDR_MSG_ID, HDR_SRIOV_CODE, event_headers, rfc3339
-from .publish import encode_headers, extend_headers
+from .publish import HEADER_LINE, encode_headers, extend_headers
 from .service import DEFAULT_CONCURRENCY, ServiceHost, raise_service_error
 from .stored import ConsumerInfo, StoredMessage, StreamInfo
 from .streams import STREAMS, StreamSpec

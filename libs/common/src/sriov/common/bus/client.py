@@ -2,7 +2,7 @@
 
 A scheduler replica projecting a fleet-wide restart receives 650,000 device states. Through
 nats-py 2.16 each delivered message cost ~120-160 µs of client CPU before our own code saw
-it; two steps of that were avoidable, measured on this machine (a local nats-server):
+it; these steps were avoidable, measured on this machine (a local nats-server):
 
 * ``next_msg`` starts a task, a ``wait_for`` timer and a uuid4 per call, even with the
   message already queued (a pull ``fetch`` of 500 calls it 500 times): 76-92 µs per message
@@ -13,7 +13,7 @@ it; two steps of that were avoidable, measured on this machine (a local nats-ser
 Likewise ``Msg.metadata`` builds two frozen dataclasses and a datetime to tell a consumer a
 message's delivery count and stream sequence (7 µs, against 1 µs in :func:`delivery_counts`).
 
-Both keep nats-py's behaviour; tests pin it (``libs/common/tests/test_client.py``). They reach
+Each keeps nats-py's behaviour; tests pin it (``libs/common/tests/test_client.py``). They reach
 into nats-py 2.16 internals: re-read them on an upgrade.
 """
 

@@ -46,9 +46,13 @@ def _key(name: str) -> str:
     return key
 
 
+HEADER_LINE = b"NATS/1.0\r\n"
+"""How every header block begins."""
+
+
 def encode_headers(headers: Mapping[str, str]) -> bytes:
     """The header block nats-py would build for ``headers``, byte for byte."""
-    return b"NATS/1.0\r\n" + _lines(headers) + b"\r\n"
+    return HEADER_LINE + _lines(headers) + b"\r\n"
 
 
 def extend_headers(block: bytes, headers: Mapping[str, str]) -> bytes:
@@ -162,5 +166,5 @@ def _refusal(msg: Msg) -> BaseException | None:
     except nats.js.errors.APIError as exc:
         return exc
     except TypeError:  # fields this nats-py does not know
-        return nats.js.errors.APIError(description=str(ack.error))
+        pass
     return nats.js.errors.APIError(description=str(ack.error))

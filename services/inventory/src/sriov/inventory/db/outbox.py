@@ -18,7 +18,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from sriov.common import outbox, subjects
 from sriov.common import schemas as m
-from sriov.common.bus import encode_headers
+from sriov.common.bus import HEADER_LINE, encode_headers
 from sriov.common.outbox import OutboxRow
 from sriov.inventory.db.conn import Conn, Pool
 from sriov.inventory.model import DeviceRec, HostView
@@ -26,7 +26,6 @@ from sriov.inventory.model import DeviceRec, HostView
 _DEVICE_TYPE = m.type_of(m.DeviceState)
 _HOST_TYPE = m.type_of(m.HostState)
 _decode_headers = msgspec.json.Decoder(dict[str, str]).decode
-_BLOCK = b"NATS/1.0\r\n"
 
 
 def _stored(headers: Mapping[str, str] | bytes) -> bytes:
@@ -36,7 +35,7 @@ def _stored(headers: Mapping[str, str] | bytes) -> bytes:
 
 def _sent(stored: bytes) -> bytes:
     # a row queued by a release that stored the headers as JSON, before an upgrade
-    return stored if stored.startswith(_BLOCK) else encode_headers(_decode_headers(stored))
+    return stored if stored.startswith(HEADER_LINE) else encode_headers(_decode_headers(stored))
 
 
 _UPSERT = (
