@@ -53,6 +53,7 @@ async def test_capabilities_actual_and_lifecycle_are_kept_and_republished(
                               assignments=[assignment(cx5[0])])  # fmt: skip
         await bus.js_publish(s.placement_event(GUEST, "reserved"), reserved, event_id="r1/res")
         await t.eventually(lambda: t.drained(bus, rep.pool), what="reservation applied")
+        await t.assert_totals_agree(rep.pool)
         assert (await get(bus, cx5[0].id)).lifecycle == "preparing"
         await hostd.applied(vf, 11, "ready", PREPARED, iommu_group=42)
         await t.eventually(lambda: t.drained(bus, rep.pool), what="outcome applied")
@@ -73,6 +74,7 @@ async def test_capabilities_actual_and_lifecycle_are_kept_and_republished(
         released = m.Released(request_id="r2", guest_id=GUEST, device_ids=[cx5[0].id], seq=20)
         await bus.js_publish(s.placement_event(GUEST, "released"), released, event_id="r2/rel")
         await t.eventually(lambda: t.drained(bus, rep.pool), what="release applied")
+        await t.assert_totals_agree(rep.pool)
         assert (await get(bus, cx5[0].id)).lifecycle == "cleaning"
         assert (await t.get_host(bus, t.GUIDE_HOST)).vf_free == 23
         await hostd.applied(vf, 19, "quarantined", PREPARED, error="MAC did not clear")
@@ -104,6 +106,7 @@ async def test_capabilities_actual_and_lifecycle_are_kept_and_republished(
         # the operator's reset: hostd restores it and reads it back clean -> free again
         await hostd.applied(vf, 30, "clean", m.clean_config("mlx5_core"), ifname="eth1v0")
         await t.eventually(lambda: t.drained(bus, rep.pool), what="reset applied")
+        await t.assert_totals_agree(rep.pool)
         dev = await get(bus, cx5[0].id)
         assert (dev.lifecycle, dev.driver, dev.ifname) == ("free", "mlx5_core", "eth1v0")
         assert (await t.list_devices(bus, lifecycle="quarantined")).total == 0

@@ -38,6 +38,7 @@ async def test_guest_column_follows_reservations(
         confirmed = m.Confirmed(request_id="r2", guest_id=guest, device_ids=[i350[0].id])
         await bus.js_publish(s.placement_event(guest, "confirmed"), confirmed, event_id="r2/c")
         await t.eventually(lambda: t.drained(bus, rep.pool), what="reservation applied")
+        await t.assert_totals_agree(rep.pool)
 
         attached = await t.list_devices(bus, state="attached")
         assert {d.id for d in attached.devices} == {d.id for d in i350}
@@ -51,6 +52,7 @@ async def test_guest_column_follows_reservations(
         gone = next(v for v in vfs if v.pci_address == i350[1].pci_address)
         await hostd.snapshot(pfs, [v for v in vfs if v is not gone])
         await t.eventually(lambda: t.drained(bus, rep.pool), what="snapshot applied")
+        await t.assert_totals_agree(rep.pool)
         flagged = (await t.list_devices(bus, guest_id=guest)).devices
         assert {(d.id, d.present) for d in flagged} == {(i350[0].id, True), (i350[1].id, False)}
         states, _ = await t.state_values(bus)
@@ -69,6 +71,7 @@ async def test_guest_column_follows_reservations(
         released = m.Released(request_id="r3", guest_id=guest, device_ids=[d.id for d in i350])
         await bus.js_publish(s.placement_event(guest, "released"), released, event_id="r3/rel")
         await t.eventually(lambda: t.drained(bus, rep.pool), what="release applied")
+        await t.assert_totals_agree(rep.pool)  # the gone VF left the counts with its guest
         assert (await t.list_devices(bus, state="attached")).total == 0
         assert (await t.list_devices(bus)).total == 23
         states, _ = await t.state_values(bus)
@@ -100,6 +103,7 @@ async def test_events_apply_in_the_schedulers_order_not_the_streams(
                 s.placement_event(ev.guest_id, verb), ev, event_id=f"{verb}-{ev.seq}"
             )
             await t.eventually(lambda: t.drained(bus, rep.pool), what=f"{verb} applied")
+            await t.assert_totals_agree(rep.pool)
 
         def reserved(guest: str, seq: int) -> m.Reserved:
             return m.Reserved(request_id=f"p{seq}", guest_id=guest, host_id=t.GUIDE_HOST,

@@ -24,6 +24,8 @@ inventory is here, in one place a reviewer can read top to bottom.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -41,6 +43,9 @@ Outcome = Literal["applied", "stale"]
 NO_STAMP: Stamp = (-1, -1)
 HOST_WIDE = (m.Heartbeat, m.Diagnostics)
 """Events that touch only the host row (no need to load its PFs and devices)."""
+CountKey = tuple[str, str, str, str, bool]
+"""A row of ``inventory.device_counts``: (host_id, model, dev_type, vendor_device_id,
+attached)."""
 
 
 @dataclass
@@ -135,9 +140,15 @@ class HostView:
         host: HostRow,
         pfs: dict[str, PfRec] | None = None,
         devices: dict[str, DeviceRec] | None = None,
+        *,
+        partial: bool = False,
     ) -> None:
         self.host = host
         self.full = pfs is not None and devices is not None
+        self.partial = partial
+        """Only some of the host's devices are loaded (a placement event touches one or two of
+        64): the host's totals and listing counts change by what changed in those, instead of
+        being recounted over all of them."""
         self.pfs: dict[str, PfRec] = pfs or {}
         self.devices: dict[str, DeviceRec] = devices or {}
         self._host0 = host.key()
@@ -157,8 +168,8 @@ class HostView:
             )
         if ev.generation < host.generation:
             return "stale"
-        if not self.full and not isinstance(ev, HOST_WIDE):
-            raise RuntimeError(f"host {host.host_id} loaded without devices for {type(ev)}")
+        if (not self.full or self.partial) and not isinstance(ev, HOST_WIDE):
+            raise RuntimeError(f"host {host.host_id} loaded without all devices for {type(ev)}")
         stamp = (ev.generation, ev.seq)
         match ev:
             case m.HostSnapshot():
@@ -395,16 +406,31 @@ class HostView:
                 if self._pfs0.get(pci) != (pf_rec.pf, pf_rec.stamp):
                     ch.pfs.append((pci, pf_rec))
             ch.drop_pfs = sorted(set(self._pfs0) - set(self.pfs))
-            live = [r for r in self.devices.values() if not r.removed]
             host.pf_count = len(self.pfs)
-            host.vf_count = len(live)
-            host.vf_free = sum(_offerable(r.device) for r in live)
+            after = [(r.device, r.removed) for r in self.devices.values()]
+            if self.partial:  # stored totals match the stored rows: move them by the change
+                before = [(dev, removed) for dev, _rev, removed in self._orig.values()]
+                host.vf_count += _live(after) - _live(before)
+                host.vf_free += _free(after) - _free(before)
+            else:
+                host.vf_count, host.vf_free = _live(after), _free(after)
         announced = m.encode(self.info(with_last_seen=False))
         if announced != host.announced:
             host.announced = announced
             ch.announce_host = True
         ch.host_row = host.key() != self._host0
         return ch
+
+    def counts(self) -> Counter[CountKey]:
+        """The listing counts of the loaded devices as they are now."""
+        return _counts((r.device, r.removed) for r in self.devices.values())
+
+    def counts_change(self) -> dict[CountKey, int]:
+        """How the loaded devices moved the host's listing counts since they were loaded."""
+        change = dict(self.counts())
+        for key, n in _counts((dev, removed) for dev, _rev, removed in self._orig.values()).items():
+            change[key] = change.get(key, 0) - n
+        return {k: n for k, n in change.items() if n}
 
     def info(self, with_last_seen: bool = True) -> m.HostInfo:
         h = self.host
@@ -425,6 +451,22 @@ class HostView:
 def _offerable(d: m.Device) -> bool:
     """Free to place: present, held by nobody, and (with the lifecycle) reported clean."""
     return d.present and d.guest_id is None and d.lifecycle in (None, "free")
+
+
+def _live(devices: list[tuple[m.Device, bool]]) -> int:
+    return sum(not removed for _d, removed in devices)
+
+
+def _free(devices: list[tuple[m.Device, bool]]) -> int:
+    return sum(not removed and _offerable(d) for d, removed in devices)
+
+
+def _counts(devices: Iterable[tuple[m.Device, bool]]) -> Counter[CountKey]:
+    return Counter(
+        (d.host_id, d.model, d.dev_type, d.vendor_device_id, d.guest_id is not None)
+        for d, removed in devices
+        if not removed
+    )
 
 
 # --- checks -----------------------------------------------------------------------------

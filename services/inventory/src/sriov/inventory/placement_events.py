@@ -86,7 +86,7 @@ class PlacementEvents:
         with database.outages("applying placement events"):  # waited out, not dead-lettered
             async with self.pool.acquire() as conn, conn.transaction():
                 hosts = await store.hosts_of_devices(conn, wanted)
-                loaded = await store.load(conn, hosts, full=hosts)
+                loaded = await store.load(conn, hosts, full=hosts, only=wanted)
                 index = {
                     rec.device.id: (view, rec)
                     for view in loaded.views.values()

@@ -377,3 +377,28 @@ async def host_status(bus: Bus, host_id: str) -> str | None:
         return (await get_host(bus, host_id)).status
     except NotFound:
         return None
+
+
+async def assert_totals_agree(pool: Pool) -> None:
+    """The listing counts and each host's VF totals are what its device rows add up to
+    (placement events move them by a change instead of recounting)."""
+    async with pool.acquire() as conn:
+        stored = await conn.fetch(
+            "SELECT host_id, model, dev_type, vendor_device_id, attached, n "
+            "FROM inventory.device_counts ORDER BY 1, 2, 3, 4, 5"
+        )
+        counted = await conn.fetch(
+            "SELECT host_id, model, dev_type, vendor_device_id, guest_id IS NOT NULL, count(*) "
+            "FROM inventory.devices WHERE NOT removed GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+        )
+        assert [tuple(r) for r in stored] == [tuple(r) for r in counted]
+        hosts = await conn.fetch(
+            "SELECT h.host_id, h.vf_count, h.vf_free, count(d.id) AS live, count(d.id) FILTER ("
+            "  WHERE d.present AND d.guest_id IS NULL AND coalesce(d.lifecycle, 'free') = 'free'"
+            ") AS free FROM inventory.hosts h "
+            "LEFT JOIN inventory.devices d ON d.host_id = h.host_id AND NOT d.removed "
+            "GROUP BY h.host_id"
+        )
+        assert [(r["vf_count"], r["vf_free"]) for r in hosts] == [
+            (r["live"], r["free"]) for r in hosts
+        ], [dict(r) for r in hosts]

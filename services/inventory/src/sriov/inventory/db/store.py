@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -20,7 +20,15 @@ from sriov.common.outbox import OutboxRow
 from sriov.inventory import lifecycle
 from sriov.inventory.db import outbox
 from sriov.inventory.db.conn import Conn
-from sriov.inventory.model import HOST_COLUMNS, Changes, DeviceRec, HostRow, HostView, PfRec
+from sriov.inventory.model import (
+    HOST_COLUMNS,
+    Changes,
+    CountKey,
+    DeviceRec,
+    HostRow,
+    HostView,
+    PfRec,
+)
 
 DEVICE_FIELDS: tuple[str, ...] = tuple(f for f in m.Device.__struct_fields__)
 ROW_FIELDS = ("vf_link_state", "removed", "guest_seq", "generation", "seq", "revision")
@@ -99,9 +107,15 @@ class Saved:
 
 # --- load ---------------------------------------------------------------------------------
 async def load(
-    conn: Conn, host_ids: Iterable[str], *, full: Iterable[str] = (), create: bool = False
+    conn: Conn,
+    host_ids: Iterable[str],
+    *,
+    full: Iterable[str] = (),
+    only: Sequence[str] | None = None,
+    create: bool = False,
 ) -> Loaded:
-    """Lock and load hosts; ``full`` ones with their PFs and devices; ``create`` missing ones."""
+    """Lock and load hosts; ``full`` ones with their PFs and devices (with ``only``, just
+    those devices: partial views); ``create`` missing ones."""
     ids = sorted(set(host_ids))
     if create and ids:
         await conn.execute(
@@ -130,13 +144,15 @@ async def load(
             )
         for r in await conn.fetch(
             f"SELECT {', '.join(DEVICE_COLUMNS)} FROM inventory.devices "
-            "WHERE host_id = ANY($1::text[])",
-            full_ids,
+            + ("WHERE host_id = ANY($1::text[])" if only is None else "WHERE id = ANY($1::text[])"),
+            full_ids if only is None else list(only),
         ):
             rec = _device(r)
-            devices[rec.device.host_id][rec.device.pci_address] = rec
+            if rec.device.host_id in devices:
+                devices[rec.device.host_id][rec.device.pci_address] = rec
+    partial = only is not None
     views = {
-        h: HostView(row, pfs.get(h), devices.get(h)) if h in pfs else HostView(row)
+        h: HostView(row, pfs[h], devices[h], partial=partial) if h in pfs else HostView(row)
         for h, row in hosts.items()
     }
     return Loaded(views, now)
@@ -225,31 +241,57 @@ async def _save_pfs(conn: Conn, changes: list[tuple[HostView, Changes]]) -> None
         )
 
 
+_COUNTS_IN = (
+    "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::int[]) "
+    "AS d(host_id, model, dev_type, vendor_device_id, attached, n)"
+)
+#: Moves the counts of partial views by a change: a row that reaches 0 goes (n > 0 is a
+#: constraint), the others are added to, a new key is inserted. A count that would go below
+#: 0 breaks the constraint: the rows and their counts disagreed, and the transaction says so.
+_MOVE_COUNTS = f"""
+WITH d AS (SELECT * FROM {_COUNTS_IN}),
+gone AS (
+    DELETE FROM inventory.device_counts c USING d
+    WHERE (c.host_id, c.model, c.dev_type, c.vendor_device_id, c.attached)
+        = (d.host_id, d.model, d.dev_type, d.vendor_device_id, d.attached)
+      AND c.n + d.n = 0
+    RETURNING c.host_id, c.model, c.dev_type, c.vendor_device_id, c.attached),
+moved AS (
+    UPDATE inventory.device_counts c SET n = c.n + d.n FROM d
+    WHERE (c.host_id, c.model, c.dev_type, c.vendor_device_id, c.attached)
+        = (d.host_id, d.model, d.dev_type, d.vendor_device_id, d.attached)
+      AND c.n + d.n <> 0
+    RETURNING c.host_id, c.model, c.dev_type, c.vendor_device_id, c.attached)
+INSERT INTO inventory.device_counts
+SELECT * FROM d
+WHERE (host_id, model, dev_type, vendor_device_id, attached)
+    NOT IN (SELECT * FROM gone UNION ALL SELECT * FROM moved)"""
+
+
 async def _save_counts(conn: Conn, views: Sequence[HostView]) -> None:
-    """Per-host device counts by the listing filters (what ``devices.list`` totals sum)."""
-    if not views:
-        return
-    counts: Counter[tuple[str, str, str, str, bool]] = Counter()
-    for view in views:
-        for rec in view.devices.values():
-            if not rec.removed:
-                d = rec.device
-                counts[
-                    (d.host_id, d.model, d.dev_type, d.vendor_device_id, d.guest_id is not None)
-                ] += 1
-    await conn.execute(
-        "DELETE FROM inventory.device_counts WHERE host_id = ANY($1::text[])",
-        [v.host.host_id for v in views],
-    )
+    """Per-host device counts by the listing filters (what ``devices.list`` totals sum):
+    recounted for whole hosts, moved by the change for partial views."""
+    whole = [v for v in views if not v.partial]
+    if whole:
+        await conn.execute(
+            "DELETE FROM inventory.device_counts WHERE host_id = ANY($1::text[])",
+            [v.host.host_id for v in whole],
+        )
+        counts: Counter[CountKey] = Counter()
+        for v in whole:
+            counts.update(v.counts())
+        await _put_counts(
+            conn, f"INSERT INTO inventory.device_counts SELECT * FROM {_COUNTS_IN}", counts
+        )
+    moved = {k: n for v in views if v.partial for k, n in v.counts_change().items()}
+    await _put_counts(conn, _MOVE_COUNTS, moved)
+
+
+async def _put_counts(conn: Conn, sql: str, counts: Mapping[CountKey, int]) -> None:
     if counts:
         keys = list(counts)
         await conn.execute(
-            "INSERT INTO inventory.device_counts "
-            "(host_id, model, dev_type, vendor_device_id, attached, n) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], "
-            "$6::int[])",
-            *([k[i] for k in keys] for i in range(5)),
-            [counts[k] for k in keys],
+            sql, *([k[i] for k in keys] for i in range(5)), [counts[k] for k in keys]
         )
 
 
