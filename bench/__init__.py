@@ -130,10 +130,26 @@ async def session_names(dsn: str) -> dict[int, str]:
     return {r["pid"]: r["application_name"] or "unnamed" for r in rows}
 
 
-def cpu_split(sessions: dict[int, str] | None = None) -> str:
-    """CPU seconds so far of each program this benchmark started (its children); PostgreSQL's
-    by role, its exited processes (autovacuum workers, closed connections) included, and its
-    sessions by the name each gave (``sessions`` from :func:`session_names`)."""
+def cpu_split(
+    sessions: dict[int, str] | None = None, since: collections.Counter[str] | None = None
+) -> str:
+    """CPU seconds so far (or ``since`` an earlier :func:`cpu_used`) of each program this
+    benchmark started (its children); PostgreSQL's by role, its exited processes (autovacuum
+    workers, closed connections) included, and its sessions by the name each gave
+    (``sessions`` from :func:`session_names`)."""
+    used = cpu_used(sessions)
+    if since is not None:
+        used.subtract(since)
+    fmt = "{:.0f}s" if since is None else "{:.1f}s"
+    names = dict.fromkeys([n for _k, n in _COMPONENTS] + ["other"])
+    main = ", ".join(f"{n} {fmt.format(used[n])}" for n in names if used[n] >= 0.05)
+    roles = sorted((n[3:], v) for n, v in used.items() if n[:3] == "pg " and v >= 0.5)
+    pg = ", ".join(f"{n} {fmt.format(v)}" for n, v in roles)
+    return f"{main} (postgresql: {pg})" if pg else main
+
+
+def cpu_used(sessions: dict[int, str] | None = None) -> collections.Counter[str]:
+    """CPU seconds so far, by the names :func:`cpu_split` prints."""
     used: collections.Counter[str] = collections.Counter()
     for child in psutil.Process().children(recursive=True):
         try:
@@ -152,11 +168,7 @@ def cpu_split(sessions: dict[int, str] | None = None) -> str:
             else:  # the postmaster: what its exited children used
                 used["postgresql"] += t.children_user + t.children_system
                 used["pg exited"] += t.children_user + t.children_system
-    names = dict.fromkeys([n for _k, n in _COMPONENTS] + ["other"])
-    main = ", ".join(f"{n} {used[n]:.0f}s" for n in names if used[n])
-    roles = sorted((n[3:], v) for n, v in used.items() if n[:3] == "pg " and v >= 0.5)
-    pg = ", ".join(f"{n} {v:.0f}s" for n, v in roles)
-    return f"{main} (postgresql: {pg})" if pg else main
+    return used
 
 
 _PG_ROLES = ("autovacuum", "checkpointer", "walwriter", "background writer", "logical")

@@ -26,7 +26,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psutil
@@ -35,6 +37,7 @@ from bench import (
     consumer_drained,
     count_rows,
     cpu_split,
+    cpu_used,
     parser,
     session_names,
     spawn_program,
@@ -99,7 +102,7 @@ async def place_on(bus: Bus, host: str, model: str) -> bool:
 
 async def list_latency(bus: Bus, hosts: int, vfs: int, n: int, rng: random.Random) -> None:
     pages = max(1, hosts * vfs // 50)
-    shapes = {
+    shapes: dict[str, Callable[[], dict[str, Any]]] = {
         "unfiltered": lambda: {"offset": 50 * rng.randrange(pages)},
         "by model": lambda: {"model": rng.choice(MODELS), "offset": 50 * rng.randrange(pages // 2)},
         "by host": lambda: {"host_id": host_id(rng.randrange(hosts))},
@@ -161,7 +164,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                 )
 
             async def relayed() -> bool:
-                return (await bus.stream_info(s.STREAM_STATE)).messages >= total + hosts
+                return bool((await bus.stream_info(s.STREAM_STATE)).messages >= total + hosts)
 
             state = await state_durable(dsn)
 
@@ -194,11 +197,17 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             warm = time.perf_counter() + 2
             await asyncio.gather(*(requester(bus, 1000 + w, warm, [], errors, devices, MODELS)
                                    for w in range(nreq)))  # fmt: skip
+            sessions = await session_names(dsn)
+            cpu0, own0 = cpu_used(sessions), _own_cpu()
             started = time.perf_counter()
             await asyncio.gather(*(requester(bus, w, started + args.seconds, lat, errors,
                                              devices, MODELS) for w in range(nreq)))  # fmt: skip
             print_placements(lat, errors, time.perf_counter() - started, nreq, len(replicas))
             print(f"  (load during placements {_load()})")
+            # inventory mirrors every placement (guest column, host totals) and relays the
+            # device's new state, which the schedulers' projection applies in turn
+            print(f"    CPU during placements: {cpu_split(sessions, since=cpu0)}, requesters "
+                  f"(this process) {_own_cpu() - own0:.1f}s")  # fmt: skip
             await verify(dsn, bus, devices)
             await list_latency(bus, hosts, vfs, args.lists, random.Random(1))
             print(f"  resident memory at the end: inventory {rss_mb(inventory):.0f} MB, "
@@ -217,6 +226,11 @@ async def _redeliveries(bus: Bus, dsn: str) -> None:
         info = await bus.consumer_info(stream, durable)
         found.append(f"{durable} {info.num_redelivered} (of {info.delivered} delivered)")
     print(f"  redelivered messages: {', '.join(found)}")
+
+
+def _own_cpu() -> float:
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
 
 
 def _load() -> str:

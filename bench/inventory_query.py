@@ -14,7 +14,9 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -85,7 +87,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                     await t.list_devices(bus, limit=1)
                     break
                 await asyncio.sleep(0.05)
-            shapes = {
+            shapes: dict[str, Callable[[], dict[str, Any]]] = {
                 "no filter, page 1": lambda: {},
                 "no filter, random page": lambda: {"offset": 50 * rng.randrange(0, 1200)},
                 "host": lambda: {"host_id": f"host-{rng.randrange(args.hosts):04d}"},

@@ -258,14 +258,14 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
         elapsed = time.perf_counter() - started
         used = {k: cpu_seconds(v) - before[k] for k, v in procs.items()}
         if opts.pg_detail:
-            detail = collections.Counter()
+            detail: dict[str, float] = collections.defaultdict(float)
             for p, c0 in pg_before.values():
                 try:
                     name = " ".join(p.cmdline())[:60]
                 except psutil.Error:
                     continue
                 detail[name] += cpu_seconds([p]) - c0
-            for name, sec in detail.most_common(6):
+            for name, sec in sorted(detail.items(), key=lambda kv: -kv[1])[:6]:
                 print(f"    {sec:6.2f}s  {name}")
             conn = await asyncpg.connect(dsn)
             await asyncio.sleep(1.5)
