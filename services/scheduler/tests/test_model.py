@@ -198,12 +198,16 @@ class SchedulerMachine(RuleBasedStateMachine):
         for d in reply.released:
             self.model.end(d)
 
-    @rule(guest=guests, data=st.data())
-    def release_one(self, guest: str, data: st.DataObject) -> None:
+    # Which VF a rule picks is drawn as an index of fixed range: the choices on offer depend
+    # on where the scheduler placed earlier guests (spread starts at a random host), and a
+    # draw whose range followed them made Hypothesis replay one example with another range
+    # (FlakyStrategyDefinition, one run in a few).
+    @rule(guest=guests, pick=st.integers(0, 7))
+    def release_one(self, guest: str, pick: int) -> None:
         mine = sorted(self.model.of(guest))
         if not mine:
             return
-        device = data.draw(st.sampled_from(mine))
+        device = mine[pick % len(mine)]
         req = m.ReleaseRequest(request_id=self.rid(), guest_id=guest, device_id=device)
         assert self.call("release", req).released == [device]
         self.model.end(device)
@@ -235,12 +239,12 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.model.online[host] = online
         self.sync()
 
-    @rule(data=st.data())
-    def vf_disappears(self, data: st.DataObject) -> None:
+    @rule(pick=st.integers(0, 63))
+    def vf_disappears(self, pick: int) -> None:
         present = sorted(d for d, v in self.model.vfs.items() if v.present)
         if not present:
             return
-        device = data.draw(st.sampled_from(present))
+        device = present[pick % len(present)]
         self.fleet.set_present(device, False)
         self.model.vfs[device].present = False
         self.model.end(device)  # a lost VF ends its reservation

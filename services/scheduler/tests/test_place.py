@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
+import msgspec
 import pytest
 
 from sriov.common import schemas as m
@@ -11,8 +15,11 @@ from sriov.common.errors import (
     InvalidRequest,
     NoCapacity,
     NotFound,
+    SriovError,
     UnknownModel,
 )
+from sriov.scheduler import validation as v
+from sriov.scheduler.store import Outcome
 from sriov.scheduler.testing import CX5, I350, PfSpec, wait_events
 
 
@@ -100,3 +107,48 @@ async def test_errors_name_what_is_wrong(fleet, sync, client) -> None:
     with pytest.raises(InvalidRequest) as numa:
         await client.place("g1", f"sriov-nic-model={CX5}", numa_policy="required")
     assert numa.value.details["field"] == "numa_node"
+
+
+async def test_placements_arriving_together_commit_together_each_with_its_own_answer(
+    fleet, sync, replica, bus, database_url
+) -> None:
+    """Group commit (scheduler.place_many): one transaction, yet a refused or failed request
+    leaves no trace and does not touch the others, and each keeps its own idempotency."""
+    fleet.add_host("h1", [PfSpec("0000:3b:00.0", model=I350, count=4)])
+    await sync()
+    store = replica.store
+    store.placements.slots = 1  # the first goes alone; the five behind it go as one batch
+
+    def args(rid: str, guest: str, host: str | None = None, ttl: object = None) -> bytes:
+        req = m.PlaceRequest(request_id=rid, guest_id=guest, host_id=host,
+                             nets=[m.NetRequest(desc=f"sriov-nic-model={I350}")])  # fmt: skip
+        raw = msgspec.to_builtins(v.place_args(req, default_ttl=60, ctx=v.Context(source="t")))
+        if ttl is not None:
+            raw["ttl_s"] = ttl  # past validation: the SQL fails on it (not a refusal)
+        return msgspec.json.encode(raw)
+
+    batch = [args("r1", "g1"), args("r2", "g2"), args("r3", "g3", host="nowhere"),
+             args("r4", "g4", ttl="soon"), args("r1", "g5"), args("r6", "g6")]  # fmt: skip
+    before = (store.placements.batches, store.placements.items)
+    out = await asyncio.gather(*(store.place(a) for a in batch), return_exceptions=True)
+    assert (store.placements.batches - before[0], store.placements.items - before[1]) == (2, 6)
+    ok = [o for o in out if isinstance(o, Outcome)]
+    assert len(ok) == 3 and len({o.assignments[0].device_id for o in ok}) == 3
+    assert isinstance(out[2], NotFound) and "host nowhere is not known" in str(out[2])
+    assert type(out[3]) is SriovError and "database error during place" in str(out[3])
+    assert isinstance(out[4], Conflict)  # r1's key, taken earlier in the same transaction
+    # what was refused or failed left nothing: no key, no reservation, no event
+    conn = await asyncpg.connect(database_url)
+    try:
+        keys = await conn.fetch("SELECT request_id FROM scheduler.requests ORDER BY 1")
+        guests = await conn.fetch(
+            "SELECT guest_id FROM scheduler.reservations WHERE ended_at IS NULL ORDER BY 1"
+        )
+    finally:
+        await conn.close()
+    assert [r[0] for r in keys] == ["r1", "r2", "r6"]
+    assert [r[0] for r in guests] == ["g1", "g2", "g6"]
+    events = await wait_events(bus, 3)
+    assert sorted(ev.guest_id for ev in events) == ["g1", "g2", "g6"]
+    # each request's own idempotency: a retry gets the reply its first attempt committed
+    assert await store.place(batch[1]) == out[1]

@@ -3,7 +3,8 @@
 Each operation is one SQL function (``sql/*.sql``) called with one JSON argument (a struct
 of :mod:`sriov.scheduler.validation`; ``tests/test_sql_boundary.py`` checks the keys the SQL
 reads against its fields) and the type tag of the event it emits, over a prepared
-statement, so a placement is one database round trip. The functions raise SQLSTATE
+statement, so a placement is one database round trip, shared with the placements that arrive
+meanwhile (group commit: :mod:`sriov.scheduler.combine`). The functions raise SQLSTATE
 ``SRV01`` with ``{code, message, details}`` for a refusal, which becomes the matching
 :class:`SriovError`. A unique-index violation (the last guard against double booking),
 a deadlock or a serialization failure is retried; a lost connection becomes ``unavailable``
@@ -28,6 +29,7 @@ from sriov.common import database, migrations, outbox, subjects
 from sriov.common import schemas as m
 from sriov.common.errors import SriovError, Unavailable, error_from_code
 from sriov.common.outbox import OutboxRow
+from sriov.scheduler.combine import Combiner
 from sriov.scheduler.validation import DesiredArgs, EventTypes
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,17 @@ class StateResult(msgspec.Struct, kw_only=True):
 
 
 _outcome = msgspec.json.Decoder(Outcome)
+
+
+class _Placed(msgspec.Struct, kw_only=True):
+    """One request's result in ``scheduler.place_many``'s answer."""
+
+    ok: Outcome | None = None
+    refused: dict[str, Any] | None = None
+    failed: dict[str, str] | None = None
+
+
+_placed = msgspec.json.Decoder(list[_Placed])
 _cordon = msgspec.json.Decoder(m.CordonReply)
 _reset = msgspec.json.Decoder(m.VfResetReply)
 #: ``p_desired`` and ``p_types`` of the SQL functions: the schemas' type tags and baseline.
@@ -129,9 +142,12 @@ def _tagged(raw: str, typ: type[m.Message]) -> bytes:
 
 
 def _refusal(exc: asyncpg.PostgresError) -> SriovError:
-    body = msgspec.json.decode(getattr(exc, "message", None) or str(exc))
-    details = body.get("details") or {}
-    return error_from_code(body["code"], body["message"], **details)
+    return _refused(msgspec.json.decode(getattr(exc, "message", None) or str(exc)))
+
+
+def _refused(body: dict[str, Any]) -> SriovError:
+    """The :class:`SriovError` of ``scheduler.fail``'s ``{code, message, details}``."""
+    return error_from_code(body["code"], body["message"], **(body.get("details") or {}))
 
 
 PURGE = (
@@ -156,6 +172,7 @@ class Store:
         self.epoch = epoch
         self.dsn = dsn
         self.timeout = timeout
+        self.placements: Combiner[bytes, Outcome | None] = Combiner(self._place_batch)
 
     @classmethod
     async def open(
@@ -240,8 +257,22 @@ class Store:
         return _outcome.decode(raw)
 
     async def place(self, args: bytes) -> Outcome:
-        """Place or attach (``args`` is :class:`~sriov.scheduler.validation.PlaceArgs`)."""
-        return await self._operation("place", args, m.Reserved)
+        """Place or attach (``args`` is :class:`~sriov.scheduler.validation.PlaceArgs`), in
+        one transaction with the placements that arrive meanwhile (group commit)."""
+        out = await self.placements.submit(args)
+        if out is None:  # a deadlock, a unique violation...: alone, retried as it always was
+            return await self._operation("place", args, m.Reserved)
+        return out
+
+    async def _place_batch(self, items: list[bytes]) -> list[Outcome | BaseException | None]:
+        raw = await self._call(
+            "place", "SELECT scheduler.place_many($1::jsonb, $2, $3::jsonb)::text",
+            (b"[%b]" % b",".join(items)).decode(), m.type_of(m.Reserved), DESIRED,
+        )  # fmt: skip
+        return [
+            r.ok if r.ok is not None else _refused(r.refused) if r.refused is not None else None
+            for r in _placed.decode(raw)
+        ]
 
     async def release(self, args: bytes) -> Outcome:
         return await self._operation("release", args, m.Released)

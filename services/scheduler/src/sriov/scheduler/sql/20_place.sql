@@ -391,3 +391,29 @@ BEGIN
     RETURN scheduler.finish_request(a, jsonb_build_object(
         'host_id', v_host, 'assignments', v_assign, 'released', '[]'::jsonb));
 END $$;
+
+-- Several place/attach requests in one transaction (one commit, one round trip), each in its
+-- own subtransaction: a refused or failed request leaves no trace and does not touch the
+-- others. Returns one element per request, in order: {"ok": reply}, {"refused": {code,
+-- message, details}} (SRV01, as scheduler.fail raised it) or {"failed": {sqlstate, message}}
+-- (the caller retries a deadlock, a serialization failure or a unique violation alone).
+CREATE OR REPLACE FUNCTION scheduler.place_many(p_args jsonb, p_type text, p_desired jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    a   jsonb;
+    out jsonb := '[]';
+BEGIN
+    FOR a IN SELECT x FROM jsonb_array_elements(p_args) x LOOP
+        BEGIN
+            out := out || jsonb_build_array(jsonb_build_object(
+                'ok', scheduler.place(a, p_type, p_desired)));
+        EXCEPTION
+            WHEN SQLSTATE 'SRV01' THEN
+                out := out || jsonb_build_array(jsonb_build_object('refused', SQLERRM::jsonb));
+            WHEN OTHERS THEN
+                out := out || jsonb_build_array(jsonb_build_object(
+                    'failed', jsonb_build_object('sqlstate', SQLSTATE, 'message', SQLERRM)));
+        END;
+    END LOOP;
+    RETURN out;
+END $$;
