@@ -61,7 +61,13 @@ async def test_host_publishes_and_jetstream_publishes_its_own_events(sn: Any) ->
         async with ops.subscribe(s.host_events_of(A)) as live:
             await settle(ops)  # the server has the subscription before anyone publishes
             await host.publish(s.host_heartbeat(A), heartbeat(A))
-            got = await asyncio.wait_for(anext(live), 5)
+            try:
+                got = await asyncio.wait_for(anext(live), 5)
+            except TimeoutError:  # seen once in CI: say what the server saw, next time
+                raise AssertionError(
+                    f"the host's heartbeat never reached the operator's subscription; "
+                    f"host connected {host.is_connected}, server log:\n{sn.log.read_text()[-4000:]}"
+                ) from None
             assert got.subject == s.host_heartbeat(A).subject
         # A JetStream publish is a request whose PubAck comes to the host's own inbox.
         assert await host.js_publish(s.host_heartbeat(A), heartbeat(A, 2), event_id="hb-a-2")
