@@ -7,7 +7,7 @@ from sriov.common import subjects as s
 from sriov.common.bus import Bus
 from sriov.devtools.plans import JOINS, analyzed_while_empty, plan_nodes
 from sriov.inventory import testing as t
-from sriov.inventory.db.reads import page_sql
+from sriov.inventory.db.reads import STREAMING, DeviceFilter, groups_sql, page_sql
 
 
 async def test_pages_are_exact_slices_of_the_listing(
@@ -57,6 +57,16 @@ async def test_pages_are_exact_slices_of_the_listing(
         assert not nodes & JOINS, nodes
         page = await t.list_devices(bus, limit=5, offset=10)
         assert [d.id for d in page.devices] == [d.id for d in everything[10:15]]
+
+        # a page's groups are summed as the counts' index streams them, up to the page: never
+        # all of the fleet's groups hashed and sorted first (24 ms against 8 at 10,000 hosts)
+        async with rep.pool.acquire() as conn, conn.transaction():
+            await conn.execute(STREAMING)
+            for flt in (DeviceFilter(), DeviceFilter(model=t.I350_VF), DeviceFilter(host_id="h6"),
+                        DeviceFilter(state="free", vendor_device_id="15b3:1018")):  # fmt: skip
+                where, args = flt.where(counts=True)
+                nodes = await plan_nodes(conn, groups_sql(flt, where, len(args)), *args, 10, 5)
+                assert "Sort" not in nodes and "Limit" in nodes, (flt, nodes)
 
 
 def _desc(pci: str) -> tuple[int, ...]:

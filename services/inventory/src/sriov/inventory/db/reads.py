@@ -71,33 +71,44 @@ async def list_devices(
     reads those groups only and skips at most one host's devices, however deep the page.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        total = await count_devices(conn, flt)
         if flt.direct:
-            total = await count_devices(conn, flt)
             return await _page(conn, flt, limit, offset, None), total
         where, args = flt.where(counts=True)
-        n = len(args)
-        groups = await conn.fetch(
-            # int per group: the running sums are then bigint, not numeric (a third faster)
-            "WITH g AS (SELECT model, host_id, sum(n)::int AS n FROM inventory.device_counts "
-            f"WHERE {where} GROUP BY model, host_id), "
-            "c AS (SELECT model, host_id, n, sum(n) OVER (ORDER BY model, host_id) - n AS before,"
-            " sum(n) OVER () AS total FROM g) "
-            f"SELECT * FROM c WHERE (before < ${n + 1}::bigint + ${n + 2}::bigint "
-            f"AND before + n > ${n + 1}::bigint) "
-            "OR before = 0 ORDER BY model, host_id",
-            *args,
-            offset,
-            limit,
-        )
-        total = int(groups[0]["total"]) if groups else 0
-        window = [
-            g for g in groups if g["before"] < offset + limit and g["before"] + g["n"] > offset
-        ]
+        await conn.execute(STREAMING)
+        groups = await conn.fetch(groups_sql(flt, where, len(args)), *args, offset, limit)
+        await conn.execute(PLANNER_DEFAULTS)  # the page below plans as it always did
+        window = [g for g in groups if g["before"] < offset + limit]
         if not window:
             return [], total
         skip = offset - int(window[0]["before"])
         pairs = ([g["model"] for g in window], [g["host_id"] for g in window])
         return await _page(conn, flt, limit, skip, pairs), total
+
+
+STREAMING = "SET LOCAL enable_hashagg = off; SET LOCAL enable_sort = off"
+"""For the groups query: summed as the counts' index streams them, the walk stopping at the
+page. Left to itself the planner hashed and sorted every group of the fleet first: 24 ms
+against 8 (p50, 10,000 hosts, 2-core machine). Not for the page query: without hashing its
+groups filter, a page took 200 ms."""
+PLANNER_DEFAULTS = "SET LOCAL enable_hashagg TO DEFAULT; SET LOCAL enable_sort TO DEFAULT"
+
+
+def groups_sql(flt: DeviceFilter, where: str, n: int) -> str:
+    """The (model, host) groups of the listing from the one holding row ``$n+1`` (the
+    offset) on, at most ``$n+2`` (the limit: a page spans no more groups than it has rows),
+    each with the rows ``before`` it. Ordered by what the filter leaves free, so that a fixed
+    model or host is not sorted on (the planner does not see that it is constant there)."""
+    order = ", ".join(c for c in ("model", "host_id") if getattr(flt, c) is None) or "model"
+    return (
+        "SELECT model, host_id, n, upto - n AS before FROM ("
+        f"SELECT model, host_id, n, sum(n) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) "
+        "AS upto FROM ("
+        # int per group: the running sum is then bigint, not numeric (a third faster)
+        "SELECT model, host_id, sum(n)::int AS n FROM inventory.device_counts "
+        f"WHERE {where} GROUP BY model, host_id) g) c "
+        f"WHERE upto > ${n + 1}::bigint ORDER BY {order} LIMIT ${n + 2}"
+    )
 
 
 async def _page(
