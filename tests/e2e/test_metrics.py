@@ -38,7 +38,7 @@ def stack_env() -> dict[str, str]:
 
 def scrape(stack: Stack, proc: str) -> Samples:
     """Every sample a service's /metrics serves, keyed by name and labels."""
-    port = next(p.metrics_port for p in stack.procs if p.name == proc)
+    port = stack.metrics_port(proc)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     out: Samples = {}

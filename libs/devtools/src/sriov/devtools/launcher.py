@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +33,7 @@ from typing import Any
 
 from sriov.common.bus import Bus
 from sriov.common.errors import Unavailable
-from sriov.devtools.embedded import NatsServer, PostgresServer, free_port, prepare_dir
+from sriov.devtools.embedded import NatsServer, PostgresServer, prepare_dir
 
 GUIDE_HOST_ID = "c48b1b8b-28a3-453a-863f-ddf7c62bcfe2"
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
@@ -43,8 +45,16 @@ class Proc:
     name: str
     argv: list[str]
     popen: subprocess.Popen[bytes]
-    metrics_port: int
     thread: threading.Thread | None = None
+    metrics_port: int | None = None
+    """Where it serves /metrics, once :meth:`Stack.metrics_port` looked it up."""
+
+    @property
+    def instance(self) -> str:
+        """Its instance id in service discovery (runtime's default: hostname-pid)."""
+        if "--instance-id" in self.argv:
+            return self.argv[self.argv.index("--instance-id") + 1]
+        return f"{socket.gethostname()}-{self.popen.pid}"
 
 
 @dataclass
@@ -225,12 +235,14 @@ class Stack:
 
     # --- processes ------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> Proc:
-        port = free_port()
         env = self.env()
         env.update(
             OTEL_METRICS_EXPORTER="prometheus",
             OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
-            OTEL_EXPORTER_PROMETHEUS_PORT=str(port),
+            # the service binds a free port itself and announces it (metrics_port): a port
+            # chosen here was now and then taken, before the service bound it, by a client's
+            # outgoing connection (the kernel hands both out from the same range)
+            OTEL_EXPORTER_PROMETHEUS_PORT="0",
             OTEL_SERVICE_NAME=f"sriov-{name.rsplit('-', 1)[0]}",
         )
         log = self.state / "logs" / f"{name}.log"
@@ -241,7 +253,7 @@ class Stack:
                 stdout=out if self.quiet else subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        proc = Proc(name, argv, popen, port)
+        proc = Proc(name, argv, popen)
         if not self.quiet:
             color = COLORS[len(self.procs) % len(COLORS)]
             proc.thread = threading.Thread(
@@ -275,9 +287,10 @@ class Stack:
         return next(p for p in self.procs if p.name == name)
 
     def wait_announced(self, timeout: float = 120) -> None:
-        """Until every process's service answers discovery (``$SRV.PING``): one still starting
+        """Until every process's service answers discovery (``$SRV.INFO``): one still starting
         is not part of the system yet, and a fault injected then catches it mid-start (a NATS
-        node killed under offload's announce made it exit, as a start that fails does)."""
+        node killed under offload's announce made it exit, as a start that fails does). Each
+        process's metrics port is read from its answer."""
         asyncio.run(self._announced(timeout))
 
     async def _announced(self, timeout: float) -> None:
@@ -285,15 +298,33 @@ class Stack:
         bus = await Bus.connect(self.nats_urls, name="stack-announced")
         try:
             deadline = time.monotonic() + timeout
-            while missing := want - collections.Counter(
-                i["name"] for i in await bus.discover("PING", 0.5)
-            ):
+            while True:
+                infos = await bus.discover("INFO", 0.5)
+                by_instance = {(i.get("metadata") or {}).get("instance"): i for i in infos}
+                for p in self.procs:
+                    meta = (by_instance.get(p.instance) or {}).get("metadata") or {}
+                    if "metrics_port" in meta:
+                        p.metrics_port = int(meta["metrics_port"])
+                missing = want - collections.Counter(i["name"] for i in infos)
+                if not missing:
+                    return
                 if dead := [p.name for p in self.dead()]:
                     raise Unavailable(f"processes exited while starting: {dead}")
                 if time.monotonic() > deadline:
                     raise Unavailable(f"not announced within {timeout:.0f}s: {dict(missing)}")
         finally:
             await bus.close()
+
+    def metrics_port(self, name: str) -> int:
+        """Where a process serves /metrics, as its service announced it."""
+        proc = self.proc(name)
+        if proc.metrics_port is None:
+            # in a thread of its own: the caller may be inside an event loop (async tests)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(self.wait_announced, 60).result()
+        if proc.metrics_port is None:
+            raise Unavailable(f"{name} announced no metrics port")
+        return proc.metrics_port
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to a process's session and wait for it (SIGKILL after the grace)."""
