@@ -8,10 +8,12 @@ SRIOV_STATE; every VF schedulable (the scheduler's projection holds them all and
 on the last host succeeds). Then: resident memory of each program, placements at that size
 (``scheduler_place``'s requesters and double-booking check), ``isolated-device-list`` page
 latency, and the redeliveries of both durable consumers (a storm must not push inventory past
-its ack wait). Prints figures, asserts nothing.
+its ack wait). ``--settle`` measures the placements once autovacuum is through the tables
+the storm filled (steady state) instead of at once. Prints figures, asserts nothing.
 
     ./stack bench fleet_scale [--hosts=10000] [--vfs-per-host=64] [--requesters=8]
-                              [--replicas=2] [--seconds=10] [--lists=300] [--profile=DIR]
+                              [--replicas=2] [--seconds=10] [--lists=300] [--settle]
+                              [--profile=DIR]
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             await _redeliveries(bus, dsn)
             print(f"  resident memory: inventory {rss_mb(inventory):.0f} MB, scheduler "
                   + ", ".join(f"{rss_mb(r):.0f} MB" for r in replicas))  # fmt: skip
+            if args.settle:
+                await _settle(conn)
 
             lat: list[float] = []
             errors: collections.Counter[str] = collections.Counter()
@@ -228,6 +232,20 @@ async def _redeliveries(bus: Bus, dsn: str) -> None:
     print(f"  redelivered messages: {', '.join(found)}")
 
 
+async def _settle(conn: asyncpg.Connection, timeout: float = 300) -> None:
+    """Until autovacuum has gone through the tables the storm filled (it took up to a core
+    during the placements that followed at once, and made their figure vary 2x)."""
+    started = time.perf_counter()
+    quiet = 0
+    while quiet < 3 and time.perf_counter() - started < timeout:
+        busy = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        )
+        quiet = 0 if busy else quiet + 1
+        await asyncio.sleep(1)
+    print(f"  autovacuum settled after {time.perf_counter() - started:.1f}s; load {_load()}")
+
+
 def _own_cpu() -> float:
     t = psutil.Process().cpu_times()
     return float(t.user + t.system)
@@ -244,6 +262,11 @@ def main(argv: list[str]) -> None:
     p.add_argument("--requesters", type=int, default=8)
     p.add_argument("--replicas", type=int, default=2, help="scheduler processes")
     p.add_argument("--seconds", type=float, default=10, help="placements measured for")
+    p.add_argument(
+        "--settle",
+        action="store_true",
+        help="measure placements once autovacuum is through (steady state)",
+    )
     p.add_argument("--lists", type=int, default=300, help="list requests per shape")
     p.add_argument("--profile", metavar="DIR", help="cProfile each program into DIR")
     args = p.parse_args(argv)
