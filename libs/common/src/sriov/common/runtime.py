@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 
-def default_instance_id() -> str:
-    """A replica's id where none is given: unique per process on a host."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+def default_instance_id(pid: int | None = None) -> str:
+    """A replica's id where none is given: unique per process on a host (``pid``: another
+    process's, as a launcher finds its children in service discovery)."""
+    return f"{socket.gethostname()}-{pid or os.getpid()}"
 
 
 class BusSettings(Settings):

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 
 from sriov.common.bus import Bus
 from sriov.common.errors import Unavailable
+from sriov.common.runtime import default_instance_id
 from sriov.devtools.embedded import NatsServer, PostgresServer, prepare_dir
 
 GUIDE_HOST_ID = "c48b1b8b-28a3-453a-863f-ddf7c62bcfe2"
@@ -51,10 +51,10 @@ class Proc:
 
     @property
     def instance(self) -> str:
-        """Its instance id in service discovery (runtime's default: hostname-pid)."""
+        """Its instance id in service discovery."""
         if "--instance-id" in self.argv:
             return self.argv[self.argv.index("--instance-id") + 1]
-        return f"{socket.gethostname()}-{self.popen.pid}"
+        return default_instance_id(self.popen.pid)
 
 
 @dataclass
