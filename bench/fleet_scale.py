@@ -8,12 +8,17 @@ SRIOV_STATE; every VF schedulable (the scheduler's projection holds them all and
 on the last host succeeds). Then: resident memory of each program, placements at that size
 (``scheduler_place``'s requesters and double-booking check), ``isolated-device-list`` page
 latency, and the redeliveries of both durable consumers (a storm must not push inventory past
-its ack wait). ``--settle`` measures the placements once autovacuum is through the tables
-the storm filled (steady state) instead of at once. Prints figures, asserts nothing.
+its ack wait). Then the same placements with VF preparation in the loop: ``--prepared-hosts``
+simulated guide hosts with their real hostd join the fleet (root: namespaces and veths),
+and requests with settings (``;vlan=100``: only a host running the lifecycle can apply them,
+so they must be found among the fleet's unmanaged VFs of the same models) are placed there,
+waited ready and released, as ``vf_lifecycle`` measures them. ``--settle`` measures the
+placements once autovacuum is through the tables the storm filled (steady state) instead of
+at once. Prints figures, asserts nothing.
 
     ./stack bench fleet_scale [--hosts=10000] [--vfs-per-host=64] [--requesters=8]
                               [--replicas=2] [--seconds=10] [--lists=300] [--settle]
-                              [--profile=DIR]
+                              [--prepared-hosts=2] [--profile=DIR]
 """
 
 from __future__ import annotations
@@ -45,12 +50,15 @@ from bench import (
     spawn_program,
     stop_programs,
 )
+from bench.hostd_drift import line
 from bench.scheduler_place import pct, print_placements, requester, spawn_replica, verify
+from bench.vf_lifecycle import GUIDE_VFS, Client, latency, throughput, wait_managed
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
 from sriov.common.errors import SriovError
-from sriov.devtools.embedded import local_servers
+from sriov.devtools.embedded import NatsServer, PostgresServer, local_servers
+from sriov.devtools.launcher import Stack
 from sriov.inventory import ingest
 from sriov.inventory import testing as t
 from sriov.scheduler.testing import state_durable
@@ -131,7 +139,8 @@ def rss_mb(proc: subprocess.Popen[bytes]) -> float:
 async def run(args: argparse.Namespace, base: Path) -> None:
     hosts, vfs = args.hosts, args.vfs_per_host
     total = hosts * vfs
-    with local_servers(base) as (nats_url, dsn):
+    with local_servers(base) as (nats, pg):
+        nats_url, dsn = nats.url, pg.dsn
         bus = await Bus.connect(nats_url, name="bench")
         await bus.ensure_streams()
         took = await publish(bus, hosts, vfs)
@@ -206,7 +215,8 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             started = time.perf_counter()
             await asyncio.gather(*(requester(bus, w, started + args.seconds, lat, errors,
                                              devices, MODELS) for w in range(nreq)))  # fmt: skip
-            print_placements(lat, errors, time.perf_counter() - started, nreq, len(replicas))
+            took = time.perf_counter() - started
+            print_placements(lat, errors, took, nreq, len(replicas))
             print(f"  (load during placements {_load()})")
             # inventory mirrors every placement (guest column, host totals) and relays the
             # device's new state, which the schedulers' projection applies in turn
@@ -214,12 +224,48 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                   f"(this process) {_own_cpu() - own0:.1f}s")  # fmt: skip
             await verify(dsn, bus, devices)
             await list_latency(bus, hosts, vfs, args.lists, random.Random(1))
+            if args.prepared_hosts:
+                await with_preparation(args, nats, pg, base / "prepared", len(lat) / took)
             print(f"  resident memory at the end: inventory {rss_mb(inventory):.0f} MB, "
                   "scheduler " + ", ".join(f"{rss_mb(r):.0f} MB" for r in replicas))  # fmt: skip
         finally:
             await conn.close()
             stop_programs(procs)
             await bus.close()
+
+
+async def with_preparation(
+    args: argparse.Namespace, nats: NatsServer, pg: PostgresServer, state: Path, plain: float
+) -> None:
+    """Placements with VF preparation in the loop, on simulated hosts inside the fleet."""
+    hosts = args.prepared_hosts
+    stack = Stack(state, replicas=0, hosts=hosts, nats_urls=[nats.url], pg=pg, quiet=True,
+                  offload=False)  # fmt: skip
+    try:
+        await asyncio.to_thread(stack.up)
+        bus = await Bus.connect(nats.url, name="bench-prepared")
+        db = await asyncpg.create_pool(pg.dsn, min_size=1, max_size=4)
+        try:
+            started = time.perf_counter()
+            await wait_managed(db, GUIDE_VFS * hosts, timeout=300)
+            print(f"  with VF preparation: {hosts} simulated host(s) with hostd joined "
+                  f"({GUIDE_VFS * hosts} VFs), schedulable after "
+                  f"{time.perf_counter() - started:.1f}s; load {_load()}")  # fmt: skip
+            client = Client(bus, db)
+            ready, offered = await latency(client, args.requesters, rounds=3)
+            print("    " + line(f"place -> ready ({args.requesters} requesters)", ready))
+            print("    " + line("release -> offered again", offered))
+            rate, errs = await throughput(
+                args.requesters, args.seconds, lambda w: client.cycle(MODELS[w % len(MODELS)])
+            )
+            print(f"    place -> ready -> release, {args.requesters} requesters: {rate:.1f}/s "
+                  f"with VF preparation (errors {errs or 'none'}) beside {plain:.0f}/s "
+                  f"placements on the reservation path; load {_load()}")  # fmt: skip
+        finally:
+            await db.close()
+            await bus.close()
+    finally:
+        await asyncio.to_thread(stack.down)
 
 
 async def _redeliveries(bus: Bus, dsn: str) -> None:
@@ -268,8 +314,13 @@ def main(argv: list[str]) -> None:
         help="measure placements once autovacuum is through (steady state)",
     )
     p.add_argument("--lists", type=int, default=300, help="list requests per shape")
+    p.add_argument("--prepared-hosts", type=int, default=2,
+                   help="simulated hosts with hostd for placements with VF preparation "
+                        "(0: none; needs root)")  # fmt: skip
     p.add_argument("--profile", metavar="DIR", help="cProfile each program into DIR")
     args = p.parse_args(argv)
+    if not 0 <= args.prepared_hosts <= 16:
+        p.error("--prepared-hosts must be 0-16")
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))

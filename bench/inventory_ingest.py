@@ -42,7 +42,8 @@ async def publish(bus: Bus, hosts: int, vfs: int) -> float:
 
 
 async def run(args: argparse.Namespace, base: Path) -> None:
-    with local_servers(base, durable=not args.no_fsync) as (nats_url, dsn):
+    with local_servers(base, durable=not args.no_fsync) as (nats, pg):
+        nats_url, dsn = nats.url, pg.dsn
         bus = await Bus.connect(nats_url, name="bench")
         await bus.ensure_streams()
         total = args.hosts * args.vfs

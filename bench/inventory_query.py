@@ -66,7 +66,8 @@ async def load_fleet(bus: Bus, dsn: str, hosts: int, vfs: int, rng: random.Rando
 
 async def run(args: argparse.Namespace, base: Path) -> None:
     rng = random.Random(1)
-    with local_servers(base) as (nats_url, dsn):
+    with local_servers(base) as (nats, pg):
+        nats_url, dsn = nats.url, pg.dsn
         bus = await Bus.connect(nats_url, name="bench")
         await bus.ensure_streams()
         started = time.perf_counter()

@@ -46,6 +46,8 @@ from sriov.scheduler.testing import CX5, FleetState, PfSpec
 MODELS = ("ConnectX-5 Virtual Function", "I350 Ethernet Controller Virtual Function")
 PLAIN_HOST = "bench-unmanaged"
 SETTINGS = ";vlan=100"
+GUIDE_VFS = 15
+"""VFs of a simulated guide host."""
 
 
 def load() -> str:
@@ -76,6 +78,10 @@ class Client:
         if out.error:
             raise RuntimeError(f"{guest}: {out.error}")
         return out.reply
+
+    async def cycle(self, model: str, host: str | None = None) -> None:
+        """Place one VF, wait until it is ready, release it (one throughput cycle)."""
+        await self.release(await self.place_ready(model, host))
 
     async def release(self, reply: m.PlacementReply) -> None:
         req = m.ReleaseRequest(request_id=f"rel-{reply.guest_id}", guest_id=reply.guest_id)
@@ -155,18 +161,16 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
     bus = await Bus.connect(stack.nats_url, name="bench")
     db = await asyncpg.create_pool(stack.pg.dsn, min_size=1, max_size=4)
     try:
-        await wait_managed(db, 15 * args.hosts)
+        await wait_managed(db, GUIDE_VFS * args.hosts)
         client = Client(bus, db)
-        print(f"{args.hosts} simulated host(s), {15 * args.hosts} VFs; {load()}")
+        print(f"{args.hosts} simulated host(s), {GUIDE_VFS * args.hosts} VFs; {load()}")
         ready, offered = await latency(client, args.requesters, args.rounds)
         print(line(f"place -> ready ({args.requesters} requesters)", ready, "p99 < 100 ms"))
         print(line("release -> offered again", offered))
 
-        async def prepared(wid: int) -> None:
-            reply = await client.place_ready(MODELS[wid % len(MODELS)])
-            await client.release(reply)
-
-        with_prep, errs = await throughput(args.requesters, args.seconds, prepared)
+        with_prep, errs = await throughput(
+            args.requesters, args.seconds, lambda wid: client.cycle(MODELS[wid % len(MODELS)])
+        )
         fleet = FleetState(bus)
         fleet.add_host(PLAIN_HOST, [PfSpec(f"0000:{0x3B + i:02x}:00.0", model=CX5, count=64,
                                            ifname=f"eth{i}") for i in range(2)])  # fmt: skip
@@ -177,11 +181,9 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
             ) < len(fleet.devices):  # fmt: skip
                 await asyncio.sleep(0.1)
 
-        async def plain(wid: int) -> None:
-            reply = await client.place_ready(CX5, host=PLAIN_HOST)
-            await client.release(reply)
-
-        without, errs2 = await throughput(args.requesters, args.seconds, plain)
+        without, errs2 = await throughput(
+            args.requesters, args.seconds, lambda _: client.cycle(CX5, host=PLAIN_HOST)
+        )
         print(
             f"placement throughput ({args.requesters} requesters, place -> ready -> release): "
             f"{with_prep:.1f}/s with VF preparation (errors {errs or 'none'}), "

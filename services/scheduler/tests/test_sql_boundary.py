@@ -32,6 +32,7 @@ READS: dict[tuple[str, str], tuple[type[msgspec.Struct], ...]] = {
     ("no_capacity", "x"): (NetSpec,),
     ("place", "id"): (m.VfConfig,),  # v_cfgs->d.id: a VF's configuration
     ("can_serve", "n"): (NetSpec,),
+    ("fits", "n"): (NetSpec,),
     ("vf_config", "n"): (NetSpec,),
     ("lacking", "n"): (NetSpec,),
     ("emit_desired", "a"): (*OPS, v.Context),

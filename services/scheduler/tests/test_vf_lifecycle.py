@@ -102,6 +102,50 @@ async def test_only_a_pf_that_can_apply_the_settings_is_picked(fleet, sync, clie
     assert got.assignments[0].config.min_tx_rate == 100
 
 
+async def walk(conn: asyncpg.Connection, net: str, start: int) -> tuple[str | None, int]:
+    """``pick_host`` for one net from ``start``: (the host found, index entries it read)."""
+    spec = v.net(m.NetRequest(desc=net), "nets[0]")
+    n = json.dumps({"kind": "model", "value": spec.value, "selector": None,
+                    "needs": list(spec.needs), "driver": spec.driver})  # fmt: skip
+    async with conn.transaction():
+        host = await conn.fetchval(
+            "SELECT host_id FROM scheduler.pick_host($1::jsonb, jsonb_build_array($1::jsonb), "
+            "NULL, NULL, 'spread', $2)", n, start,
+        )  # fmt: skip
+        read = await conn.fetchval(  # this transaction's own counts, exact
+            "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
+            "WHERE indrelid = 'scheduler.vfs'::regclass"
+        )
+    return host, int(read)
+
+
+async def test_a_net_with_settings_walks_only_the_vfs_of_hosts_running_the_lifecycle(
+    fleet, sync, client, database_url
+) -> None:
+    """A fleet part-way through an upgrade of hostd: a net with settings must not read the
+    unmanaged VFs of its model one by one to find (or miss) a managed one."""
+    for h in range(40):
+        fleet.add_host(f"old{h:02d}", [PfSpec(PF_A, count=32), PfSpec(PF_B, count=32)])
+    fleet.add_host("new", [PfSpec(PF_A, count=2, capabilities=FULL)])
+    await sync()
+    conn = await asyncpg.connect(database_url)
+    try:
+        # from just past the managed host, the walk meets every unmanaged VF before it
+        start = await conn.fetchval("SELECT hashtext('new') + 1")
+        host, read = await walk(conn, NET + ";vlan=100", start)
+        assert host == "new" and read < 10  # of 2,560 unmanaged VFs before it
+        plain_host, _ = await walk(conn, NET, start)
+        assert plain_host != "new"  # a net without settings still takes any VF
+        for guest in ("g1", "g2"):
+            assert (await client.place(guest, NET + ";vlan=100")).host_id == "new"
+        host, read = await walk(conn, NET + ";vlan=100", start)
+        # none free: found out without reading the others (only the entries the two
+        # reservations left behind, until vacuum)
+        assert host is None and read < 10
+    finally:
+        await conn.close()
+
+
 async def test_place_publishes_desired_state_and_ready_follows_hostd(
     fleet, sync, client, bus
 ) -> None:

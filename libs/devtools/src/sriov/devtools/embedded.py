@@ -324,13 +324,13 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def local_servers(base: Path, durable: bool = True) -> Iterator[tuple[str, str]]:
-    """A nats-server and a PostgreSQL under ``base`` (for benchmarks): (NATS URL, DSN)."""
+def local_servers(base: Path, durable: bool = True) -> Iterator[tuple[NatsServer, PostgresServer]]:
+    """A nats-server and a PostgreSQL under ``base`` (for benchmarks)."""
     nats = NatsServer(store_dir=base / "nats").start()
     try:
         pg = PostgresServer(data_dir=base / "pg", durable=durable).start()
         try:
-            yield nats.url, pg.dsn
+            yield nats, pg
         finally:
             pg.stop()
     finally:

@@ -113,6 +113,8 @@ class Stack:
     stream_replicas: int = 1
     inventory_args: tuple[str, ...] = ()
     audit_interval: int = 10
+    offload: bool = True
+    """Run each simulated host's offload agent (with its Open vSwitch) when OVS is installed."""
     nats: NatsServer | None = None
     procs: list[Proc] = field(default_factory=list)
     sim_hosts: list[SimHost] = field(default_factory=list)
@@ -177,6 +179,8 @@ class Stack:
             ["sriov-hostd", "run", "--config", str(sim.conf), "--sysfs-root", str(sim.sys_root),
              "--netns", sim.netns, "--cmdline-file", str(self._cmdline(sim))],
         )  # fmt: skip
+        if not self.offload:
+            return
         if shutil.which("ovsdb-server") and shutil.which("ovs-vswitchd"):
             from sriov.offload.testing.sandbox import OvsSandbox
 

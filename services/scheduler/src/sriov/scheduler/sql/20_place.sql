@@ -1,7 +1,7 @@
 -- place and attach: one VF per net for a guest, all on one host, in one transaction, or none.
 -- "Free" everywhere means: held_by IS NULL AND lifecycle = 'free' AND present AND link_up AND
 -- NOT removed (spelled out in each query so the planner can use the partial indexes on exactly
--- that predicate), and the VF must be able to apply the net's settings (scheduler.can_serve).
+-- that predicate), and the VF must fit the net (scheduler.fits: settings, wire, NUMA).
 
 -- One free VF of net n on host p_host, locked FOR UPDATE SKIP LOCKED (concurrent placements
 -- never wait for each other and never get the same VF), or NULL. Each query is a LIMIT 1 walk
@@ -13,6 +13,15 @@
 -- The walks are ordered index scans whatever the statistics say (WALK_PLAN): a generic plan
 -- that estimated the filters as very selective read every free VF of the model through a
 -- bitmap and sorted them (2.9 ms instead of 0.1 at 8,000 VFs, growing with the fleet).
+-- A free VF of the right model fits net n when its PF can apply the net's settings, it is on
+-- the wire or network the net selects, and on the NUMA node required (inlined by the planner).
+CREATE OR REPLACE FUNCTION scheduler.fits(v scheduler.vfs, n jsonb, p_numa integer)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT scheduler.can_serve(v, n)
+       AND (n->>'selector' IS NULL OR v.wire = n->>'selector' OR v.network = n->>'selector')
+       AND (p_numa IS NULL OR v.numa_node = p_numa)
+$$;
+
 CREATE OR REPLACE FUNCTION scheduler.pick_vf(
     p_host text, n jsonb, p_numa integer, p_pack boolean, p_pfs text[], p_exclude text[],
     OUT device_id text, OUT pf text)
@@ -21,16 +30,13 @@ SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off  -- W
 AS $$
 DECLARE
     v_model text := n->>'value';
-    v_sel   text := n->>'selector';
 BEGIN
     IF p_pack THEN
         SELECT v.device_id, v.pf_pci_address INTO device_id, pf
         FROM scheduler.vfs v
         WHERE v.host_id = p_host AND v.model = v_model
           AND v.held_by IS NULL AND v.lifecycle = 'free' AND v.present AND v.link_up
-          AND NOT v.removed AND scheduler.can_serve(v, n)
-          AND (v_sel IS NULL OR v.wire = v_sel OR v.network = v_sel)
-          AND (p_numa IS NULL OR v.numa_node = p_numa)
+          AND NOT v.removed AND scheduler.fits(v, n, p_numa)
           AND (p_pfs IS NULL OR v.pf_pci_address = ANY (p_pfs))
           AND v.device_id <> ALL (p_exclude)
         ORDER BY v.host_id, v.model, v.pf_pci_address, v.vf_index
@@ -40,9 +46,7 @@ BEGIN
         FROM scheduler.vfs v
         WHERE v.host_id = p_host AND v.model = v_model
           AND v.held_by IS NULL AND v.lifecycle = 'free' AND v.present AND v.link_up
-          AND NOT v.removed AND scheduler.can_serve(v, n)
-          AND (v_sel IS NULL OR v.wire = v_sel OR v.network = v_sel)
-          AND (p_numa IS NULL OR v.numa_node = p_numa)
+          AND NOT v.removed AND scheduler.fits(v, n, p_numa)
           AND v.pf_pci_address <> ALL (coalesce(p_pfs, '{}'))
           AND v.device_id <> ALL (p_exclude)
         ORDER BY v.host_id, v.model, v.vf_index, v.pf_pci_address
@@ -106,24 +110,36 @@ SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off  -- W
 AS $$
 DECLARE
     v_model text := n->>'value';
-    v_sel   text := n->>'selector';
     v_key   integer := p_start;
     v_cand  text := '';
     v_stop  integer := 2147483647;
+    -- settings need a hostd running the lifecycle: walk only those VFs (their own index)
+    v_managed boolean := coalesce(n->'needs' ? 'lifecycle', false);
 BEGIN
     FOR lap IN 1 .. 2 LOOP
         LOOP
-            -- an ordered walk of the free-VF index; the host's status is one probe after it
-            SELECT v.host_id, v.host_key INTO v_cand, v_key
-            FROM scheduler.vfs v
-            WHERE v.model = v_model AND v.held_by IS NULL AND v.lifecycle = 'free'
-              AND v.present AND v.link_up AND NOT v.removed AND scheduler.can_serve(v, n)
-              AND (v_sel IS NULL OR v.wire = v_sel OR v.network = v_sel)
-              AND (p_numa_req IS NULL OR v.numa_node = p_numa_req)
-              AND (v.host_key, v.host_id) > (v_key, v_cand)
-              AND v.host_key <= v_stop
-            ORDER BY v.host_key, v.host_id
-            LIMIT 1;
+            -- an ordered walk of a free-VF index; the host's status is one probe after it
+            IF v_managed THEN
+                SELECT v.host_id, v.host_key INTO v_cand, v_key
+                FROM scheduler.vfs v
+                WHERE v.model = v_model AND v.held_by IS NULL AND v.lifecycle = 'free'
+                  AND v.present AND v.link_up AND NOT v.removed AND v.managed
+                  AND scheduler.fits(v, n, p_numa_req)
+                  AND (v.host_key, v.host_id) > (v_key, v_cand)
+                  AND v.host_key <= v_stop
+                ORDER BY v.host_key, v.host_id
+                LIMIT 1;
+            ELSE
+                SELECT v.host_id, v.host_key INTO v_cand, v_key
+                FROM scheduler.vfs v
+                WHERE v.model = v_model AND v.held_by IS NULL AND v.lifecycle = 'free'
+                  AND v.present AND v.link_up AND NOT v.removed
+                  AND scheduler.fits(v, n, p_numa_req)
+                  AND (v.host_key, v.host_id) > (v_key, v_cand)
+                  AND v.host_key <= v_stop
+                ORDER BY v.host_key, v.host_id
+                LIMIT 1;
+            END IF;
             EXIT WHEN NOT FOUND;
             -- CORDON_LOCK: held shared until commit, so a cordon waits for this placement
             -- and lists it; a host being cordoned right now is skipped, never waited for
