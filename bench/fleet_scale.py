@@ -7,18 +7,19 @@ their start to: every VF in inventory's table; every device and host state relay
 SRIOV_STATE; every VF schedulable (the scheduler's projection holds them all and a placement
 on the last host succeeds). Then: resident memory of each program, placements at that size
 (``scheduler_place``'s requesters and double-booking check), ``isolated-device-list`` page
-latency, and the redeliveries of both durable consumers (a storm must not push inventory past
-its ack wait). Then the same placements with VF preparation in the loop: ``--prepared-hosts``
-simulated guide hosts with their real hostd join the fleet (root: namespaces and veths),
-and requests with settings (``;vlan=100``: only a host running the lifecycle can apply them,
-so they must be found among the fleet's unmanaged VFs of the same models) are placed there,
-waited ready and released, as ``vf_lifecycle`` measures them. ``--settle`` measures the
-placements once autovacuum is through the tables the storm filled (steady state) instead of
-at once. Prints figures, asserts nothing.
+latency, the time a refusal takes (it counts the fleet's matching VFs to say why), and the
+redeliveries of both durable consumers (a storm must not push inventory past its ack wait).
+Then the same placements with VF preparation in the loop: ``--prepared-hosts`` simulated
+guide hosts with their real hostd join the fleet (root: namespaces and veths), and requests
+with settings (``;vlan=100``: only a host running the lifecycle can apply them, so they must
+be found among the fleet's unmanaged VFs of the same models) are placed there, waited ready
+and released, as ``vf_lifecycle`` measures them. ``--settle`` measures the placements once
+autovacuum is through the tables the storm filled (steady state) instead of at once. Prints
+figures, asserts nothing.
 
     ./stack bench fleet_scale [--hosts=10000] [--vfs-per-host=64] [--requesters=8]
                               [--replicas=2] [--seconds=10] [--lists=300] [--settle]
-                              [--prepared-hosts=2] [--profile=DIR]
+                              [--refusals=5] [--prepared-hosts=2] [--profile=DIR]
 """
 
 from __future__ import annotations
@@ -98,13 +99,13 @@ async def until(what: str, check: object, timeout: float = 900) -> None:
         await asyncio.sleep(0.05)
 
 
-async def place_on(bus: Bus, host: str, model: str) -> bool:
+async def place_on(bus: Bus, host: str | None, desc: str) -> bool:
     req = m.PlaceRequest(
         request_id=str(uuid.uuid4()), guest_id=f"probe-{uuid.uuid4().hex[:8]}", host_id=host,
-        nets=[m.NetRequest(desc=f"sriov-nic-model={model}")],
+        nets=[m.NetRequest(desc=desc)],
     )  # fmt: skip
     try:
-        await bus.request(s.endpoint(s.SCHEDULER_GROUP, "place"), req, m.PlacementReply)
+        await bus.request(s.endpoint(s.SCHEDULER_GROUP, "place"), req, m.PlacementReply, timeout=60)
     except SriovError:
         return False
     return True
@@ -129,6 +130,22 @@ async def list_latency(bus: Bus, hosts: int, vfs: int, n: int, rng: random.Rando
         lat.sort()
         print(f"  isolated-device-list page of 50, {name}: p50 {pct(lat, 0.5) * 1e3:.2f} ms  "
               f"p99 {pct(lat, 0.99) * 1e3:.2f} ms  max {lat[-1] * 1e3:.2f} ms "
+              f"({n} requests)")  # fmt: skip
+
+
+async def refusals(bus: Bus, n: int) -> None:
+    """A refusal explains itself by counting the fleet's matching VFs: its cost at this size."""
+    kinds = {"settings, no managed VF": f"sriov-nic-model={t.CX5_VF};vlan=100",
+             "a wire no host has": f"sriov-nic-model={t.CX5_VF}:no-such-wire"}  # fmt: skip
+    for what, desc in kinds.items():
+        lat = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            if await place_on(bus, None, desc):
+                raise RuntimeError(f"{desc!r} was placed: the refusal was not measured")
+            lat.append(time.perf_counter() - t0)
+        lat.sort()
+        print(f"  refusal ({what}): p50 {pct(lat, 0.5) * 1e3:.0f} ms  max {lat[-1] * 1e3:.0f} ms "
               f"({n} requests)")  # fmt: skip
 
 
@@ -187,7 +204,9 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             last = hosts - 1
 
             async def schedulable() -> bool:
-                return await projected() and await place_on(bus, host_id(last), model_of(last))
+                return await projected() and await place_on(
+                    bus, host_id(last), f"sriov-nic-model={model_of(last)}"
+                )
 
             stages = [("in inventory", in_inventory), ("relayed to SRIOV_STATE", relayed),
                       ("schedulable", schedulable)]  # fmt: skip
@@ -224,6 +243,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                   f"(this process) {_own_cpu() - own0:.1f}s")  # fmt: skip
             await verify(dsn, bus, devices)
             await list_latency(bus, hosts, vfs, args.lists, random.Random(1))
+            await refusals(bus, args.refusals)
             if args.prepared_hosts:
                 await with_preparation(args, nats, pg, base / "prepared", len(lat) / took)
             print(f"  resident memory at the end: inventory {rss_mb(inventory):.0f} MB, "
@@ -314,6 +334,7 @@ def main(argv: list[str]) -> None:
         help="measure placements once autovacuum is through (steady state)",
     )
     p.add_argument("--lists", type=int, default=300, help="list requests per shape")
+    p.add_argument("--refusals", type=int, default=5, help="refused requests timed per kind")
     p.add_argument("--prepared-hosts", type=int, default=2,
                    help="simulated hosts with hostd for placements with VF preparation "
                         "(0: none; needs root)")  # fmt: skip

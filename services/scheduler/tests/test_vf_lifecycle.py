@@ -119,14 +119,20 @@ async def walk(conn: asyncpg.Connection, net: str, start: int) -> tuple[str | No
     return host, int(read)
 
 
-async def test_a_net_with_settings_walks_only_the_vfs_of_hosts_running_the_lifecycle(
-    fleet, sync, client, database_url
-) -> None:
-    """A fleet part-way through an upgrade of hostd: a net with settings must not read the
-    unmanaged VFs of its model one by one to find (or miss) a managed one."""
+def part_upgraded(fleet: Any) -> None:
+    """A fleet part-way through an upgrade of hostd: 40 hosts (2,560 VFs) without the VF
+    lifecycle, one host with it."""
     for h in range(40):
         fleet.add_host(f"old{h:02d}", [PfSpec(PF_A, count=32), PfSpec(PF_B, count=32)])
     fleet.add_host("new", [PfSpec(PF_A, count=2, capabilities=FULL)])
+
+
+async def test_a_net_with_settings_walks_only_the_vfs_of_hosts_running_the_lifecycle(
+    fleet, sync, client, database_url
+) -> None:
+    """A net with settings must not read the unmanaged VFs of its model one by one to find
+    (or miss) a managed one."""
+    part_upgraded(fleet)
     await sync()
     conn = await asyncpg.connect(database_url)
     try:
@@ -144,6 +150,42 @@ async def test_a_net_with_settings_walks_only_the_vfs_of_hosts_running_the_lifec
         assert host is None and read < 10
     finally:
         await conn.close()
+
+
+async def test_a_refusal_asks_what_each_pf_lacks_once_not_each_vf(
+    fleet, sync, client, database_url
+) -> None:
+    """The explanation of a refusal counts every matching VF, but what a VF lacks is the
+    same for all VFs of a PF class: asked per VF, it took 1.2-1.8 s at 64,000 VFs."""
+    part_upgraded(fleet)
+    fleet.add_host("full", [PfSpec(PF_A, count=2, capabilities=FULL)])
+    await sync()
+    for guest in ("g1", "g2", "g3", "g4"):  # every managed VF taken
+        await client.place(guest, NET + ";vlan=100")
+    a = v.place_args(
+        m.PlaceRequest(request_id="r", guest_id="g5", nets=[m.NetRequest(desc=NET + ";vlan=100")]),
+        default_ttl=60, ctx=v.Context(source="test", trace={}),
+    )  # fmt: skip
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("SET track_functions = 'all'")
+        async with conn.transaction():
+            with pytest.raises(asyncpg.PostgresError) as err:
+                async with conn.transaction():  # a savepoint: the counts outlive its abort
+                    await conn.execute(
+                        "SELECT scheduler.no_capacity($1::jsonb, NULL, NULL)",
+                        msgspec.json.encode(a).decode(),
+                    )
+            calls = await conn.fetchval(
+                "SELECT pg_stat_get_xact_function_calls("
+                "'scheduler.lacking(text[], text, jsonb)'::regprocedure)"
+            )
+    finally:
+        await conn.close()
+    reason = json.loads(err.value.args[0])
+    assert reason["details"]["matching"] == 2564 and reason["details"]["reserved"] == 4
+    assert "2560 whose PF cannot apply what the net asks (VF settings" in reason["message"]
+    assert calls == 1  # one class lacks something (the unmanaged PFs), asked once
 
 
 async def test_place_publishes_desired_state_and_ready_follows_hostd(

@@ -3,13 +3,17 @@
 -- p_desired (here and in the operations): {type: VfDesired's type tag, clean: the clean
 -- baseline}, both from the schemas, passed by the store (never spliced into this text).
 
--- Can VF v apply what net n asks? n->'needs' lists the settings the net sets away from the
--- baseline ('lifecycle' when it sets anything, which an unmanaged VF never can), v.cannot
--- those its PF cannot apply; n->>'driver' a netdev driver the VF must have (NULL: any).
-CREATE OR REPLACE FUNCTION scheduler.can_serve(v scheduler.vfs, n jsonb)
+-- Can a VF apply what net n asks? n->'needs' lists the settings the net sets away from the
+-- baseline ('lifecycle' when it sets anything, which an unmanaged VF never can), p_cannot
+-- (vfs.cannot) those its PF cannot apply; n->>'driver' a netdev driver the VF must have
+-- (NULL: any), p_driver (vfs.vf_driver) the one it has. Of the columns, not the row: every VF
+-- of a PF gives the same answer, so a refusal's explanation asks once per PF class.
+DROP FUNCTION IF EXISTS scheduler.can_serve(scheduler.vfs, jsonb);
+DROP FUNCTION IF EXISTS scheduler.lacking(scheduler.vfs, jsonb);
+CREATE OR REPLACE FUNCTION scheduler.can_serve(p_cannot text[], p_driver text, n jsonb)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
-    SELECT NOT coalesce(n->'needs' ?| v.cannot, false)
-       AND (n->>'driver' IS NULL OR v.vf_driver = n->>'driver')
+    SELECT NOT coalesce(n->'needs' ?| p_cannot, false)
+       AND (n->>'driver' IS NULL OR p_driver = n->>'driver')
 $$;
 
 -- A MAC for a reservation that names none: locally administered unicast (02:), one octet of
@@ -97,16 +101,17 @@ BEGIN
     RETURN n;
 END $$;
 
--- What VF v lacks to serve net n, in the netdesc's spelling ("min-rate, trust"), for errors.
-CREATE OR REPLACE FUNCTION scheduler.lacking(v scheduler.vfs, n jsonb)
+-- What a VF lacks to serve net n (as can_serve), in the netdesc's spelling ("min-rate,
+-- trust"), for errors.
+CREATE OR REPLACE FUNCTION scheduler.lacking(p_cannot text[], p_driver text, n jsonb)
 RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT concat_ws(', ',
         (SELECT string_agg(CASE WHEN s = 'lifecycle'
                                 THEN 'VF settings (its hostd has no VF lifecycle)'
                                 ELSE replace(replace(s, '_tx_rate', '-rate'), '_', '-') END,
                            ', ' ORDER BY s)
-           FROM jsonb_array_elements_text(n->'needs') s WHERE s = ANY (v.cannot)),
-        CASE WHEN n->>'driver' IS NOT NULL AND v.vf_driver IS DISTINCT FROM n->>'driver'
+           FROM jsonb_array_elements_text(n->'needs') s WHERE s = ANY (p_cannot)),
+        CASE WHEN n->>'driver' IS NOT NULL AND p_driver IS DISTINCT FROM n->>'driver'
              THEN format('driver %s (its VFs use %s)', n->>'driver',
-                         coalesce(v.vf_driver, 'another driver')) END)
+                         coalesce(p_driver, 'another driver')) END)
 $$;

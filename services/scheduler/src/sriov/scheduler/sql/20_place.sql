@@ -17,7 +17,7 @@
 -- the wire or network the net selects, and on the NUMA node required (inlined by the planner).
 CREATE OR REPLACE FUNCTION scheduler.fits(v scheduler.vfs, n jsonb, p_numa integer)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
-    SELECT scheduler.can_serve(v, n)
+    SELECT scheduler.can_serve(v.cannot, v.vf_driver, n)
        AND (n->>'selector' IS NULL OR v.wire = n->>'selector' OR v.network = n->>'selector')
        AND (p_numa IS NULL OR v.numa_node = p_numa)
 $$;
@@ -213,10 +213,10 @@ BEGIN
                  ELSE ' (its restore failed: an operator must reset it with vf-reset)' END),
             jsonb_build_object('device_id', v.device_id, 'reason', v.lifecycle));
     END IF;
-    IF NOT scheduler.can_serve(v, n) THEN
+    IF NOT scheduler.can_serve(v.cannot, v.vf_driver, n) THEN
         PERFORM scheduler.fail('no_capacity', format(
             'VF %s (%s on host %s) cannot apply what the net asks: its PF lacks %s',
-            v.device_id, v.addr, v.host_id, scheduler.lacking(v, n)),
+            v.device_id, v.addr, v.host_id, scheduler.lacking(v.cannot, v.vf_driver, n)),
             jsonb_build_object('device_id', v.device_id, 'reason', 'capabilities'));
     END IF;
     SELECT h.status INTO status FROM scheduler.hosts h WHERE h.host_id = v.host_id;
