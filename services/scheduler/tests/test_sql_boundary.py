@@ -73,7 +73,7 @@ SQL_TYPES: dict[str, tuple[type, ...]] = {
 _CREATE = "CREATE OR REPLACE FUNCTION scheduler."
 _HEAD = re.compile(r"(\w+)\((.*?)\)\s*(?:RETURNS|LANGUAGE)", re.S)
 _READ = re.compile(r"\b(\w+)->>?'(\w+)'")
-_RECORDSET = re.compile(r"jsonb_to_recordset\((\w+)\)\s+AS\s+\w+\(([^)]*)\)", re.S)
+_RECORDSET = re.compile(r"jsonb?_to_recordset\((\w+)\)\s+AS\s+\w+\(([^)]*)\)", re.S)
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,7 @@ class Projection:
         devices, hosts = rows(batch)
         ctx = msgspec.json.encode({"source": self.source, "trace": telemetry.inject({})})
         result = await self.store.apply_state(
-            msgspec.json.encode(devices), msgspec.json.encode(hosts), ctx
+            msgspec.json.encode(devices), [d.id for d in devices], msgspec.json.encode(hosts), ctx
         )
         self.metrics.state.add(len(batch))
         await self._keep_statistics(result.devices + len(hosts))

@@ -288,11 +288,15 @@ class Store:
         raw = await self._call("get", "SELECT scheduler.guest_assignments($1)::text", guest_id)
         return _outcome.decode(raw)
 
-    async def apply_state(self, devices: bytes, hosts: bytes, ctx: bytes) -> StateResult:
+    async def apply_state(
+        self, devices: bytes, ids: list[str], hosts: bytes, ctx: bytes
+    ) -> StateResult:
+        """Apply a batch: ``devices`` a JSON array of DeviceRow, ``ids`` their ids in order."""
         raw = await self._call(
             "apply state",
-            "SELECT scheduler.apply_state($1::jsonb, $2::jsonb, $3::jsonb, $4, $5::jsonb)::text",
-            devices.decode(), hosts.decode(), ctx.decode(), m.type_of(m.Lost), DESIRED,
+            "SELECT scheduler.apply_state($1::json, $2::text[], $3::jsonb, $4::jsonb, $5, "
+            "$6::jsonb)::text",
+            devices.decode(), ids, hosts.decode(), ctx.decode(), m.type_of(m.Lost), DESIRED,
         )  # fmt: skip
         return _state_result.decode(raw)
 

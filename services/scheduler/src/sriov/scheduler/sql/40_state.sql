@@ -3,12 +3,16 @@
 
 -- p_hosts: [{host_id, status, revision}] (revision -1: derived from device states, until the
 -- host's own state arrives); p_devices: one row per device with its highest revision of the
--- batch. Lower or equal revisions are ignored, so replays and redeliveries are harmless.
+-- batch, p_ids their ids. Lower or equal revisions are ignored, so replays and redeliveries
+-- are harmless. p_devices is json, not jsonb, and read once: a restart storm sends every VF
+-- of the fleet through here, and converting 500 rows to jsonb and reading them twice took
+-- 11 ms of the database's CPU, reading the text once 4 ms.
 -- p_type: the type tag of the Lost events it emits (the schemas' own, passed by the store).
 -- Returns {"devices": rows changed, "lost": reservations ended, "hosts_down": [host ids]}.
 -- p_desired: see 15_vf_config.sql (a lost managed VF's desired state becomes clean).
+DROP FUNCTION IF EXISTS scheduler.apply_state(jsonb, jsonb, jsonb, text, jsonb);
 CREATE OR REPLACE FUNCTION scheduler.apply_state(
-    p_devices jsonb, p_hosts jsonb, a jsonb, p_type text, p_desired jsonb)
+    p_devices json, p_ids text[], p_hosts jsonb, a jsonb, p_type text, p_desired jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_gone     text[];
@@ -16,7 +20,7 @@ DECLARE
     v_host_ids text[];
     v_old      jsonb;
     v_down     text[];
-    v_ids      text[];
+    v_ids      text[] := p_ids;
     v_was      jsonb;
     v_changed  integer := 0;
     v_lost     integer := 0;
@@ -53,8 +57,7 @@ BEGIN
         GROUP BY r.guest_id, r.request_id, r.host_id;
     END IF;
 
-    IF jsonb_array_length(p_devices) > 0 THEN
-        SELECT array_agg(x.id) INTO v_ids FROM jsonb_to_recordset(p_devices) AS x(id text);
+    IF cardinality(v_ids) > 0 THEN
         -- Lock order reservations -> vfs, as release and expire do.
         PERFORM 1 FROM scheduler.reservations
          WHERE device_id = ANY (v_ids) AND ended_at IS NULL ORDER BY id FOR UPDATE;
@@ -70,7 +73,7 @@ BEGIN
                d.vendor_device_id, d.pf_pci_address, d.pf_ifname, d.vf_index, d.numa_node,
                d.wire, d.network, d.link_up, d.present, d.removed, d.incarnation, d.revision,
                d.managed, d.cannot, d.vf_driver
-        FROM jsonb_to_recordset(p_devices) AS d(
+        FROM json_to_recordset(p_devices) AS d(
             id text, host_id text, pci_address text, addr text, model text,
             vendor_device_id text, pf_pci_address text, pf_ifname text, vf_index integer,
             numa_node integer,
