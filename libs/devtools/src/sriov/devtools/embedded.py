@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -29,9 +30,25 @@ PG_SYSTEM_USER = "sriovpg"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free to listen on now, chosen outside the kernel's ephemeral range: one from
+    that range (what binding port 0 gives) can be taken by any outgoing connection between
+    this check and the server binding it, which happened (a service's metrics port)."""
+    lo, hi = _ephemeral_range()
+    below, above = range(1024, lo), range(hi + 1, 65536)
+    for _ in range(200 if len(below) + len(above) else 0):
+        i = random.randrange(len(below) + len(above))
+        port = below[i] if i < len(below) else above[i - len(below)]
+        if port_free(port, host):
+            return port
+    raise Unavailable(f"no free port on {host} outside the ephemeral range {lo}-{hi}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

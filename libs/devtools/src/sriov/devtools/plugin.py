@@ -12,12 +12,10 @@ import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
 from sriov.common.bus import Bus
-from sriov.devtools.cluster import NatsCluster, start_nats_cluster
 from sriov.devtools.embedded import NatsServer, PostgresServer
 
 _db_counter = itertools.count()
@@ -79,13 +77,3 @@ def database_url(postgres_server: PostgresServer | None) -> str:
     assert postgres_server is not None
     name = f"t{next(_db_counter)}_{uuid.uuid4().hex[:8]}"
     return postgres_server.create_database(name)
-
-
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    """Three routed nats-server nodes with JetStream, for failover tests."""
-    cluster = start_nats_cluster(tmp_path / "cluster")
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
