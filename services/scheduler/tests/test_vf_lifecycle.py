@@ -102,21 +102,32 @@ async def test_only_a_pf_that_can_apply_the_settings_is_picked(fleet, sync, clie
     assert got.assignments[0].config.min_tx_rate == 100
 
 
+async def index_reads(conn: asyncpg.Connection) -> int:
+    """Index entries of scheduler.vfs read since this session last reported its statistics:
+    with :func:`fresh_counts` before the transaction, that transaction's own."""
+    return int(await conn.fetchval(
+        "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
+        "WHERE indrelid = 'scheduler.vfs'::regclass"
+    ))  # fmt: skip
+
+
+async def fresh_counts(conn: asyncpg.Connection) -> None:
+    """Report (and so reset) this session's pending statistics now, not within the second."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+
+
 async def walk(conn: asyncpg.Connection, net: str, start: int) -> tuple[str | None, int]:
     """``pick_host`` for one net from ``start``: (the host found, index entries it read)."""
     spec = v.net(m.NetRequest(desc=net), "nets[0]")
     n = json.dumps({"kind": "model", "value": spec.value, "selector": None,
                     "needs": list(spec.needs), "driver": spec.driver})  # fmt: skip
+    await fresh_counts(conn)
     async with conn.transaction():
         host = await conn.fetchval(
             "SELECT host_id FROM scheduler.pick_host($1::jsonb, jsonb_build_array($1::jsonb), "
             "NULL, NULL, 'spread', $2)", n, start,
         )  # fmt: skip
-        read = await conn.fetchval(  # this transaction's own counts, exact
-            "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
-            "WHERE indrelid = 'scheduler.vfs'::regclass"
-        )
-    return host, int(read)
+        return host, await index_reads(conn)
 
 
 def part_upgraded(fleet: Any) -> None:
@@ -142,10 +153,27 @@ async def test_a_net_with_settings_walks_only_the_vfs_of_hosts_running_the_lifec
         assert host == "new" and read < 10  # of 2,560 unmanaged VFs before it
         plain_host, _ = await walk(conn, NET, start)
         assert plain_host != "new"  # a net without settings still takes any VF
+        # a request whose first net has no settings walks by the one that has
+        req = m.PlaceRequest(request_id="r", guest_id="g0", nets=[
+            m.NetRequest(desc=NET), m.NetRequest(desc=NET + ";vlan=100")])  # fmt: skip
+        a = v.place_args(req, default_ttl=60, ctx=v.Context(source="test", trace={}))
+        args = msgspec.json.encode(msgspec.structs.replace(a, start_key=start)).decode()
+        await fresh_counts(conn)
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            reply = json.loads(await conn.fetchval(
+                "SELECT scheduler.place($1::jsonb, $2, $3::jsonb)::text",
+                args, m.type_of(m.Reserved), DESIRED,
+            ))  # fmt: skip
+            read = await index_reads(conn)
+        finally:
+            await tx.rollback()  # the VFs stay free for what follows
+        assert reply["host_id"] == "new" and read < 50  # of 2,560 unmanaged VFs (5,232 before)
         for guest in ("g1", "g2"):
             assert (await client.place(guest, NET + ";vlan=100")).host_id == "new"
         host, read = await walk(conn, NET + ";vlan=100", start)
-        # none free: found out without reading the others (only the entries the two
+        # none free: found out without reading the others (only the entries the
         # reservations left behind, until vacuum)
         assert host is None and read < 10
     finally:

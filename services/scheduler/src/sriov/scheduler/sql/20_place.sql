@@ -99,7 +99,7 @@ BEGIN
     RETURN chosen;
 END $$;
 
--- Walk the online hosts with a free VF for net n (the first of the request) in host_key
+-- Walk the online hosts with a free VF for net n (one of the request's) in host_key
 -- order from p_start (random for spread, lowest for pack), wrapping around once, and return
 -- the first host where every net can be satisfied, with the VFs picked there.
 CREATE OR REPLACE FUNCTION scheduler.pick_host(
@@ -263,6 +263,7 @@ DECLARE
     v_numa_req  integer := CASE WHEN a->>'numa_policy' = 'required' THEN (a->>'numa_node')::integer END;
     v_numa_pref integer := CASE WHEN a->>'numa_policy' = 'preferred' THEN (a->>'numa_node')::integer END;
     v_nets      jsonb := a->'nets';
+    v_lead      jsonb;
     v_reply     jsonb;
     v_held      text[];
     v_used_pfs  text[];
@@ -363,13 +364,17 @@ BEGIN
         v_ids := scheduler.pick_on_host(v_host, v_nets, v_numa_req, v_numa_pref,
                                         a->>'packing', v_used_pfs);
     ELSE
+        -- Every net must be met on the host found, so the walk may follow any of them: a net
+        -- with settings if there is one (it walks only the hosts running the lifecycle).
+        v_lead := coalesce((SELECT x.n FROM jsonb_array_elements(v_nets) WITH ORDINALITY x(n, i)
+                             WHERE x.n->'needs' ? 'lifecycle' ORDER BY x.i LIMIT 1), v_nets->0);
         -- "preferred": first only hosts with a free VF on the guest's NUMA node, then any.
         SELECT p.host_id, p.ids INTO v_host, v_ids
-        FROM scheduler.pick_host(v_nets->0, v_nets, coalesce(v_numa_req, v_numa_pref),
+        FROM scheduler.pick_host(v_lead, v_nets, coalesce(v_numa_req, v_numa_pref),
                                  v_numa_pref, a->>'packing', (a->>'start_key')::integer) p;
         IF v_ids IS NULL AND v_numa_pref IS NOT NULL THEN
             SELECT p.host_id, p.ids INTO v_host, v_ids
-            FROM scheduler.pick_host(v_nets->0, v_nets, NULL, v_numa_pref, a->>'packing',
+            FROM scheduler.pick_host(v_lead, v_nets, NULL, v_numa_pref, a->>'packing',
                                      (a->>'start_key')::integer) p;
         END IF;
     END IF;
