@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from sriov.common.errors import DeviceBusy, HostOffline, NoCapacity, NotFound
-from sriov.scheduler.testing import CX5, I350, PfSpec
+from sriov.scheduler.testing import CX5, I350, PfSpec, walk
 
 PF_A, PF_B, PF_C = "0000:3b:00.0", "0000:3b:00.1", "0000:5e:00.0"
 
@@ -56,6 +57,34 @@ async def test_wire_or_network_selector(fleet, sync, client) -> None:
     with pytest.raises(NoCapacity) as none:
         await client.place("g3", f"sriov-nic-model={CX5}:bcast9")
     assert "the fleet has 0 matching VF(s)" in str(none.value)
+
+
+async def test_a_net_naming_a_wire_or_network_walks_only_its_vfs(
+    fleet, sync, client, database_url
+) -> None:
+    """Hosts spread over many wires: a net naming one must not read the VFs of the hosts on
+    the others one by one."""
+    for h in range(40):
+        fleet.add_host(f"h{h:02d}", [PfSpec(PF_A, count=32, wire=f"w{h}"),
+                                     PfSpec(PF_B, count=32, wire=f"w{h}")])  # fmt: skip
+    fleet.add_host("rare", [PfSpec(PF_A, count=1, wire="w-rare")])
+    fleet.add_host("netted", [PfSpec(PF_A, count=1, wire="w-other", network="net-x")])
+    await sync()
+    conn = await asyncpg.connect(database_url)
+    try:
+        for host, sel in (("rare", "w-rare"), ("netted", "net-x")):
+            # from just past the host, the walk meets every other VF before it
+            start = await conn.fetchval("SELECT hashtext($1) + 1", host)
+            found, read = await walk(conn, f"sriov-nic-model={CX5}:{sel}", start)
+            assert found == host and read < 10  # of 2,560 VFs on other wires
+        await client.place("g1", f"sriov-nic-model={CX5}:w-rare")
+        found, read = await walk(conn, f"sriov-nic-model={CX5}:w-rare", 0)
+        assert found is None and read < 10
+        # with settings too (the wire's index, its unmanaged VFs skipped)
+        found, _ = await walk(conn, f"sriov-nic-model={CX5}:w7;vlan=100", 0)
+        assert found is None
+    finally:
+        await conn.close()
 
 
 async def test_numa_required_and_preferred(fleet, sync, client) -> None:

@@ -23,8 +23,11 @@ from sriov.scheduler.testing import (
     IGB,
     FakeHostd,
     PfSpec,
+    fresh_counts,
+    index_reads,
     read_events,
     wait_events,
+    walk,
 )
 
 PF_A, PF_B = "0000:3b:00.0", "0000:5e:00.0"
@@ -100,34 +103,6 @@ async def test_only_a_pf_that_can_apply_the_settings_is_picked(fleet, sync, clie
     assert got.host_id == "cx5"
     assert got.assignments[0].config is not None
     assert got.assignments[0].config.min_tx_rate == 100
-
-
-async def index_reads(conn: asyncpg.Connection) -> int:
-    """Index entries of scheduler.vfs read since this session last reported its statistics:
-    with :func:`fresh_counts` before the transaction, that transaction's own."""
-    return int(await conn.fetchval(
-        "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
-        "WHERE indrelid = 'scheduler.vfs'::regclass"
-    ))  # fmt: skip
-
-
-async def fresh_counts(conn: asyncpg.Connection) -> None:
-    """Report (and so reset) this session's pending statistics now, not within the second."""
-    await conn.execute("SELECT pg_stat_force_next_flush()")
-
-
-async def walk(conn: asyncpg.Connection, net: str, start: int) -> tuple[str | None, int]:
-    """``pick_host`` for one net from ``start``: (the host found, index entries it read)."""
-    spec = v.net(m.NetRequest(desc=net), "nets[0]")
-    n = json.dumps({"kind": "model", "value": spec.value, "selector": None,
-                    "needs": list(spec.needs), "driver": spec.driver})  # fmt: skip
-    await fresh_counts(conn)
-    async with conn.transaction():
-        host = await conn.fetchval(
-            "SELECT host_id FROM scheduler.pick_host($1::jsonb, jsonb_build_array($1::jsonb), "
-            "NULL, NULL, 'spread', $2)", n, start,
-        )  # fmt: skip
-        return host, await index_reads(conn)
 
 
 def part_upgraded(fleet: Any) -> None:

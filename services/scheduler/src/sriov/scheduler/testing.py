@@ -24,7 +24,7 @@ import msgspec
 from sriov.common import runtime, subjects
 from sriov.common import schemas as m
 from sriov.common.bus import Bus, ServiceHost, event_headers
-from sriov.scheduler import main
+from sriov.scheduler import main, validation
 from sriov.scheduler.projection import durable_name
 from sriov.scheduler.settings import SchedulerSettings
 
@@ -331,3 +331,32 @@ class FakeHostd:
             iommu_group=iommu_group,
         )  # fmt: skip
         await self.bus.js_publish(subjects.host_vf(self.host_id, "applied"), ev)
+
+
+async def index_reads(conn: asyncpg.Connection) -> int:
+    """Index entries of scheduler.vfs read since this session last reported its statistics:
+    with :func:`fresh_counts` before the transaction, that transaction's own."""
+    return int(await conn.fetchval(
+        "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
+        "WHERE indrelid = 'scheduler.vfs'::regclass"
+    ))  # fmt: skip
+
+
+async def fresh_counts(conn: asyncpg.Connection) -> None:
+    """Report (and so reset) this session's pending statistics now, not within the second."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+
+
+async def walk(conn: asyncpg.Connection, net: str, start: int) -> tuple[str | None, int]:
+    """``pick_host`` for one net (a netdesc) from ``start``: (the host found, index entries
+    of scheduler.vfs it read). Tests count reads, not time: a walk that skips VF by VF reads
+    as many entries as it skipped."""
+    spec = validation.net(m.NetRequest(desc=net), "nets[0]")
+    n = msgspec.json.encode(spec).decode()
+    await fresh_counts(conn)
+    async with conn.transaction():
+        host = await conn.fetchval(
+            "SELECT host_id FROM scheduler.pick_host($1::jsonb, jsonb_build_array($1::jsonb), "
+            "NULL, NULL, 'spread', $2)", n, start,
+        )  # fmt: skip
+        return host, await index_reads(conn)

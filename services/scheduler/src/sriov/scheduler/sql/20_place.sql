@@ -113,13 +113,33 @@ DECLARE
     v_key   integer := p_start;
     v_cand  text := '';
     v_stop  integer := 2147483647;
+    v_sel   text := n->>'selector';
     -- settings need a hostd running the lifecycle: walk only those VFs (their own index)
     v_managed boolean := coalesce(n->'needs' ? 'lifecycle', false);
 BEGIN
     FOR lap IN 1 .. 2 LOOP
         LOOP
-            -- an ordered walk of a free-VF index; the host's status is one probe after it
-            IF v_managed THEN
+            -- an ordered walk of a free-VF index; the host's status is one probe after it.
+            -- The narrowest index that holds every VF that can fit: the net's wire and
+            -- network (merged: the selector names either), else the managed VFs, else all.
+            IF v_sel IS NOT NULL THEN
+                SELECT c.host_id, c.host_key INTO v_cand, v_key
+                FROM ((SELECT v.host_id, v.host_key FROM scheduler.vfs v
+                       WHERE v.model = v_model AND v.wire = v_sel AND v.held_by IS NULL
+                         AND v.lifecycle = 'free' AND v.present AND v.link_up AND NOT v.removed
+                         AND (v.managed OR NOT v_managed) AND scheduler.fits(v, n, p_numa_req)
+                         AND (v.host_key, v.host_id) > (v_key, v_cand) AND v.host_key <= v_stop
+                       ORDER BY v.host_key, v.host_id LIMIT 1)
+                      UNION ALL
+                      (SELECT v.host_id, v.host_key FROM scheduler.vfs v
+                       WHERE v.model = v_model AND v.network = v_sel AND v.held_by IS NULL
+                         AND v.lifecycle = 'free' AND v.present AND v.link_up AND NOT v.removed
+                         AND (v.managed OR NOT v_managed) AND scheduler.fits(v, n, p_numa_req)
+                         AND (v.host_key, v.host_id) > (v_key, v_cand) AND v.host_key <= v_stop
+                       ORDER BY v.host_key, v.host_id LIMIT 1)) c
+                ORDER BY c.host_key, c.host_id
+                LIMIT 1;
+            ELSIF v_managed THEN
                 SELECT v.host_id, v.host_key INTO v_cand, v_key
                 FROM scheduler.vfs v
                 WHERE v.model = v_model AND v.held_by IS NULL AND v.lifecycle = 'free'
