@@ -69,7 +69,15 @@ async def test_a_net_naming_a_wire_or_network_walks_only_its_vfs(
                                      PfSpec(PF_B, count=32, wire=f"w{h}")])  # fmt: skip
     fleet.add_host("rare", [PfSpec(PF_A, count=1, wire="w-rare")])
     fleet.add_host("netted", [PfSpec(PF_A, count=1, wire="w-other", network="net-x")])
+    fleet.add_host("both", [PfSpec(PF_A, count=1, wire="dual", network="dual")])
     await sync()
+    # a refusal's nearest capacity reads the same indexes, and counts a VF on both once
+    with pytest.raises(NoCapacity) as err:
+        await client.place("g0", f"sriov-nic-model={CX5}:net-x", host_id="h00")
+    assert "nearest capacity: host netted has 1 of the 1" in str(err.value)
+    with pytest.raises(NoCapacity) as err:
+        await client.place("g0", *[f"sriov-nic-model={CX5}:dual"] * 2)
+    assert "nearest capacity: host both has 1 of the 2" in str(err.value)
     conn = await asyncpg.connect(database_url)
     try:
         for host, sel in (("rare", "w-rare"), ("netted", "net-x")):

@@ -54,18 +54,34 @@ BEGIN
     FROM (
         SELECT f.host_id, g.descr, g.need, count(*) AS free
         FROM (SELECT n AS net, n->>'desc' AS descr, count(*) AS need, n->>'kind' AS kind,
-                     n->>'value' AS value, coalesce(n->'needs' ? 'lifecycle', false) AS managed
+                     n->>'value' AS value, n->>'selector' AS sel,
+                     coalesce(n->'needs' ? 'lifecycle', false) AS managed
                 FROM jsonb_array_elements(a->'nets') n GROUP BY 1) g
-        CROSS JOIN LATERAL (  -- index-friendly branches: by model (settings: managed), by id
+        -- one branch runs per net, reading the index the walk reads (pick_host): the net's
+        -- wire and network, or the managed VFs, or the model's; a VF by id
+        CROSS JOIN LATERAL (
             SELECT v.host_id FROM scheduler.vfs v
-            WHERE g.kind = 'model' AND v.model = g.value AND NOT g.managed
+            WHERE g.kind = 'model' AND v.model = g.value AND g.sel IS NULL AND NOT g.managed
               AND v.held_by IS NULL AND v.lifecycle = 'free' AND v.present AND v.link_up
               AND NOT v.removed AND scheduler.fits(v, g.net, p_numa_req)
             UNION ALL
             SELECT v.host_id FROM scheduler.vfs v
-            WHERE g.kind = 'model' AND v.model = g.value AND g.managed
+            WHERE g.kind = 'model' AND v.model = g.value AND g.sel IS NULL AND g.managed
               AND v.held_by IS NULL AND v.lifecycle = 'free' AND v.present AND v.link_up
               AND NOT v.removed AND v.managed AND scheduler.fits(v, g.net, p_numa_req)
+            UNION ALL
+            SELECT v.host_id FROM scheduler.vfs v
+            WHERE g.kind = 'model' AND v.model = g.value AND v.wire = g.sel
+              AND v.held_by IS NULL AND v.lifecycle = 'free' AND v.present AND v.link_up
+              AND NOT v.removed AND (v.managed OR NOT g.managed)
+              AND scheduler.fits(v, g.net, p_numa_req)
+            UNION ALL
+            SELECT v.host_id FROM scheduler.vfs v  -- counted once when wire and network match
+            WHERE g.kind = 'model' AND v.model = g.value AND v.network = g.sel
+              AND v.wire IS DISTINCT FROM g.sel
+              AND v.held_by IS NULL AND v.lifecycle = 'free' AND v.present AND v.link_up
+              AND NOT v.removed AND (v.managed OR NOT g.managed)
+              AND scheduler.fits(v, g.net, p_numa_req)
             UNION ALL
             SELECT v.host_id FROM scheduler.vfs v
             WHERE g.kind = 'id' AND v.device_id = g.value
