@@ -51,15 +51,13 @@ from bench import (
     spawn_program,
     stop_programs,
 )
-from bench.hostd_drift import line
 from bench.scheduler_place import pct, print_placements, requester, spawn_replica, verify
-from bench.vf_lifecycle import GUIDE_VFS, Client, latency, throughput, wait_managed
+from bench.vf_lifecycle import with_preparation
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
 from sriov.common.errors import SriovError
-from sriov.devtools.embedded import NatsServer, PostgresServer, local_servers
-from sriov.devtools.launcher import Stack
+from sriov.devtools.embedded import local_servers
 from sriov.inventory import ingest
 from sriov.inventory import testing as t
 from sriov.scheduler.testing import state_durable
@@ -245,47 +243,13 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             await list_latency(bus, hosts, vfs, args.lists, random.Random(1))
             await refusals(bus, args.refusals)
             if args.prepared_hosts:
-                await with_preparation(args, nats, pg, base / "prepared", len(lat) / took)
+                await with_preparation(args, nats, pg, base / "prepared", len(lat) / took, dsn)
             print(f"  resident memory at the end: inventory {rss_mb(inventory):.0f} MB, "
                   "scheduler " + ", ".join(f"{rss_mb(r):.0f} MB" for r in replicas))  # fmt: skip
         finally:
             await conn.close()
             stop_programs(procs)
             await bus.close()
-
-
-async def with_preparation(
-    args: argparse.Namespace, nats: NatsServer, pg: PostgresServer, state: Path, plain: float
-) -> None:
-    """Placements with VF preparation in the loop, on simulated hosts inside the fleet."""
-    hosts = args.prepared_hosts
-    stack = Stack(state, replicas=0, hosts=hosts, nats_urls=[nats.url], pg=pg, quiet=True,
-                  offload=False)  # fmt: skip
-    try:
-        await asyncio.to_thread(stack.up)
-        bus = await Bus.connect(nats.url, name="bench-prepared")
-        db = await asyncpg.create_pool(pg.dsn, min_size=1, max_size=4)
-        try:
-            started = time.perf_counter()
-            await wait_managed(db, GUIDE_VFS * hosts, timeout=300)
-            print(f"  with VF preparation: {hosts} simulated host(s) with hostd joined "
-                  f"({GUIDE_VFS * hosts} VFs), schedulable after "
-                  f"{time.perf_counter() - started:.1f}s; load {_load()}")  # fmt: skip
-            client = Client(bus, db)
-            ready, offered = await latency(client, args.requesters, rounds=3)
-            print("    " + line(f"place -> ready ({args.requesters} requesters)", ready))
-            print("    " + line("release -> offered again", offered))
-            rate, errs = await throughput(
-                args.requesters, args.seconds, lambda w: client.cycle(MODELS[w % len(MODELS)])
-            )
-            print(f"    place -> ready -> release, {args.requesters} requesters: {rate:.1f}/s "
-                  f"with VF preparation (errors {errs or 'none'}) beside {plain:.0f}/s "
-                  f"placements on the reservation path; load {_load()}")  # fmt: skip
-        finally:
-            await db.close()
-            await bus.close()
-    finally:
-        await asyncio.to_thread(stack.down)
 
 
 async def _redeliveries(bus: Bus, dsn: str) -> None:

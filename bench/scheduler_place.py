@@ -5,11 +5,14 @@ device and host state exactly as inventory does (default 64,000 VFs on 250 hosts
 scheduler replicas as separate processes (the ``sriov-scheduler`` program), then runs
 concurrent requesters that each send one ``place`` request at a time for the measured
 duration. Prints throughput, latency percentiles, CPU per component and the double-booking
-check (replies, database and the Reserved events in JetStream).
+check (replies, database and the Reserved events in JetStream). Then the same with VF
+preparation in the loop beside it (``vf_lifecycle``'s figures): ``sriov-inventory`` starts and
+``--prepared-hosts`` simulated guide hosts with their real hostd join the fleet (root), and
+requesters place nets with settings there, wait ready and release.
 
     ./stack bench scheduler_place [--vfs=64000] [--requesters=8] [--replicas=2]
                                   [--seconds=10] [--nondurable] [--concurrency=16] [--pg-detail]
-                                  [--profile=PATH]
+                                  [--prepared-hosts=2] [--profile=PATH]
 
 ``--profile`` writes each replica's CPU profile of the measured run (after the warm-up).
 """
@@ -34,6 +37,7 @@ import asyncpg
 import psutil
 
 from bench import parser, spawn_program, stop_programs
+from bench.vf_lifecycle import with_preparation
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
@@ -204,8 +208,14 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--nondurable", action="store_true", help="PostgreSQL with fsync off")
     p.add_argument("--concurrency", type=int, help="requests each endpoint serves at once (16)")
     p.add_argument("--pg-detail", action="store_true", help="PostgreSQL CPU and statistics")
+    p.add_argument("--prepared-hosts", type=int, default=2,
+                   help="simulated hosts with hostd for placements with VF preparation "
+                        "(0: none; needs root)")  # fmt: skip
     p.add_argument("--profile", metavar="PATH", help="cProfile each replica to PATH.<i>")
-    return p.parse_args(argv)
+    opts = p.parse_args(argv)
+    if not 0 <= opts.prepared_hosts <= 16:
+        p.error("--prepared-hosts must be 0-16")
+    return opts
 
 
 async def run(opts: argparse.Namespace, tmp: Path) -> None:
@@ -215,6 +225,7 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
     pg_settings = {"track_functions": "all"} if opts.pg_detail else {}
     pg = PostgresServer(data_dir=tmp / "pg", durable=durable, settings=pg_settings).start()
     replicas: list[subprocess.Popen[bytes]] = []
+    inventory: list[subprocess.Popen[bytes]] = []
     try:
         dsn = pg.create_database("sched_bench")
         bus = await Bus.connect(nats.url, name="bench")
@@ -294,8 +305,14 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
         )
         await verify(dsn, bus, devices)
         await bus.close()
+        if opts.prepared_hosts:  # inventory takes the simulated hosts' snapshots
+            inventory.append(spawn_program(
+                "sriov.inventory.main:main", ["--nats-url", nats.url],
+                {**env, "SRIOV_DATABASE_URL": dsn}, log=tmp / "inventory.log",
+            ))  # fmt: skip
+            await with_preparation(opts, nats, pg, tmp / "prepared", len(lat) / elapsed, dsn)
     finally:
-        stop_programs(replicas)
+        stop_programs(inventory + replicas)
         pg.stop()
         nats.stop()
 

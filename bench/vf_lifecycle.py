@@ -40,6 +40,7 @@ from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
 from sriov.common.errors import SriovError
+from sriov.devtools.embedded import NatsServer, PostgresServer
 from sriov.devtools.launcher import Stack, running
 from sriov.scheduler.testing import CX5, FleetState, PfSpec
 
@@ -204,6 +205,49 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
     finally:
         await db.close()
         await bus.close()
+
+
+async def with_preparation(
+    args: argparse.Namespace,
+    nats: NatsServer,
+    pg: PostgresServer,
+    state: Path,
+    plain: float,
+    dsn: str,
+) -> None:
+    """Placements with VF preparation in the loop, beside ``plain`` placements/s on the
+    reservation path: ``args.prepared_hosts`` simulated guide hosts with their real hostd
+    join a running system (inventory and scheduler on ``nats``, the scheduler's database
+    ``dsn``), and ``args.requesters`` requesters place nets with settings there (only hosts
+    running the lifecycle can apply them), wait ready and release."""
+    hosts = args.prepared_hosts
+    stack = Stack(state, replicas=0, hosts=hosts, nats_urls=[nats.url], pg=pg, quiet=True,
+                  offload=False)  # fmt: skip
+    try:
+        await asyncio.to_thread(stack.up)
+        bus = await Bus.connect(nats.url, name="bench-prepared")
+        db = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        try:
+            started = time.perf_counter()
+            await wait_managed(db, GUIDE_VFS * hosts, timeout=300)
+            print(f"  with VF preparation: {hosts} simulated host(s) with hostd joined "
+                  f"({GUIDE_VFS * hosts} VFs), schedulable after "
+                  f"{time.perf_counter() - started:.1f}s; {load()}")  # fmt: skip
+            client = Client(bus, db)
+            ready, offered = await latency(client, args.requesters, rounds=3)
+            print("    " + line(f"place -> ready ({args.requesters} requesters)", ready))
+            print("    " + line("release -> offered again", offered))
+            rate, errs = await throughput(
+                args.requesters, args.seconds, lambda w: client.cycle(MODELS[w % len(MODELS)])
+            )
+            print(f"    place -> ready -> release, {args.requesters} requesters: {rate:.1f}/s "
+                  f"with VF preparation (errors {errs or 'none'}) beside {plain:.0f}/s "
+                  f"placements on the reservation path; {load()}")  # fmt: skip
+        finally:
+            await db.close()
+            await bus.close()
+    finally:
+        await asyncio.to_thread(stack.down)
 
 
 def main(argv: list[str]) -> None:
