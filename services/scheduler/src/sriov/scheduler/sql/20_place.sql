@@ -386,8 +386,12 @@ BEGIN
     ELSE
         -- Every net must be met on the host found, so the walk may follow any of them: a net
         -- with settings if there is one (it walks only the hosts running the lifecycle).
-        v_lead := coalesce((SELECT x.n FROM jsonb_array_elements(v_nets) WITH ORDINALITY x(n, i)
-                             WHERE x.n->'needs' ? 'lifecycle' ORDER BY x.i LIMIT 1), v_nets->0);
+        v_lead := v_nets->0;
+        IF jsonb_array_length(v_nets) > 1 AND NOT coalesce(v_lead->'needs' ? 'lifecycle', false)
+        THEN  -- a query only when there is a choice (most requests have one net)
+            v_lead := coalesce((SELECT x.n FROM jsonb_array_elements(v_nets) WITH ORDINALITY x(n, i)
+                                 WHERE x.n->'needs' ? 'lifecycle' ORDER BY x.i LIMIT 1), v_lead);
+        END IF;
         -- "preferred": first only hosts with a free VF on the guest's NUMA node, then any.
         SELECT p.host_id, p.ids INTO v_host, v_ids
         FROM scheduler.pick_host(v_lead, v_nets, coalesce(v_numa_req, v_numa_pref),
