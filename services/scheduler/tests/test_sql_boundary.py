@@ -27,6 +27,7 @@ READS: dict[tuple[str, str], tuple[type[msgspec.Struct], ...]] = {
     ("place", "a"): (v.PlaceArgs,),
     ("place", "n"): (NetSpec,),
     ("place", "x"): (NetSpec,),  # an element of a->'nets'
+    ("place", "v_lead"): (NetSpec,),  # the net the walk follows
     ("no_capacity", "a"): (v.PlaceArgs,),
     ("no_capacity", "n"): (NetSpec,),
     ("no_capacity", "x"): (NetSpec,),
