@@ -52,7 +52,7 @@ from bench import (
     stop_programs,
 )
 from bench.scheduler_place import pct, print_placements, requester, spawn_replica, verify
-from bench.vf_lifecycle import with_preparation
+from bench.vf_lifecycle import prepared_hosts_option, with_preparation
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus
@@ -299,13 +299,9 @@ def main(argv: list[str]) -> None:
     )
     p.add_argument("--lists", type=int, default=300, help="list requests per shape")
     p.add_argument("--refusals", type=int, default=5, help="refused requests timed per kind")
-    p.add_argument("--prepared-hosts", type=int, default=2,
-                   help="simulated hosts with hostd for placements with VF preparation "
-                        "(0: none; needs root)")  # fmt: skip
+    prepared_hosts_option(p)
     p.add_argument("--profile", metavar="DIR", help="cProfile each program into DIR")
     args = p.parse_args(argv)
-    if not 0 <= args.prepared_hosts <= 16:
-        p.error("--prepared-hosts must be 0-16")
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))

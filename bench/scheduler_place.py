@@ -37,7 +37,7 @@ import asyncpg
 import psutil
 
 from bench import parser, spawn_program, stop_programs
-from bench.vf_lifecycle import with_preparation
+from bench.vf_lifecycle import prepared_hosts_option, with_preparation
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
@@ -208,14 +208,9 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--nondurable", action="store_true", help="PostgreSQL with fsync off")
     p.add_argument("--concurrency", type=int, help="requests each endpoint serves at once (16)")
     p.add_argument("--pg-detail", action="store_true", help="PostgreSQL CPU and statistics")
-    p.add_argument("--prepared-hosts", type=int, default=2,
-                   help="simulated hosts with hostd for placements with VF preparation "
-                        "(0: none; needs root)")  # fmt: skip
+    prepared_hosts_option(p)
     p.add_argument("--profile", metavar="PATH", help="cProfile each replica to PATH.<i>")
-    opts = p.parse_args(argv)
-    if not 0 <= opts.prepared_hosts <= 16:
-        p.error("--prepared-hosts must be 0-16")
-    return opts
+    return p.parse_args(argv)
 
 
 async def run(opts: argparse.Namespace, tmp: Path) -> None:

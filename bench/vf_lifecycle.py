@@ -207,6 +207,20 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
         await bus.close()
 
 
+def prepared_hosts_option(p: argparse.ArgumentParser) -> None:
+    """``--prepared-hosts``: the simulated hosts :func:`with_preparation` brings up."""
+
+    def count(text: str) -> int:
+        n = int(text)
+        if not 0 <= n <= 16:
+            raise argparse.ArgumentTypeError("must be 0-16")
+        return n
+
+    p.add_argument("--prepared-hosts", type=count, default=2,
+                   help="simulated hosts with hostd for placements with VF preparation "
+                        "(0: none; needs root)")  # fmt: skip
+
+
 async def with_preparation(
     args: argparse.Namespace,
     nats: NatsServer,
