@@ -204,7 +204,7 @@ async def consumers_drained(bus: Bus, streams: Sequence[str] = DURABLE_STREAMS) 
         for info in await bus.consumers(stream):
             if not info.durable:
                 continue
-            if info.num_pending or info.num_ack_pending:
+            if not await bus.caught_up(stream, info.name):
                 return (
                     f"{stream}/{info.name}: {info.num_pending} pending, "
                     f"{info.num_ack_pending} unacknowledged"

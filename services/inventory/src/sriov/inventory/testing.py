@@ -362,10 +362,9 @@ async def drained(bus: Bus, pool: Pool) -> bool:
         (subjects.STREAM_PLACEMENT, placement_events.DURABLE),
     ):
         try:
-            info = await bus.consumer_info(stream, durable)
+            if not await bus.caught_up(stream, durable):
+                return False
         except Exception:  # not created yet: the replica has not started consuming
-            return False
-        if info.num_pending or info.num_ack_pending:
             return False
     async with pool.acquire() as conn:
         return await outbox.pending(conn) == 0

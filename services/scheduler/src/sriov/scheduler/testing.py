@@ -248,14 +248,12 @@ async def state_durable(database_url: str, timeout: float = 30) -> str:
 
 async def settle(bus: Bus, durable: str, timeout: float = 30) -> None:
     """Wait until the state consumer ``durable`` has applied and acked everything published so
-    far: its ack floor reaches the stream's last sequence as of now. (Its ``num_pending`` is no
-    proof: the server updates it asynchronously after acknowledging a publish.)"""
+    far (``Bus.caught_up``)."""
     target = (await bus.stream_info(subjects.STREAM_STATE)).last_seq
     async with asyncio.timeout(timeout):
         while True:
             with contextlib.suppress(Exception):  # not created yet, or a transient error
-                info = await bus.consumer_info(subjects.STREAM_STATE, durable)
-                if info.ack_floor >= target and not info.num_ack_pending:
+                if await bus.caught_up(subjects.STREAM_STATE, durable, target):
                     return
             await asyncio.sleep(0.02)
 

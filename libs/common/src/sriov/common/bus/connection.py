@@ -330,6 +330,11 @@ class Bus:
     async def consumer_info(self, stream: str, durable: str) -> ConsumerInfo:
         return await stored.consumer_info(self._js, stream, durable)
 
+    async def caught_up(self, stream: str, durable: str, upto: int = 0) -> bool:
+        """``durable`` has acknowledged everything it reads up to sequence ``upto`` (default:
+        all published before now)."""
+        return await stored.caught_up(self._js, stream, durable, upto)
+
     async def consumers(self, stream: str) -> list[ConsumerInfo]:
         return await stored.consumers(self._js, stream)
 

@@ -49,6 +49,8 @@ class ConsumerInfo:
     """Stream sequence of the last message delivered."""
     ack_wait_s: float = 0.0
     """How soon a delivery not acknowledged (nor kept in progress) is redelivered."""
+    filter_subjects: tuple[str, ...] = ()
+    """The subjects it reads; empty for the whole stream."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ def _consumer(info: api.ConsumerInfo) -> ConsumerInfo:
         num_redelivered=info.num_redelivered or 0,
         delivered=info.delivered.stream_seq if info.delivered else 0,
         ack_wait_s=float(info.config.ack_wait or 0),
+        filter_subjects=tuple(
+            info.config.filter_subjects
+            or ([info.config.filter_subject] if info.config.filter_subject else [])
+        ),
     )
 
 
@@ -95,6 +101,30 @@ async def consumer_info(js: JetStreamContext, stream: str, name: str) -> Consume
         return _consumer(await js.consumer_info(stream, name))
     except nats.js.errors.NotFoundError as exc:
         raise BusError(f"no consumer {name} on stream {stream}", stream=stream) from exc
+
+
+async def caught_up(js: JetStreamContext, stream: str, name: str, upto: int = 0) -> bool:
+    """The consumer was handed, and acknowledged, every message of ``stream`` it reads up to
+    sequence ``upto`` (default: all published before this call).
+
+    ``num_pending`` is no proof of that: the server counts a new message for its consumers
+    after it has acknowledged the publish, so right after a publish it can still read 0. The
+    stream's last sequence is exact; a filtered consumer's ack floor stops at its own last
+    message, so what lies past it is looked up by subject."""
+    last = upto or (await stream_info(js, stream)).last_seq
+    info = await consumer_info(js, stream, name)
+    if info.num_ack_pending:
+        return False
+    if info.ack_floor >= last:
+        return True
+    for flt in info.filter_subjects or (">",):
+        try:
+            nxt = await js.get_msg(stream, info.ack_floor + 1, subject=flt, next=True)
+        except nats.js.errors.NotFoundError:
+            continue
+        if (nxt.seq or 0) <= last:
+            return False
+    return True
 
 
 async def consumers(js: JetStreamContext, stream: str) -> list[ConsumerInfo]:
