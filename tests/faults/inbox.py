@@ -12,6 +12,7 @@ no inbox subject and goes through the endpoint.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,9 +34,11 @@ class InboxWorkload(Workload):
     """Share of requests published twice at once."""
     rng: random.Random = field(default_factory=random.Random)
 
-    async def call(self, name: str, req: m.Message, retry_for: float = 120) -> m.PlacementReply:
+    async def _attempts(
+        self, name: str, req: m.Message, retry_for: float, failed: collections.Counter[str]
+    ) -> m.PlacementReply:
         if name not in OPS:
-            return await super().call(name, req, retry_for)
+            return await super()._attempts(name, req, retry_for, failed)
         guest, rid = req.guest_id, req.request_id  # type: ignore[attr-defined]
         subject = subjects.placement_request(guest, OPS[name])
         deadline = time.monotonic() + retry_for
@@ -50,6 +53,7 @@ class InboxWorkload(Workload):
                 raise
             except SriovError as exc:
                 self.errors[f"inbox-{name}:{exc.code}"] += 1
+                failed[exc.code] += 1
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
@@ -63,6 +67,7 @@ class InboxWorkload(Workload):
                     request_id=rid, guest_id=guest, host_id=None, assignments=[]
                 )
             self.errors[f"inbox-{name}:no-outcome"] += 1
+            failed["no-outcome"] += 1
             if time.monotonic() > deadline:
                 raise SriovError(f"no outcome for {name} {rid} within {retry_for}s")
 

@@ -351,6 +351,8 @@ class Soak:
         print(f"convergence after heals: {pct(self.convergence)}")
         print(f"first round trip after heals: {pct(self.first_trip)}")
         print(f"transient errors: {dict(sync.errors + inbox.errors)}")
+        for line in sync.slow + inbox.slow:
+            print(f"slow request: {line}")
         print(f"reservations that landed after their client gave up (released): {self.swept}")
         for name, n in self.results.items():
             print(f"invariant held: {name} ({n} checks)")

@@ -35,6 +35,8 @@ FIGURES: list[str] = []
 """One line per fault survived, printed at the end of the session (conftest)."""
 MODELS = (CX5, I350)
 DEFINITIVE = (NoCapacity, UnknownModel)
+SLOW_S = 10.0
+"""A request answered later than this after it was first sent is reported by the soak."""
 
 
 def sched(name: str) -> subjects.Subject:
@@ -74,10 +76,34 @@ class Workload:
     """Guests whose cycle ended early (refused, or retries spent): a copy of their place still
     queued (published again, or taken by the bus without an acknowledgement) may reserve for
     them afterwards, so the soak releases them once every queued request was handled."""
+    slow: list[str] = field(default_factory=list)
+    """Requests that took more than ``SLOW_S`` to answer (or to give up on), and why."""
+    t0: float = field(default_factory=time.monotonic)
     _n: itertools.count[int] = field(default_factory=itertools.count)
 
     async def call(self, name: str, req: m.Message, retry_for: float = 120) -> m.PlacementReply:
-        """One request, retried with the same id through transient failures."""
+        """One request, retried with the same id through transient failures (a slow one is
+        noted in ``slow``, with the failures it met)."""
+        failed: collections.Counter[str] = collections.Counter()
+        started = time.monotonic()
+        outcome = "answered"
+        try:
+            return await self._attempts(name, req, retry_for, failed)
+        except SriovError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            took = time.monotonic() - started
+            if took > SLOW_S:
+                rid = getattr(req, "request_id", "?")
+                self.slow.append(
+                    f"{name} {rid}: {outcome} after {took:.1f}s, {time.monotonic() - self.t0:.1f}s "
+                    f"into the soak ({', '.join(f'{k} x{v}' for k, v in failed.items())})"
+                )
+
+    async def _attempts(
+        self, name: str, req: m.Message, retry_for: float, failed: collections.Counter[str]
+    ) -> m.PlacementReply:
         deadline = time.monotonic() + retry_for
         while True:
             try:
@@ -89,6 +115,7 @@ class Workload:
                 raise
             except SriovError as exc:
                 self.errors[f"{name}:{exc.code}"] += 1
+                failed[exc.code] += 1
                 if exc.code == "internal":  # retried like the others, but worth reporting
                     self.unclear.append(f"{name}: {exc}")
                 if time.monotonic() > deadline:
