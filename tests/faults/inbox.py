@@ -48,8 +48,9 @@ class InboxWorkload(Workload):
                 if self.rng.random() < self.duplicates:
                     await self.bus.js_publish(subject, req)  # another event id: the same request
                 reply = await self._outcome(guest, rid, name)
-            except DEFINITIVE:
+            except DEFINITIVE as exc:
                 self.answered += 1
+                self.errors[f"inbox-{name}:{exc.code}"] += 1
                 raise
             except SriovError as exc:
                 self.errors[f"inbox-{name}:{exc.code}"] += 1

@@ -64,7 +64,7 @@ from sriov.common import subjects
 from sriov.common.bus import Bus
 from sriov.common.errors import SriovError
 from sriov.hostd.lifecycle import consumer_name
-from sriov.scheduler.testing import CX5
+from sriov.scheduler.testing import CX5, read_events
 
 
 class Violation(Exception):
@@ -150,6 +150,7 @@ class Soak:
                     sync.released_requests | inbox.released_requests, hosts=others,
                 )  # fmt: skip
                 await self._check(bus, expect, nemesis, held_pci, sync, inbox)
+            await self._ended_early(bus, sync.ended_early + inbox.ended_early)
         except (Violation, AssertionError) as exc:
             self._report(nemesis, churn, sync, inbox, started)
             print(f"\nVIOLATION (seed {args.seed}): {exc}", flush=True)
@@ -165,6 +166,18 @@ class Soak:
             await bus.close()
         self._report(nemesis, churn, sync, inbox, started)
         return 0
+
+    async def _ended_early(self, bus: Bus, guests: list[str]) -> None:
+        """Why a reservation was gone when its guest confirmed it: the guest's events."""
+        for guest in guests[:5]:
+            with contextlib.suppress(Exception):
+                told = [
+                    f"{type(ev).__name__}{f' ({ev.reason})' if isinstance(ev, m.Lost) else ''}"
+                    for ev in await read_events(bus, guest)
+                ]
+                print(f"reservation gone before its confirm: {guest}: {', '.join(told)}")
+        if len(guests) > 5:
+            print(f"... and {len(guests) - 5} more")
 
     async def _diagnose(self, bus: Bus) -> None:
         """Where a VF's release stops: hostd's desired-state durable, the outboxes, and the
@@ -350,7 +363,7 @@ class Soak:
         print(f"host churn: {dict(sorted(churn.done.items()))}")
         print(f"convergence after heals: {pct(self.convergence)}")
         print(f"first round trip after heals: {pct(self.first_trip)}")
-        print(f"transient errors: {dict(sync.errors + inbox.errors)}")
+        print(f"errors answered (retried, or ending a cycle): {dict(sync.errors + inbox.errors)}")
         for line in sync.slow + inbox.slow:
             print(f"slow request: {line}")
         print(f"reservations that landed after their client gave up (released): {self.swept}")

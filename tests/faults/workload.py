@@ -27,14 +27,17 @@ from typing import TypeVar
 from sriov.common import schemas as m
 from sriov.common import subjects
 from sriov.common.bus import Bus
-from sriov.common.errors import NoCapacity, SriovError, UnknownModel
+from sriov.common.errors import NoCapacity, NotFound, SriovError, UnknownModel
 from sriov.scheduler.testing import CX5, I350, read_events
 
 T = TypeVar("T")
 FIGURES: list[str] = []
 """One line per fault survived, printed at the end of the session (conftest)."""
 MODELS = (CX5, I350)
-DEFINITIVE = (NoCapacity, UnknownModel)
+DEFINITIVE = (NoCapacity, UnknownModel, NotFound)
+"""Answers a retry cannot change. ``not_found`` to a confirm: the reservation ended before it
+(lost with its VF, or expired), which a client learns there and then, not after 120 s of
+asking again."""
 SLOW_S = 10.0
 """A request answered later than this after it was first sent is reported by the soak."""
 
@@ -76,6 +79,8 @@ class Workload:
     """Guests whose cycle ended early (refused, or retries spent): a copy of their place still
     queued (published again, or taken by the bus without an acknowledgement) may reserve for
     them afterwards, so the soak releases them once every queued request was handled."""
+    ended_early: list[str] = field(default_factory=list)
+    """Guests whose reservation was gone when they confirmed it (the soak shows why)."""
     slow: list[str] = field(default_factory=list)
     """Requests that took more than ``SLOW_S`` to answer (or to give up on), and why."""
     t0: float = field(default_factory=time.monotonic)
@@ -110,8 +115,9 @@ class Workload:
                 reply = await self.bus.request(sched(name), req, m.PlacementReply, timeout=2)
                 self.answered += 1
                 return reply
-            except DEFINITIVE:
+            except DEFINITIVE as exc:
                 self.answered += 1
+                self.errors[f"{name}:{exc.code}"] += 1
                 raise
             except SriovError as exc:
                 self.errors[f"{name}:{exc.code}"] += 1
@@ -172,8 +178,12 @@ class Workload:
             try:
                 await self._cycle(guest, MODELS[index % len(MODELS)])
             except DEFINITIVE as exc:
-                self.errors[f"place:{exc.code}"] += 1
                 self.gave_up.add(guest)
+                if isinstance(exc, NotFound):
+                    self.ended_early.append(guest)
+                if guest in self.guests:  # placed, then its reservation ended: off the view
+                    with contextlib.suppress(SriovError):
+                        await self.release(guest)
                 await asyncio.sleep(0.2)
             except SriovError as exc:
                 if not self.tolerant:
