@@ -119,6 +119,47 @@ _COMPONENTS = (("sriov.inventory", "inventory"), ("sriov-inventory", "inventory"
                ("postgres", "postgresql"), ("nats-server", "nats-server"))  # fmt: skip
 
 
+PG_DETAIL_SETTINGS = {"track_functions": "all"}
+"""PostgreSQL's settings for :func:`print_pg_statistics` (per-function times)."""
+
+
+async def reset_pg_statistics(dsn: str) -> None:
+    """Start :func:`print_pg_statistics`'s counts here (the measured run only)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_stat_reset()")
+    finally:
+        await conn.close()
+
+
+async def print_pg_statistics(dsn: str) -> None:
+    """Per-function times and per-table and per-index reads since the statistics were last
+    reset (``pg_stat_reset()``): an index whose ``idx_tup_read`` is far above its
+    ``idx_scan`` is a walk reading more than it returns."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await asyncio.sleep(1.5)  # sessions report their counts about once a second
+        for r in await conn.fetch(
+            "SELECT funcname, calls, round((total_time/calls)::numeric, 3) AS per_call, "
+            "round((self_time/calls)::numeric, 3) AS self FROM pg_stat_user_functions "
+            "WHERE calls > 0 ORDER BY total_time DESC LIMIT 12"
+        ):
+            print("    ", dict(r))
+        for r in await conn.fetch(
+            "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_dead_tup, n_live_tup, "
+            "autovacuum_count FROM pg_stat_user_tables WHERE seq_scan + idx_scan > 0 "
+            "ORDER BY seq_tup_read + idx_scan DESC"
+        ):
+            print("    ", dict(r))
+        for r in await conn.fetch(
+            "SELECT indexrelname, idx_scan, idx_tup_read, idx_tup_fetch "
+            "FROM pg_stat_user_indexes WHERE idx_scan > 0 ORDER BY idx_tup_read DESC LIMIT 15"
+        ):
+            print("    ", dict(r))
+    finally:
+        await conn.close()
+
+
 async def session_names(dsn: str) -> dict[int, str]:
     """PostgreSQL's server process of each session, by the ``application_name`` it gave."""
     conn = await asyncpg.connect(dsn)

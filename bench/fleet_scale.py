@@ -19,7 +19,7 @@ figures, asserts nothing.
 
     ./stack bench fleet_scale [--hosts=10000] [--vfs-per-host=64] [--requesters=8]
                               [--replicas=2] [--seconds=10] [--lists=300] [--settle]
-                              [--refusals=5] [--prepared-hosts=2] [--profile=DIR]
+                              [--refusals=5] [--prepared-hosts=2] [--pg-detail] [--profile=DIR]
 """
 
 from __future__ import annotations
@@ -42,11 +42,14 @@ import asyncpg
 import psutil
 
 from bench import (
+    PG_DETAIL_SETTINGS,
     consumer_drained,
     count_rows,
     cpu_split,
     cpu_used,
     parser,
+    print_pg_statistics,
+    reset_pg_statistics,
     session_names,
     spawn_program,
     stop_programs,
@@ -154,7 +157,10 @@ def rss_mb(proc: subprocess.Popen[bytes]) -> float:
 async def run(args: argparse.Namespace, base: Path) -> None:
     hosts, vfs = args.hosts, args.vfs_per_host
     total = hosts * vfs
-    with local_servers(base) as (nats, pg):
+    with local_servers(base, pg_settings=PG_DETAIL_SETTINGS if args.pg_detail else None) as (
+        nats,
+        pg,
+    ):
         nats_url, dsn = nats.url, pg.dsn
         bus = await Bus.connect(nats_url, name="bench")
         await bus.ensure_streams()
@@ -228,6 +234,8 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             await asyncio.gather(*(requester(bus, 1000 + w, warm, [], errors, devices, MODELS)
                                    for w in range(nreq)))  # fmt: skip
             sessions = await session_names(dsn)
+            if args.pg_detail:
+                await reset_pg_statistics(dsn)
             cpu0, own0 = cpu_used(sessions), _own_cpu()
             started = time.perf_counter()
             await asyncio.gather(*(requester(bus, w, started + args.seconds, lat, errors,
@@ -239,6 +247,8 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             # device's new state, which the schedulers' projection applies in turn
             print(f"    CPU during placements: {cpu_split(sessions, since=cpu0)}, requesters "
                   f"(this process) {_own_cpu() - own0:.1f}s")  # fmt: skip
+            if args.pg_detail:
+                await print_pg_statistics(dsn)
             await verify(dsn, bus, devices)
             await list_latency(bus, hosts, vfs, args.lists, random.Random(1))
             await refusals(bus, args.refusals)
@@ -299,6 +309,9 @@ def main(argv: list[str]) -> None:
     )
     p.add_argument("--lists", type=int, default=300, help="list requests per shape")
     p.add_argument("--refusals", type=int, default=5, help="refused requests timed per kind")
+    p.add_argument(
+        "--pg-detail", action="store_true", help="PostgreSQL's counts during the placements"
+    )
     prepared_hosts_option(p)
     p.add_argument("--profile", metavar="DIR", help="cProfile each program into DIR")
     args = p.parse_args(argv)

@@ -36,7 +36,14 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from bench import parser, spawn_program, stop_programs
+from bench import (
+    PG_DETAIL_SETTINGS,
+    parser,
+    print_pg_statistics,
+    reset_pg_statistics,
+    spawn_program,
+    stop_programs,
+)
 from bench.vf_lifecycle import prepared_hosts_option, with_preparation
 from sriov.common import schemas as m
 from sriov.common import subjects
@@ -217,7 +224,7 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
     vfs, nreq, nrep, seconds = opts.vfs, opts.requesters, opts.replicas, opts.seconds
     durable = not opts.nondurable
     nats = NatsServer(store_dir=tmp / "nats").start()
-    pg_settings = {"track_functions": "all"} if opts.pg_detail else {}
+    pg_settings = PG_DETAIL_SETTINGS if opts.pg_detail else {}
     pg = PostgresServer(data_dir=tmp / "pg", durable=durable, settings=pg_settings).start()
     replicas: list[subprocess.Popen[bytes]] = []
     inventory: list[subprocess.Popen[bytes]] = []
@@ -256,6 +263,8 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
         if profile:
             for p in replicas:
                 os.kill(p.pid, signal.SIGUSR1)
+        if opts.pg_detail:
+            await reset_pg_statistics(dsn)
         before = {k: cpu_seconds(v) for k, v in procs.items()}
         pg_before = {p.pid: (p, cpu_seconds([p])) for p in procs["postgresql"]}
         started = time.perf_counter()
@@ -273,25 +282,7 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
                 detail[name] += cpu_seconds([p]) - c0
             for name, sec in sorted(detail.items(), key=lambda kv: -kv[1])[:6]:
                 print(f"    {sec:6.2f}s  {name}")
-            conn = await asyncpg.connect(dsn)
-            await asyncio.sleep(1.5)
-            for r in await conn.fetch(
-                "SELECT funcname, calls, round((total_time/calls)::numeric, 3) AS per_call, "
-                "round((self_time/calls)::numeric, 3) AS self FROM pg_stat_user_functions "
-                "WHERE calls > 0 ORDER BY total_time DESC LIMIT 12"
-            ):
-                print("    ", dict(r))
-            for r in await conn.fetch(
-                "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_dead_tup, n_live_tup, "
-                "autovacuum_count FROM pg_stat_user_tables"
-            ):
-                print("    ", dict(r))
-            for r in await conn.fetch(
-                "SELECT indexrelname, idx_scan, idx_tup_read, idx_tup_fetch "
-                "FROM pg_stat_user_indexes ORDER BY idx_tup_read DESC"
-            ):
-                print("    ", dict(r))
-            await conn.close()
+            await print_pg_statistics(dsn)
         print_placements(lat, errors, elapsed, nreq, nrep)
         cores = os.cpu_count() or 1
         print(

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -341,11 +341,15 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def local_servers(base: Path, durable: bool = True) -> Iterator[tuple[NatsServer, PostgresServer]]:
+def local_servers(
+    base: Path, durable: bool = True, pg_settings: Mapping[str, str] | None = None
+) -> Iterator[tuple[NatsServer, PostgresServer]]:
     """A nats-server and a PostgreSQL under ``base`` (for benchmarks)."""
     nats = NatsServer(store_dir=base / "nats").start()
     try:
-        pg = PostgresServer(data_dir=base / "pg", durable=durable).start()
+        pg = PostgresServer(
+            data_dir=base / "pg", durable=durable, settings=dict(pg_settings or {})
+        ).start()
         try:
             yield nats, pg
         finally:
