@@ -123,13 +123,18 @@ PG_DETAIL_SETTINGS = {"track_functions": "all"}
 """PostgreSQL's settings for :func:`print_pg_statistics` (per-function times)."""
 
 
-async def reset_pg_statistics(dsn: str) -> None:
-    """Start :func:`print_pg_statistics`'s counts here (the measured run only)."""
+async def pg_execute(dsn: str, sql: str) -> None:
+    """One statement on a connection of its own."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SELECT pg_stat_reset()")
+        await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def reset_pg_statistics(dsn: str) -> None:
+    """Start :func:`print_pg_statistics`'s counts here (the measured run only)."""
+    await pg_execute(dsn, "SELECT pg_stat_reset()")
 
 
 async def print_pg_statistics(dsn: str) -> None:

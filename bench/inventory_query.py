@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import parser
+from bench import parser, pg_execute
 from sriov.common import schemas as m
 from sriov.common import subjects as s
 from sriov.common.bus import Bus, Delivery
@@ -153,11 +153,7 @@ async def _autovacuumed(dsn: str, timeout: float = 300) -> float:
 
 
 async def _vacuum(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("VACUUM (ANALYZE) inventory.devices")
-    finally:
-        await conn.close()
+    await pg_execute(dsn, "VACUUM (ANALYZE) inventory.devices")
 
 
 async def _count(dsn: str) -> int:
