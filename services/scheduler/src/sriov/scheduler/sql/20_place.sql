@@ -322,7 +322,8 @@ BEGIN
         SELECT array_agg(DISTINCT r.host_id), array_agg(DISTINCT v.pf_pci_address)
           INTO v_held, v_used_pfs
         FROM scheduler.reservations r JOIN scheduler.vfs v USING (device_id)
-        WHERE r.guest_id = v_guest AND r.ended_at IS NULL;
+        WHERE r.id = ANY (ARRAY(SELECT id FROM scheduler.reservations  -- GUEST_ROWS
+                                 WHERE guest_id = v_guest AND ended_at IS NULL));
     END IF;
     IF a->>'op' = 'place' AND v_held IS NOT NULL THEN
         PERFORM scheduler.fail('invalid_request', format(
@@ -422,13 +423,13 @@ BEGIN
     PERFORM scheduler.emit_desired(c.key, 'assigned', v_guest, c.value, false, p_desired, a)
     FROM jsonb_each(coalesce(v_cfgs, '{}')) c ORDER BY c.key;
 
-    -- guest_id too: whichever index the plan takes (by guest or by device), it reads a few
-    -- rows; a plan made while reservations was small walked every active one per placement.
     SELECT jsonb_agg(scheduler.assignment(v, r) ORDER BY array_position(v_ids, v.device_id))
       INTO v_assign
     FROM scheduler.reservations r
     JOIN scheduler.vfs v ON v.device_id = r.device_id
-    WHERE r.guest_id = v_guest AND r.ended_at IS NULL AND r.device_id = ANY (v_ids);
+    WHERE r.id = ANY (ARRAY(SELECT id FROM scheduler.reservations  -- GUEST_ROWS
+                             WHERE guest_id = v_guest AND ended_at IS NULL))
+      AND r.device_id = ANY (v_ids);
 
     PERFORM scheduler.emit(v_guest, 'reserved', p_type,
         jsonb_build_object('request_id', a->>'request_id', 'host_id', v_host,

@@ -57,14 +57,17 @@ BEGIN
             UPDATE scheduler.vfs SET lifecycle = 'ready' WHERE device_id = v.device_id;
             IF NOT EXISTS (
                     SELECT 1 FROM scheduler.reservations r2 JOIN scheduler.vfs v2 USING (device_id)
-                    WHERE r2.guest_id = r.guest_id AND r2.host_id = r.host_id
-                      AND r2.ended_at IS NULL AND v2.lifecycle = 'preparing') THEN
+                    WHERE r2.id = ANY (ARRAY(SELECT id FROM scheduler.reservations  -- GUEST_ROWS
+                                              WHERE guest_id = r.guest_id AND ended_at IS NULL
+                                                AND host_id = r.host_id))
+                      AND v2.lifecycle = 'preparing') THEN
                 SELECT jsonb_agg(r2.device_id ORDER BY r2.id),
                        jsonb_agg(scheduler.assignment(v2, r2) ORDER BY r2.id)
                   INTO v_ids, v_asg
                 FROM scheduler.reservations r2 JOIN scheduler.vfs v2 USING (device_id)
-                WHERE r2.guest_id = r.guest_id AND r2.host_id = r.host_id
-                  AND r2.ended_at IS NULL;
+                WHERE r2.id = ANY (ARRAY(SELECT id FROM scheduler.reservations  -- GUEST_ROWS
+                                          WHERE guest_id = r.guest_id AND ended_at IS NULL
+                                            AND host_id = r.host_id));
                 PERFORM scheduler.emit(r.guest_id, 'ready', p_types->>'ready', jsonb_build_object(
                     'request_id', r.request_id, 'host_id', r.host_id, 'device_ids', v_ids,
                     'assignments', v_asg), a);
