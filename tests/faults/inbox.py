@@ -17,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from workload import DEFINITIVE, Workload, sched
+from workload import Workload, final, sched
 
 from sriov.common import schemas as m
 from sriov.common import subjects
@@ -48,12 +48,11 @@ class InboxWorkload(Workload):
                 if self.rng.random() < self.duplicates:
                     await self.bus.js_publish(subject, req)  # another event id: the same request
                 reply = await self._outcome(guest, rid, name)
-            except DEFINITIVE as exc:
-                self.answered += 1
-                self.errors[f"inbox-{name}:{exc.code}"] += 1
-                raise
             except SriovError as exc:
                 self.errors[f"inbox-{name}:{exc.code}"] += 1
+                if final(exc):
+                    self.answered += 1
+                    raise
                 failed[exc.code] += 1
                 if time.monotonic() > deadline:
                     raise

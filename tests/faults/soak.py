@@ -168,14 +168,14 @@ class Soak:
         return 0
 
     async def _ended_early(self, bus: Bus, guests: list[str]) -> None:
-        """Why a reservation was gone when its guest confirmed it: the guest's events."""
+        """Why a reservation was gone when its guest confirmed or attached: its events."""
         for guest in guests[:5]:
             with contextlib.suppress(Exception):
                 told = [
                     f"{type(ev).__name__}{f' ({ev.reason})' if isinstance(ev, m.Lost) else ''}"
                     for ev in await read_events(bus, guest)
                 ]
-                print(f"reservation gone before its confirm: {guest}: {', '.join(told)}")
+                print(f"reservation gone mid-cycle: {guest}: {', '.join(told)}")
         if len(guests) > 5:
             print(f"... and {len(guests) - 5} more")
 
