@@ -119,6 +119,11 @@ _COMPONENTS = (("sriov.inventory", "inventory"), ("sriov-inventory", "inventory"
                ("postgres", "postgresql"), ("nats-server", "nats-server"))  # fmt: skip
 
 
+def load() -> str:
+    """The load average now, for a figure's line (a figure from a busy machine says so)."""
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 PG_DETAIL_SETTINGS = {"track_functions": "all"}
 """PostgreSQL's settings for :func:`print_pg_statistics` (per-function times)."""
 

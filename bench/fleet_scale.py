@@ -47,6 +47,7 @@ from bench import (
     count_rows,
     cpu_split,
     cpu_used,
+    load,
     parser,
     print_pg_statistics,
     reset_pg_statistics,
@@ -166,7 +167,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
         await bus.ensure_streams()
         took = await publish(bus, hosts, vfs)
         print(f"  storm: {hosts} snapshots + heartbeats ({total} VFs) in JetStream "
-              f"after {took:.1f}s; load {_load()}")  # fmt: skip
+              f"after {took:.1f}s; {load()}")  # fmt: skip
         env = {**os.environ, "SRIOV_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none",
                "SRIOV_DATABASE_URL": dsn}  # fmt: skip
         prof = (lambda name: str(Path(args.profile) / name)) if args.profile else (lambda _: None)
@@ -218,7 +219,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                 await until(name, check)
                 elapsed = time.perf_counter() - t0
                 print(f"  all {total} VFs {name} after {elapsed:.1f}s "
-                      f"({total / elapsed:,.0f} VFs/s); load {_load()}")  # fmt: skip
+                      f"({total / elapsed:,.0f} VFs/s); {load()}")  # fmt: skip
                 print(f"    CPU so far: {cpu_split(await session_names(dsn))}")
             await _redeliveries(bus, dsn)
             print(f"  resident memory: inventory {rss_mb(inventory):.0f} MB, scheduler "
@@ -242,7 +243,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                                              devices, MODELS) for w in range(nreq)))  # fmt: skip
             took = time.perf_counter() - started
             print_placements(lat, errors, took, nreq, len(replicas))
-            print(f"  (load during placements {_load()})")
+            print(f"  (during placements: {load()})")
             # inventory mirrors every placement (guest column, host totals) and relays the
             # device's new state, which the schedulers' projection applies in turn
             print(f"    CPU during placements: {cpu_split(sessions, since=cpu0)}, requesters "
@@ -283,16 +284,12 @@ async def _settle(conn: asyncpg.Connection, timeout: float = 300) -> None:
         )
         quiet = 0 if busy else quiet + 1
         await asyncio.sleep(1)
-    print(f"  autovacuum settled after {time.perf_counter() - started:.1f}s; load {_load()}")
+    print(f"  autovacuum settled after {time.perf_counter() - started:.1f}s; {load()}")
 
 
 def _own_cpu() -> float:
     t = psutil.Process().cpu_times()
     return float(t.user + t.system)
-
-
-def _load() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main(argv: list[str]) -> None:

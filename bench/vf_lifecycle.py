@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
 import tempfile
 import time
 import uuid
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import parser
+from bench import load, parser
 from bench.hostd_drift import AppliedTail, line, time_drifts
 from sriov.cli import readiness
 from sriov.common import schemas as m
@@ -49,10 +48,6 @@ PLAIN_HOST = "bench-unmanaged"
 SETTINGS = ";vlan=100"
 GUIDE_VFS = 15
 """VFs of a simulated guide host."""
-
-
-def load() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 class Client:

@@ -246,10 +246,11 @@ async def consumers_drained(bus: Bus, streams: Sequence[str] = DURABLE_STREAMS) 
     """None once every durable consumer of ``streams`` has nothing pending or unacknowledged;
     else the first that has, and how much."""
     for stream in streams:
+        last = (await bus.stream_info(stream)).last_seq  # once, for each of its consumers
         for info in await bus.consumers(stream):
             if not info.durable:
                 continue
-            if not await bus.caught_up(stream, info.name):
+            if not await bus.caught_up(stream, info.name, last):
                 return (
                     f"{stream}/{info.name}: {info.num_pending} pending, "
                     f"{info.num_ack_pending} unacknowledged"
