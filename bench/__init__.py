@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,8 +125,9 @@ def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-PG_DETAIL_SETTINGS = {"track_functions": "all"}
-"""PostgreSQL's settings for :func:`print_pg_statistics` (per-function times)."""
+PG_DETAIL_SETTINGS = {"track_functions": "all", "log_parameter_max_length": "0"}
+"""PostgreSQL's settings for :class:`PgDetail` (per-function times; statements logged
+without their parameters)."""
 
 
 async def pg_execute(dsn: str, sql: str) -> None:
@@ -137,37 +139,71 @@ async def pg_execute(dsn: str, sql: str) -> None:
         await conn.close()
 
 
-async def reset_pg_statistics(dsn: str) -> None:
-    """Start :func:`print_pg_statistics`'s counts here (the measured run only)."""
-    await pg_execute(dsn, "SELECT pg_stat_reset()")
+_LOGGED = re.compile(r"duration: ([\d.]+) ms\s+(statement|parse|bind|execute)[^:]*:\s*(.*)")
 
 
-async def print_pg_statistics(dsn: str) -> None:
-    """Per-function times and per-table and per-index reads since the statistics were last
-    reset (``pg_stat_reset()``): an index whose ``idx_tup_read`` is far above its
-    ``idx_scan`` is a walk reading more than it returns."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await asyncio.sleep(1.5)  # sessions report their counts about once a second
-        for r in await conn.fetch(
-            "SELECT funcname, calls, round((total_time/calls)::numeric, 3) AS per_call, "
-            "round((self_time/calls)::numeric, 3) AS self FROM pg_stat_user_functions "
-            "WHERE calls > 0 ORDER BY total_time DESC LIMIT 12"
-        ):
-            print("    ", dict(r))
-        for r in await conn.fetch(
-            "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_dead_tup, n_live_tup, "
-            "autovacuum_count FROM pg_stat_user_tables WHERE seq_scan + idx_scan > 0 "
-            "ORDER BY seq_tup_read + idx_scan DESC"
-        ):
-            print("    ", dict(r))
-        for r in await conn.fetch(
-            "SELECT indexrelname, idx_scan, idx_tup_read, idx_tup_fetch "
-            "FROM pg_stat_user_indexes WHERE idx_scan > 0 ORDER BY idx_tup_read DESC LIMIT 15"
-        ):
-            print("    ", dict(r))
-    finally:
-        await conn.close()
+class PgDetail:
+    """PostgreSQL's account of a measured run (``--pg-detail``, the server started with
+    :data:`PG_DETAIL_SETTINGS`): per-function times, per-table and per-index reads, and the
+    time of each statement, from the server's log (pgserver's build has no
+    ``pg_stat_statements``). Logged times are the server's wall time, waits included."""
+
+    def __init__(self, dsn: str, log_file: Path) -> None:
+        self.dsn, self.log_file = dsn, log_file
+        self._from = 0
+
+    async def start(self) -> None:
+        """The counts start here, and every statement is logged until :meth:`report`."""
+        await pg_execute(self.dsn, "SELECT pg_stat_reset()")
+        await pg_execute(self.dsn, "ALTER SYSTEM SET log_min_duration_statement = 0")
+        self._from = self.log_file.stat().st_size
+        await pg_execute(self.dsn, "SELECT pg_reload_conf()")
+
+    async def report(self) -> None:
+        """Print what :meth:`start` began: an index whose ``idx_tup_read`` is far above its
+        ``idx_scan`` is a walk reading more than it returns."""
+        await pg_execute(self.dsn, "ALTER SYSTEM RESET log_min_duration_statement")
+        await pg_execute(self.dsn, "SELECT pg_reload_conf()")
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await asyncio.sleep(1.5)  # sessions report their counts about once a second
+            for r in await conn.fetch(
+                "SELECT funcname, calls, round((total_time/calls)::numeric, 3) AS per_call, "
+                "round((self_time/calls)::numeric, 3) AS self FROM pg_stat_user_functions "
+                "WHERE calls > 0 ORDER BY total_time DESC LIMIT 12"
+            ):
+                print("    ", dict(r))
+            for r in await conn.fetch(
+                "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_dead_tup, n_live_tup, "
+                "autovacuum_count FROM pg_stat_user_tables WHERE seq_scan + idx_scan > 0 "
+                "ORDER BY seq_tup_read + idx_scan DESC"
+            ):
+                print("    ", dict(r))
+            for r in await conn.fetch(
+                "SELECT indexrelname, idx_scan, idx_tup_read, idx_tup_fetch FROM "
+                "pg_stat_user_indexes WHERE idx_scan > 0 ORDER BY idx_tup_read DESC LIMIT 15"
+            ):
+                print("    ", dict(r))
+        finally:
+            await conn.close()
+        self._print_statements()
+
+    def _print_statements(self, top: int = 20) -> None:
+        with self.log_file.open("rb") as f:
+            f.seek(self._from)
+            lines = f.read().decode(errors="replace").splitlines()
+        total: dict[str, float] = collections.defaultdict(float)
+        runs: collections.Counter[str] = collections.Counter()
+        for line in lines:
+            if found := _LOGGED.search(line):
+                ms, phase, sql = found.groups()
+                key = " ".join(sql.split())[:100]
+                total[key] += float(ms)
+                runs[key] += phase in ("statement", "execute")
+        print(f"    statements by the server's time, of {sum(total.values()) / 1000:.1f}s "
+              "(ms in all, runs, ms per run; parse and bind included):")  # fmt: skip
+        for key, ms in sorted(total.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {ms:9.1f} {runs[key]:7d} {ms / max(runs[key], 1):8.3f}  {key}")
 
 
 async def session_names(dsn: str) -> dict[int, str]:

@@ -43,14 +43,13 @@ import psutil
 
 from bench import (
     PG_DETAIL_SETTINGS,
+    PgDetail,
     consumer_drained,
     count_rows,
     cpu_split,
     cpu_used,
     load,
     parser,
-    print_pg_statistics,
-    reset_pg_statistics,
     session_names,
     spawn_program,
     stop_programs,
@@ -235,8 +234,9 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             await asyncio.gather(*(requester(bus, 1000 + w, warm, [], errors, devices, MODELS)
                                    for w in range(nreq)))  # fmt: skip
             sessions = await session_names(dsn)
-            if args.pg_detail:
-                await reset_pg_statistics(dsn)
+            detail = PgDetail(dsn, pg.log_file) if args.pg_detail else None
+            if detail:
+                await detail.start()
             cpu0, own0 = cpu_used(sessions), _own_cpu()
             started = time.perf_counter()
             await asyncio.gather(*(requester(bus, w, started + args.seconds, lat, errors,
@@ -248,8 +248,8 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             # device's new state, which the schedulers' projection applies in turn
             print(f"    CPU during placements: {cpu_split(sessions, since=cpu0)}, requesters "
                   f"(this process) {_own_cpu() - own0:.1f}s")  # fmt: skip
-            if args.pg_detail:
-                await print_pg_statistics(dsn)
+            if detail:
+                await detail.report()
             await verify(dsn, bus, devices)
             await list_latency(bus, hosts, vfs, args.lists, random.Random(1))
             await refusals(bus, args.refusals)

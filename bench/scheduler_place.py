@@ -38,9 +38,8 @@ import psutil
 
 from bench import (
     PG_DETAIL_SETTINGS,
+    PgDetail,
     parser,
-    print_pg_statistics,
-    reset_pg_statistics,
     spawn_program,
     stop_programs,
 )
@@ -263,8 +262,9 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
         if profile:
             for p in replicas:
                 os.kill(p.pid, signal.SIGUSR1)
-        if opts.pg_detail:
-            await reset_pg_statistics(dsn)
+        detail = PgDetail(dsn, pg.log_file) if opts.pg_detail else None
+        if detail:
+            await detail.start()
         before = {k: cpu_seconds(v) for k, v in procs.items()}
         pg_before = {p.pid: (p, cpu_seconds([p])) for p in procs["postgresql"]}
         started = time.perf_counter()
@@ -272,17 +272,17 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
                                for w in range(nreq)))  # fmt: skip
         elapsed = time.perf_counter() - started
         used = {k: cpu_seconds(v) - before[k] for k, v in procs.items()}
-        if opts.pg_detail:
-            detail: dict[str, float] = collections.defaultdict(float)
+        if detail:
+            by_process: dict[str, float] = collections.defaultdict(float)
             for p, c0 in pg_before.values():
                 try:
                     name = " ".join(p.cmdline())[:60]
                 except psutil.Error:
                     continue
-                detail[name] += cpu_seconds([p]) - c0
-            for name, sec in sorted(detail.items(), key=lambda kv: -kv[1])[:6]:
+                by_process[name] += cpu_seconds([p]) - c0
+            for name, sec in sorted(by_process.items(), key=lambda kv: -kv[1])[:6]:
                 print(f"    {sec:6.2f}s  {name}")
-            await print_pg_statistics(dsn)
+            await detail.report()
         print_placements(lat, errors, elapsed, nreq, nrep)
         cores = os.cpu_count() or 1
         print(

@@ -14,7 +14,7 @@ from sriov.common.bus import Bus, Delivery
 from sriov.common.errors import BusTimeout
 from sriov.common.outbox import Relay
 from sriov.devtools.embedded import NatsServer
-from sriov.devtools.plans import JOINS, analyzed_while_empty, plan_nodes
+from sriov.devtools.plans import JOINS, analyzed_while_empty, pages_read, plan_nodes
 from sriov.inventory import testing as t
 from sriov.inventory.db import outbox
 from sriov.inventory.db.conn import Pool
@@ -128,6 +128,55 @@ async def test_the_claim_plan_holds_when_statistics_say_the_outbox_is_empty(
             assert await outbox.pending(conn) == 2500
     finally:
         await pool.close()
+
+
+async def test_the_relay_vacuums_what_it_relayed_so_that_claims_stay_short(
+    bus: Bus, database_url: str
+) -> None:
+    """A claim walks the outbox's index over every row deleted since the last VACUUM; the
+    relay vacuums while rows go through, not later (autovacuum is off here, as it is behind
+    for minutes after a fleet-wide restart)."""
+    pool = await open_pool(database_url)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("ALTER TABLE inventory.outbox SET (autovacuum_enabled = off)")
+
+        async def relayed_all(vacuum_every_s: float) -> tuple[int, int]:
+            """Queue and relay 5,000 rows: (the outbox's vacuums, pages a claim reads then)."""
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    "INSERT INTO inventory.outbox (subject, payload, headers) SELECT x,"
+                    " convert_to(repeat('p', 900), 'UTF8'), $2 FROM unnest($1::text[]) x",
+                    [s.device_state(f"h{g}", "0000:3b:02.1").subject for g in range(5000)],
+                    b"NATS/1.0\r\n\r\n",
+                )
+            relay = Relay(outbox.StateOutbox(pool), bus, name="test", vacuum_every_s=vacuum_every_s)
+            stop = asyncio.Event()
+            task = asyncio.create_task(relay.run(stop))
+            try:
+                await t.eventually(lambda: _outbox_empty(pool), what="relayed")
+            finally:
+                stop.set()
+                relay.wake()
+                await task
+            async with pool.acquire() as conn:
+                vacuums = await conn.fetchval(
+                    "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = $1::regclass",
+                    "inventory.outbox",
+                )
+                return int(vacuums), await pages_read(conn, outbox._CLAIM, 500)
+
+        walked = await relayed_all(vacuum_every_s=3600)
+        vacuumed = await relayed_all(vacuum_every_s=0)
+        assert walked[0] == 0 and walked[1] > 50, walked  # over 5,000 deleted rows' entries
+        assert vacuumed[0] >= 1 and vacuumed[1] < 10, vacuumed
+    finally:
+        await pool.close()
+
+
+async def _outbox_empty(pool: Pool) -> bool:
+    async with pool.acquire() as conn:
+        return await outbox.pending(conn) == 0
 
 
 async def test_relays_of_several_replicas_never_publish_a_state_twice(

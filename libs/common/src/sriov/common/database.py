@@ -75,6 +75,13 @@ def instrument() -> None:
         instrumentor.instrument()
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """An asyncpg pool ``reset`` that releases a connection as it is (asyncpg still rolls back
+    an open transaction). Its default reset is a round trip per release (``RESET ALL``,
+    ``UNLISTEN *``...); for a service whose sessions keep no state to reset: transaction-scoped
+    advisory locks, ``SET LOCAL`` and temporary tables dropped in their transaction only."""
+
+
 async def open_pool(
     dsn: str,
     *,

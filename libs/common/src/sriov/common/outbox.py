@@ -19,6 +19,12 @@ upserted per subject with their headers). The store implements :class:`OutboxSto
 * **last value per subject** (inventory, device and host states): one row per subject, a
   newer state replacing a pending older one; relays claim in parallel (``SKIP LOCKED``) and a
   writer replacing a row a relay holds waits for it, so no older state overtakes a newer.
+
+Either table is a queue: every relayed row is deleted, and a claim walks its index from the
+oldest end over the entries of every row deleted since the table was last vacuumed. The relay
+vacuums it every few seconds while rows go through: after a 10,000-host restart had relayed
+650,000 states, inventory's claims took 6.4 ms and its idle polls 4.5 ms, 0.2 and 0.02 ms
+once vacuumed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -74,6 +81,10 @@ class OutboxStore(Protocol):
 
     async def has_pending(self) -> bool:
         """Whether a row waits: the idle poll, so cheap and untraced."""
+        ...
+
+    async def vacuum(self) -> None:
+        """VACUUM the outbox table, skipping it while another session vacuums it."""
         ...
 
 
@@ -129,6 +140,7 @@ class Relay:
         linger_s: float = 0.0,
         ack_timeout_s: float = 5.0,
         rounds_in_flight: int = 1,
+        vacuum_every_s: float = 10.0,
         published: Callable[[int], None] = lambda _n: None,
     ) -> None:
         self.store = store
@@ -146,8 +158,14 @@ class Relay:
         another claims and sends. Only for a last-value store (claims never share a row,
         and a row's next version waits for the claim that holds it); an ordered log relays
         one round at a time whatever this says (its claim takes a lock)."""
+        self.vacuum_every_s = vacuum_every_s
+        """At most this often, and only once rows were relayed since, the outbox is vacuumed
+        (see the module's docstring)."""
         self.published = published
         self._wake = asyncio.Event()
+        self._relayed = 0  # rows relayed since the last vacuum
+        self._vacuumed_at = time.monotonic()
+        self._vacuuming = False
 
     def wake(self) -> None:
         """Something was committed: relay now rather than at the next poll."""
@@ -174,6 +192,7 @@ class Relay:
                 )  # fmt: skip
                 await runtime.pause(stop, delay)
                 continue
+            await self._tidy()
             if n < self.batch:
                 if self.linger_s and self._wake.is_set():
                     # commits came while this round relayed: let more gather, so one relay
@@ -192,8 +211,22 @@ class Relay:
                     await self.publish(rows)
             span.set_attribute("messaging.batch.message_count", len(rows))
         if rows:
+            self._relayed += len(rows)
             self.published(len(rows))
         return len(rows)
+
+    async def _tidy(self) -> None:
+        due = time.monotonic() - self._vacuumed_at >= self.vacuum_every_s
+        if not (self._relayed and due) or self._vacuuming:
+            return
+        self._vacuuming = True  # one round of this relay's vacuums; the others relay on
+        try:
+            await self.store.vacuum()
+            self._relayed, self._vacuumed_at = 0, time.monotonic()
+        except Exception as exc:  # the database is away: the relay's retries will tell
+            log.warning("%s outbox vacuum failed (%s: %s)", self.name, type(exc).__name__, exc)
+        finally:
+            self._vacuuming = False
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         """Send the batch in claim order on the one connection, then await every ack

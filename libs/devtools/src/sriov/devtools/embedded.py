@@ -226,6 +226,10 @@ class PostgresServer:
     def dsn(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "postgres.log"
+
     def _run_as(self) -> dict[str, object]:
         ids = _ensure_pg_user()
         if ids is None:
@@ -248,7 +252,7 @@ class PostgresServer:
                 with contextlib.suppress(OSError):
                     p.chmod(p.stat().st_mode | 0o011)
         bindir = pg_bin_dir()
-        log_path = self.data_dir / "postgres.log"
+        log_path = self.log_file
         if not (pgdata / "PG_VERSION").exists():
             res = subprocess.run(
                 [str(bindir / "initdb"), "-D", str(pgdata), "-U", self.user, "--auth=trust",

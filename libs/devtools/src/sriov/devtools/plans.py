@@ -43,3 +43,16 @@ def _nodes(node: dict[str, Any], init_plans: bool) -> set[str]:
         c for c in node.get("Plans", []) if init_plans or c.get("Parent Relationship") != "InitPlan"
     ]
     return {node["Node Type"]}.union(*(_nodes(c, init_plans) for c in children))
+
+
+async def pages_read(conn: Any, sql: str, *args: object) -> int:
+    """How many pages ``sql`` reads (shared buffers hit or read), run once in a transaction
+    that is rolled back."""
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        plan = await conn.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, *args)
+    finally:
+        await tr.rollback()
+    top = msgspec.json.decode(plan)[0]["Plan"]
+    return int(top["Shared Hit Blocks"] + top["Shared Read Blocks"])

@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 BATCH = 500
 PURGE_EVERY_S = 60.0
 ANALYZE_EVERY_S = 30.0
-VACUUM_OUTBOX_EVERY_S = 10.0
+ANALYZE_CHANGED = 0.1
+"""A table is analyzed again once a tenth of its rows changed: every 30 s whatever changed,
+ANALYZE of 640,000 VFs took 0.6-1.3 s of the database per replica, a tenth of its time
+during placements."""
 
 
 class Sweeper:
@@ -42,7 +45,7 @@ class Sweeper:
         self.retention_s = retention_s
         self.metrics = metrics or Metrics()
         self.on_commit = on_commit
-        self._last = {"purge": 0.0, "analyze": time.monotonic(), "vacuum": time.monotonic()}
+        self._last = {"purge": 0.0, "analyze": time.monotonic()}
 
     async def sweep_once(self) -> int:
         """Expire everything due now; returns how many reservations ended."""
@@ -67,13 +70,13 @@ class Sweeper:
         return True
 
     async def housekeeping(self) -> None:
-        """Old keys out, statistics fresh (see Store.maintain), the outbox queue vacuumed."""
+        """Old keys out, statistics fresh (see Store.maintain); the relay vacuums the outbox."""
         if self._due("purge", PURGE_EVERY_S):
             await self.store.purge(self.retention_s)
         if self._due("analyze", ANALYZE_EVERY_S):
-            await self.store.maintain("reservations", "requests", "vfs", "hosts")
-        if self._due("vacuum", VACUUM_OUTBOX_EVERY_S):
-            await self.store.maintain("outbox", vacuum=True)
+            await self.store.maintain(
+                "reservations", "requests", "vfs", "hosts", changed=ANALYZE_CHANGED
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -114,12 +114,6 @@ def _outbox_row(r: asyncpg.Record, bases: dict[str, dict[str, str]]) -> OutboxRo
     )  # fmt: skip
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Release a connection to the pool as it is (asyncpg still rolls back an open
-    transaction). Its default reset is a full round trip per call; our sessions keep no state
-    to reset: transaction-scoped advisory locks only, no LISTEN, cursors or SET."""
-
-
 def latest_desired(records: list[asyncpg.Record]) -> list[asyncpg.Record]:
     """The batch without desired states another row of the batch replaces.
 
@@ -204,7 +198,7 @@ class Store:
                 # for the request's key alone at 5,000 requests (fleet_scale --pg-detail).
                 "enable_seqscan": "off",
             },
-            reset=_keep_session,
+            reset=database.keep_session,  # no LISTEN, cursor or SET outlives a transaction
             prepare=lambda conn: migrations.migrate(
                 conn, "scheduler", schema_migrations(), MIGRATE_LOCK, functions_script()
             ),
@@ -339,8 +333,10 @@ class Store:
         happened to them is in the placement events)."""
         return int(await self._call("purge", PURGE, older_than_s, limit))
 
-    async def maintain(self, *tables: str, vacuum: bool = False) -> None:
-        """ANALYZE (or VACUUM) some of our tables, skipping empty ones.
+    async def maintain(self, *tables: str, vacuum: bool = False, changed: float = 0.0) -> None:
+        """ANALYZE (or VACUUM) some of our tables, skipping empty ones and, with ``changed``,
+        those whose rows changed by less than that fraction since their last ANALYZE
+        (PostgreSQL's count, whoever analyzed).
 
         The placement queries run as generic plans (planned once per connection), and fresh
         statistics invalidate them, so they are rebuilt for the table as it is now. An empty
@@ -348,10 +344,22 @@ class Store:
         the indexes right, whereas statistics saying "empty" cost every path at nothing and
         could leave a plan walking the wrong index once the table has grown.
         """
+        names = [t for t in TABLES if t.split(".")[1] in tables]
         async with self.pool.acquire() as conn:
-            for table in (t for t in TABLES if t.split(".")[1] in tables):
+            if changed:
+                names = [
+                    f"scheduler.{r[0]}"
+                    for r in await conn.fetch(
+                        "SELECT relname FROM pg_stat_user_tables WHERE schemaname = 'scheduler' "
+                        "AND relname = ANY($1::text[]) "
+                        "AND n_mod_since_analyze >= greatest($2 * n_live_tup, 50)",
+                        [n.split(".")[1] for n in names],
+                        changed,
+                    )
+                ]
+            for table in (t for t in TABLES if t in names):
                 if vacuum:
-                    await conn.execute(f"VACUUM {table}")
+                    await conn.execute(f"VACUUM (SKIP_LOCKED) {table}")
                 elif await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
                     await conn.execute(f"ANALYZE {table}")
 
@@ -400,6 +408,9 @@ class Store:
     async def has_pending(self) -> bool:
         with suppress_instrumentation():  # the idle poll is not worth a trace each
             return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM scheduler.outbox)"))
+
+    async def vacuum(self) -> None:
+        await self.maintain("outbox", vacuum=True)
 
     async def outbox_size(self) -> int:
         return int(await self._call("outbox size", "SELECT count(*) FROM scheduler.outbox"))

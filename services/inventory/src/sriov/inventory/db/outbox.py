@@ -118,6 +118,10 @@ class StateOutbox:
             async with self.pool.acquire() as conn:
                 return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM inventory.outbox)"))
 
+    async def vacuum(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("VACUUM (SKIP_LOCKED) inventory.outbox")
+
 
 async def pending(conn: Conn) -> int:
     value = await conn.fetchval("SELECT count(*) FROM inventory.outbox")
