@@ -125,9 +125,13 @@ def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-PG_DETAIL_SETTINGS = {"track_functions": "all", "log_parameter_max_length": "0"}
-"""PostgreSQL's settings for :class:`PgDetail` (per-function times; statements logged
-without their parameters)."""
+PG_DETAIL_SETTINGS = {
+    "track_functions": "all",
+    "log_parameter_max_length": "0",
+    "log_autovacuum_min_duration": "0",
+}
+"""PostgreSQL's settings for :class:`PgDetail`: per-function times, statements logged without
+their parameters, every autovacuum and autoanalyze logged with its CPU time."""
 
 
 async def pg_execute(dsn: str, sql: str) -> None:
@@ -140,6 +144,8 @@ async def pg_execute(dsn: str, sql: str) -> None:
 
 
 _LOGGED = re.compile(r"duration: ([\d.]+) ms\s+(statement|parse|bind|execute)[^:]*:\s*(.*)")
+_AUTOVACUUM = re.compile(r"automatic (vacuum|analyze) of table \"([^\"]+)\"")
+_AUTOVACUUM_CPU = re.compile(r"CPU: user: ([\d.]+) s, system: ([\d.]+) s, elapsed: ([\d.]+) s")
 
 
 class PgDetail:
@@ -194,7 +200,15 @@ class PgDetail:
             lines = f.read().decode(errors="replace").splitlines()
         total: dict[str, float] = collections.defaultdict(float)
         runs: collections.Counter[str] = collections.Counter()
+        autovacuum: str | None = None
         for line in lines:
+            if found := _AUTOVACUUM.search(line):
+                autovacuum = " ".join(found.groups())
+            elif autovacuum and (cpu := _AUTOVACUUM_CPU.search(line)):
+                user, system, elapsed = cpu.groups()
+                print(f"    autovacuum: {autovacuum}: CPU {float(user) + float(system):.2f}s, "
+                      f"elapsed {elapsed}s")  # fmt: skip
+                autovacuum = None
             if found := _LOGGED.search(line):
                 ms, phase, sql = found.groups()
                 key = " ".join(sql.split())[:100]

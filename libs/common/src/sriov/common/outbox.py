@@ -84,7 +84,9 @@ class OutboxStore(Protocol):
         ...
 
     async def vacuum(self) -> None:
-        """VACUUM the outbox table, skipping it while another session vacuums it."""
+        """VACUUM the outbox table. Not ``SKIP_LOCKED``: after a restart storm autovacuum
+        works through the table for minutes, throttled, while every claim walks what it has
+        not reached; waiting makes it yield (a blocked session cancels autovacuum)."""
         ...
 
 

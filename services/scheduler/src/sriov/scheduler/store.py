@@ -359,7 +359,7 @@ class Store:
                 ]
             for table in (t for t in TABLES if t in names):
                 if vacuum:
-                    await conn.execute(f"VACUUM (SKIP_LOCKED) {table}")
+                    await conn.execute(f"VACUUM {table}")
                 elif await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
                     await conn.execute(f"ANALYZE {table}")
 

@@ -120,7 +120,7 @@ class StateOutbox:
 
     async def vacuum(self) -> None:
         async with self.pool.acquire() as conn:
-            await conn.execute("VACUUM (SKIP_LOCKED) inventory.outbox")
+            await conn.execute("VACUUM inventory.outbox")
 
 
 async def pending(conn: Conn) -> int:

@@ -46,15 +46,20 @@ BEGIN
         WHERE status <> 'online' AND v_old->>host_id = 'online';
 
         -- A host that went offline: its guests are told. Their VFs stay reserved (the guest
-        -- may still run there), so nobody else gets them until they are released.
-        PERFORM scheduler.emit(r.guest_id, 'lost', p_type, jsonb_build_object(
-                    'request_id', r.request_id,
-                    'device_ids', jsonb_agg(r.device_id ORDER BY r.device_id),
-                    'reason', 'host_offline', 'host_id', r.host_id, 'still_reserved', true), a)
-        FROM scheduler.vfs v
-        JOIN scheduler.reservations r ON r.device_id = v.device_id AND r.ended_at IS NULL
-        WHERE v.host_id = ANY (coalesce(v_down, '{}')) AND v.held_by IS NOT NULL
-        GROUP BY r.guest_id, r.request_id, r.host_id;
+        -- may still run there), so nobody else gets them until they are released. Only then:
+        -- planned while reservations were few, this join walked every active one to find
+        -- none, for each host state (inventory announces a host whose free count moved).
+        IF v_down IS NOT NULL THEN
+            PERFORM scheduler.emit(r.guest_id, 'lost', p_type, jsonb_build_object(
+                        'request_id', r.request_id,
+                        'device_ids', jsonb_agg(r.device_id ORDER BY r.device_id),
+                        'reason', 'host_offline', 'host_id', r.host_id,
+                        'still_reserved', true), a)
+            FROM scheduler.vfs v
+            JOIN scheduler.reservations r ON r.device_id = v.device_id AND r.ended_at IS NULL
+            WHERE v.host_id = ANY (v_down) AND v.held_by IS NOT NULL
+            GROUP BY r.guest_id, r.request_id, r.host_id;
+        END IF;
     END IF;
 
     IF cardinality(v_ids) > 0 THEN
