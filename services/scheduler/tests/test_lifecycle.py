@@ -12,7 +12,7 @@ from sriov.common import schemas as m
 from sriov.common.errors import InvalidRequest, NoCapacity, NotFound
 from sriov.devtools.plans import JOINS, analyzed_while_empty, plan_nodes
 from sriov.scheduler import validation as v
-from sriov.scheduler.store import DESIRED, PURGE
+from sriov.scheduler.store import ANALYZE_LOCK, DESIRED, PURGE
 from sriov.scheduler.testing import CX5, I350, PfSpec, fresh_counts, settle, wait_events
 
 PF_A, PF_B = "0000:3b:00.0", "0000:5e:00.0"
@@ -339,4 +339,9 @@ async def test_housekeeping_analyzes_a_table_once_a_tenth_of_it_changed(
     await store.maintain("vfs", changed=0.1)
     assert (await stats("scheduler.vfs"))[0] == analyzed
     await store.maintain("vfs")  # without a threshold: at once
+    assert (await stats("scheduler.vfs"))[0] == analyzed + 1
+    async with store.pool.acquire() as other, other.transaction():  # another replica's
+        await other.execute("SELECT pg_advisory_xact_lock($1, hashtext('scheduler.vfs'))",
+                            ANALYZE_LOCK)  # fmt: skip
+        await store.maintain("vfs")  # skipped while the other replica analyzes
     assert (await stats("scheduler.vfs"))[0] == analyzed + 1
