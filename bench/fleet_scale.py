@@ -307,7 +307,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--lists", type=int, default=300, help="list requests per shape")
     p.add_argument("--refusals", type=int, default=5, help="refused requests timed per kind")
     p.add_argument(
-        "--pg-detail", action="store_true", help="PostgreSQL's counts during the placements"
+        "--pg-detail",
+        action="store_true",
+        help="PostgreSQL's counts and statement times during the placements",
     )
     prepared_hosts_option(p)
     p.add_argument("--profile", metavar="DIR", help="cProfile each program into DIR")

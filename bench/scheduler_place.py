@@ -213,7 +213,9 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10, help="measured duration")
     p.add_argument("--nondurable", action="store_true", help="PostgreSQL with fsync off")
     p.add_argument("--concurrency", type=int, help="requests each endpoint serves at once (16)")
-    p.add_argument("--pg-detail", action="store_true", help="PostgreSQL CPU and statistics")
+    p.add_argument(
+        "--pg-detail", action="store_true", help="PostgreSQL CPU, statistics and statement times"
+    )
     prepared_hosts_option(p)
     p.add_argument("--profile", metavar="PATH", help="cProfile each replica to PATH.<i>")
     return p.parse_args(argv)
