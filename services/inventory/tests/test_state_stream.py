@@ -141,7 +141,7 @@ async def test_the_relay_vacuums_what_it_relayed_so_that_claims_stay_short(
         async with pool.acquire() as conn:
             await conn.execute("ALTER TABLE inventory.outbox SET (autovacuum_enabled = off)")
 
-        async def relayed_all(vacuum_every_s: float) -> tuple[int, int]:
+        async def relayed_all(vacuum_every_rows: int) -> tuple[int, int]:
             """Queue and relay 5,000 rows: (the outbox's vacuums, pages a claim reads then)."""
             async with pool.acquire() as conn:
                 await conn.execute(
@@ -150,7 +150,10 @@ async def test_the_relay_vacuums_what_it_relayed_so_that_claims_stay_short(
                     [s.device_state(f"h{g}", "0000:3b:02.1").subject for g in range(5000)],
                     b"NATS/1.0\r\n\r\n",
                 )
-            relay = Relay(outbox.StateOutbox(pool), bus, name="test", vacuum_every_s=vacuum_every_s)
+            relay = Relay(
+                outbox.StateOutbox(pool), bus, name="test", vacuum_every_s=3600,
+                vacuum_every_rows=vacuum_every_rows,
+            )  # fmt: skip
             stop = asyncio.Event()
             task = asyncio.create_task(relay.run(stop))
             try:
@@ -166,10 +169,10 @@ async def test_the_relay_vacuums_what_it_relayed_so_that_claims_stay_short(
                 )
                 return int(vacuums), await pages_read(conn, outbox._CLAIM, 500)
 
-        walked = await relayed_all(vacuum_every_s=3600)
-        vacuumed = await relayed_all(vacuum_every_s=0)
+        walked = await relayed_all(vacuum_every_rows=10**6)
+        vacuumed = await relayed_all(vacuum_every_rows=2500)  # rounds of 500 rows
         assert walked[0] == 0 and walked[1] > 50, walked  # over 5,000 deleted rows' entries
-        assert vacuumed[0] >= 1 and vacuumed[1] < 10, vacuumed
+        assert vacuumed[0] == 2 and vacuumed[1] < 10, vacuumed  # after rows 2,500 and 5,000
     finally:
         await pool.close()
 

@@ -22,9 +22,10 @@ upserted per subject with their headers). The store implements :class:`OutboxSto
 
 Either table is a queue: every relayed row is deleted, and a claim walks its index from the
 oldest end over the entries of every row deleted since the table was last vacuumed. The relay
-vacuums it every few seconds while rows go through: after a 10,000-host restart had relayed
-650,000 states, inventory's claims took 6.4 ms and its idle polls 4.5 ms, 0.2 and 0.02 ms
-once vacuumed.
+vacuums it every 10,000 rows or 10 s while rows go through: after a 10,000-host restart had
+relayed 650,000 states, inventory's claims took 6.4 ms and its idle polls 4.5 ms, 0.2 and
+0.02 ms once vacuumed; vacuumed every 10 s only, the claims after the storm still took 5.6 ms
+(the 120,000 rows relayed in its last 10 s).
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class Relay:
         ack_timeout_s: float = 5.0,
         rounds_in_flight: int = 1,
         vacuum_every_s: float = 10.0,
+        vacuum_every_rows: int = 10_000,
         published: Callable[[int], None] = lambda _n: None,
     ) -> None:
         self.store = store
@@ -161,8 +163,9 @@ class Relay:
         and a row's next version waits for the claim that holds it); an ordered log relays
         one round at a time whatever this says (its claim takes a lock)."""
         self.vacuum_every_s = vacuum_every_s
-        """At most this often, and only once rows were relayed since, the outbox is vacuumed
-        (see the module's docstring)."""
+        self.vacuum_every_rows = vacuum_every_rows
+        """The outbox is vacuumed once this many rows were relayed since the last time, or
+        ``vacuum_every_s`` passed and any were (see the module's docstring)."""
         self.published = published
         self._wake = asyncio.Event()
         self._relayed = 0  # rows relayed since the last vacuum
@@ -218,8 +221,10 @@ class Relay:
         return len(rows)
 
     async def _tidy(self) -> None:
-        due = time.monotonic() - self._vacuumed_at >= self.vacuum_every_s
-        if not (self._relayed and due) or self._vacuuming:
+        due = self._relayed >= self.vacuum_every_rows or (
+            self._relayed and time.monotonic() - self._vacuumed_at >= self.vacuum_every_s
+        )
+        if not due or self._vacuuming:
             return
         self._vacuuming = True  # one round of this relay's vacuums; the others relay on
         try:
