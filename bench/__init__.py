@@ -262,7 +262,7 @@ def cpu_used(sessions: dict[int, str] | None = None) -> collections.Counter[str]
             session = "sessions" if "postgres:" in cmd else ""
             role = next((r for r in _PG_ROLES if r in cmd), session)
             if role == "sessions" and sessions is not None:
-                role = f"sessions of {sessions.get(child.pid, 'exited clients')}"
+                role = f"sessions of {sessions.get(child.pid, 'clients connected since')}"
             if role:
                 used[f"pg {role}"] += t.user + t.system
             else:  # the postmaster: what its exited children used
