@@ -27,7 +27,7 @@ from sriov.common import subjects
 from sriov.common.bus import Bus, ServiceHost
 from sriov.common.errors import NotFound
 from sriov.inventory import ingest, placement_events
-from sriov.inventory.db import outbox
+from sriov.inventory.db import outbox, reads
 from sriov.inventory.db.conn import Pool
 from sriov.inventory.db.pool import open_pool
 from sriov.inventory.main import Replica
@@ -401,3 +401,11 @@ async def assert_totals_agree(pool: Pool) -> None:
         assert [(r["vf_count"], r["vf_free"]) for r in hosts] == [
             (r["live"], r["free"]) for r in hosts
         ], [dict(r) for r in hosts]
+        gauges, _ = await reads.fleet_counts(conn)
+        counted = await conn.fetch(  # what the gauges counted over every VF, as they did
+            "SELECT host_id, model, count(*) AS total, count(*) FILTER (WHERE guest_id IS NULL"
+            " AND present AND coalesce(lifecycle, 'free') = 'free') AS free,"
+            " count(*) FILTER (WHERE guest_id IS NOT NULL) AS reserved "
+            "FROM inventory.devices WHERE NOT removed GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        assert gauges == [tuple(r) for r in counted]

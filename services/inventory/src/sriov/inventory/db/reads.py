@@ -195,22 +195,36 @@ async def get_host(conn: Conn, host_id: str) -> m.HostInfo | None:
     return host_info(r) if r is not None else None
 
 
+UNAVAILABLE = (
+    "NOT removed AND guest_id IS NULL AND NOT (present AND coalesce(lifecycle, 'free') = 'free')"
+)
+"""Unattached VFs that are not free (the predicate of the index ``devices_unavailable``)."""
+
+
 async def fleet_counts(
     conn: Conn,
 ) -> tuple[list[tuple[str, str, int, int, int]], dict[str, int]]:
-    """VFs by (host, model) with free/reserved counts, and hosts by status (for gauges)."""
-    vfs = await conn.fetch(
-        "SELECT host_id, model, count(*) AS total,"
-        " count(*) FILTER (WHERE guest_id IS NULL AND present"
-        " AND coalesce(lifecycle, 'free') = 'free') AS free,"
-        " count(*) FILTER (WHERE guest_id IS NOT NULL) AS reserved "
-        "FROM inventory.devices WHERE NOT removed GROUP BY host_id, model"
+    """VFs by (host, model) with free/reserved counts, and hosts by status (for gauges):
+    from the listing counts, less the few VFs neither attached nor free."""
+    totals = await conn.fetch(
+        "SELECT host_id, model, sum(n)::int AS total, "
+        "coalesce(sum(n) FILTER (WHERE attached), 0)::int AS reserved "
+        "FROM inventory.device_counts GROUP BY host_id, model ORDER BY host_id, model"
     )
+    unavailable = {
+        (r["host_id"], r["model"]): r["n"]
+        for r in await conn.fetch(
+            "SELECT host_id, model, count(*)::int AS n FROM inventory.devices "
+            f"WHERE {UNAVAILABLE} GROUP BY host_id, model"
+        )
+    }
     hosts = await conn.fetch("SELECT status, count(*) AS n FROM inventory.hosts GROUP BY status")
-    return (
-        [(r["host_id"], r["model"], r["total"], r["free"], r["reserved"]) for r in vfs],
-        {r["status"]: r["n"] for r in hosts},
-    )
+    vfs = []
+    for r in totals:
+        host, model, total, reserved = r["host_id"], r["model"], r["total"], r["reserved"]
+        free = total - reserved - unavailable.get((host, model), 0)
+        vfs.append((host, model, total, free, reserved))
+    return vfs, {r["status"]: r["n"] for r in hosts}
 
 
 async def host_statuses(conn: Conn) -> dict[str, str]:
