@@ -31,9 +31,9 @@ relayed 650,000 states, inventory's claims took 6.4 ms and its idle polls 4.5 ms
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -168,18 +168,27 @@ class Relay:
         ``vacuum_every_s`` passed and any were (see the module's docstring)."""
         self.published = published
         self._wake = asyncio.Event()
-        self._relayed = 0  # rows relayed since the last vacuum
-        self._vacuumed_at = time.monotonic()
-        self._vacuuming = False
+        self._relayed = 0  # rows relayed since the last vacuum began
+        self._vacuum_now = asyncio.Event()
+        self.vacuums = 0
+        """Vacuums done so far."""
 
     def wake(self) -> None:
         """Something was committed: relay now rather than at the next poll."""
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(self.rounds_in_flight):
-                tg.create_task(self._rounds(stop))
+        # The vacuum has a task of its own: waiting for a running autovacuum to yield (a
+        # second) must not hold back the events of a relay that runs one round at a time.
+        vacuums = asyncio.create_task(self._vacuums())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(self.rounds_in_flight):
+                    tg.create_task(self._rounds(stop))
+        finally:
+            vacuums.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await vacuums
 
     async def _rounds(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -197,7 +206,6 @@ class Relay:
                 )  # fmt: skip
                 await runtime.pause(stop, delay)
                 continue
-            await self._tidy()
             if n < self.batch:
                 if self.linger_s and self._wake.is_set():
                     # commits came while this round relayed: let more gather, so one relay
@@ -217,23 +225,29 @@ class Relay:
             span.set_attribute("messaging.batch.message_count", len(rows))
         if rows:
             self._relayed += len(rows)
+            if self._relayed >= self.vacuum_every_rows:
+                self._vacuum_now.set()
             self.published(len(rows))
         return len(rows)
 
-    async def _tidy(self) -> None:
-        due = self._relayed >= self.vacuum_every_rows or (
-            self._relayed and time.monotonic() - self._vacuumed_at >= self.vacuum_every_s
-        )
-        if not due or self._vacuuming:
-            return
-        self._vacuuming = True  # one round of this relay's vacuums; the others relay on
-        try:
-            await self.store.vacuum()
-            self._relayed, self._vacuumed_at = 0, time.monotonic()
-        except Exception as exc:  # the database is away: the relay's retries will tell
-            log.warning("%s outbox vacuum failed (%s: %s)", self.name, type(exc).__name__, exc)
-        finally:
-            self._vacuuming = False
+    async def _vacuums(self) -> None:
+        """Vacuum the outbox once ``vacuum_every_rows`` rows went through, or every
+        ``vacuum_every_s`` while any did."""
+        while True:
+            await runtime.pause(self._vacuum_now, self.vacuum_every_s)
+            self._vacuum_now.clear()
+            relayed, self._relayed = self._relayed, 0
+            if not relayed:
+                continue
+            try:
+                await self.store.vacuum()
+            except Exception as exc:  # the database is away: the relay's retries will tell
+                self._relayed += relayed
+                log.warning("%s outbox vacuum failed (%s: %s)", self.name, type(exc).__name__, exc)
+                continue
+            self.vacuums += 1
+            if self._relayed >= self.vacuum_every_rows:  # as many again went through meanwhile
+                self._vacuum_now.set()
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
         """Send the batch in claim order on the one connection, then await every ack
