@@ -336,10 +336,10 @@ class Store:
         happened to them is in the placement events)."""
         return int(await self._call("purge", PURGE, older_than_s, limit))
 
-    async def maintain(self, *tables: str, vacuum: bool = False, changed: float = 0.0) -> None:
-        """ANALYZE (or VACUUM) some of our tables, skipping empty ones and, with ``changed``,
-        those whose rows changed by less than that fraction since their last ANALYZE
-        (PostgreSQL's count, whoever analyzed).
+    async def maintain(self, *tables: str, changed: float = 0.0) -> None:
+        """ANALYZE some of our tables, skipping empty ones and, with ``changed``, those whose
+        rows changed by less than that fraction since their last ANALYZE (PostgreSQL's count,
+        whoever analyzed).
 
         The placement queries run as generic plans (planned once per connection), and fresh
         statistics invalidate them, so they are rebuilt for the table as it is now. An empty
@@ -348,23 +348,21 @@ class Store:
         could leave a plan walking the wrong index once the table has grown. A table another
         replica is analyzing is skipped.
         """
-        names = [t for t in TABLES if t.split(".")[1] in tables]
+        names = [n for n in (t.split(".")[1] for t in TABLES) if n in tables]
         async with self.pool.acquire() as conn:
             if changed:
-                names = [
-                    f"scheduler.{r[0]}"
+                due = {
+                    r[0]
                     for r in await conn.fetch(
                         "SELECT relname FROM pg_stat_user_tables WHERE schemaname = 'scheduler' "
                         "AND relname = ANY($1::text[]) "
                         "AND n_mod_since_analyze >= greatest($2 * n_live_tup, 50)",
-                        [n.split(".")[1] for n in names],
+                        names,
                         changed,
                     )
-                ]
-            for table in (t for t in TABLES if t in names):
-                if vacuum:
-                    await conn.execute(f"VACUUM {table}")
-                    continue
+                }
+                names = [n for n in names if n in due]
+            for table in (f"scheduler.{n}" for n in names):
                 async with conn.transaction():
                     if await conn.fetchval(
                         "SELECT pg_try_advisory_xact_lock($1, hashtext($2)) "
@@ -421,7 +419,8 @@ class Store:
             return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM scheduler.outbox)"))
 
     async def vacuum(self) -> None:
-        await self.maintain("outbox", vacuum=True)
+        async with self.pool.acquire() as conn:
+            await conn.execute("VACUUM scheduler.outbox")
 
     async def outbox_size(self) -> int:
         return int(await self._call("outbox size", "SELECT count(*) FROM scheduler.outbox"))
