@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import re
 import signal
@@ -185,9 +186,20 @@ class PgDetail:
                 "ORDER BY seq_tup_read + idx_scan DESC"
             ):
                 print("    ", dict(r))
+            # blocks read: not in shared_buffers, copied from the kernel's page cache
             for r in await conn.fetch(
-                "SELECT indexrelname, idx_scan, idx_tup_read, idx_tup_fetch FROM "
-                "pg_stat_user_indexes WHERE idx_scan > 0 ORDER BY idx_tup_read DESC LIMIT 15"
+                "SELECT s.relname, heap_blks_read, heap_blks_hit, idx_blks_read, idx_blks_hit, "
+                "pg_size_pretty(pg_table_size(s.relid)) AS heap, "
+                "pg_size_pretty(pg_indexes_size(s.relid)) AS indexes "
+                "FROM pg_statio_user_tables s WHERE heap_blks_hit + idx_blks_hit > 0 "
+                "ORDER BY heap_blks_read + idx_blks_read DESC LIMIT 8"
+            ):
+                print("    ", dict(r))
+            # every index, read or not: one never read during the run is upkeep on each write
+            for r in await conn.fetch(
+                "SELECT relname, indexrelname, idx_scan, idx_tup_read, idx_tup_fetch, "
+                "pg_size_pretty(pg_relation_size(indexrelid)) AS size FROM pg_stat_user_indexes "
+                "ORDER BY idx_tup_read DESC, pg_relation_size(indexrelid) DESC LIMIT 40"
             ):
                 print("    ", dict(r))
         finally:
@@ -248,6 +260,45 @@ def cpu_split(
     return f"{main} (postgresql: {pg})" if pg else main
 
 
+def tcp_segments() -> int:
+    """TCP segments sent so far, machine-wide (``/proc/net/snmp``): on loopback every one is
+    a message some program here wrote, and the kernel does the receiver's work in the sender's
+    write, so they cost per segment, not per byte."""
+    lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()]
+    head, values = [ln for ln in lines if ln[0] == "Tcp:"]
+    return int(values[head.index("OutSegs")])
+
+
+def syscalls_per(count: int, since: collections.Counter[str], own: tuple[int, int]) -> str:
+    """TCP segments sent and each program's wakeups (voluntary context switches) per unit of
+    work (``count`` placements) since an earlier :func:`cpu_used` and :func:`own_wakeups`."""
+    used = cpu_used()
+    used.subtract(since)
+    segments, me = own_wakeups()
+    names = dict.fromkeys(n for _k, n in _COMPONENTS if used[n] >= 0.05)
+    parts = [f"{n} {used[f'wakeups {n}'] / count:.1f}" for n in names]
+    parts.append(f"requesters {(me - own[1]) / count:.1f}")
+    return f"TCP segments {(segments - own[0]) / count:.1f}; wakeups: " + ", ".join(parts)
+
+
+def own_wakeups() -> tuple[int, int]:
+    """The machine's TCP segments sent and this process's voluntary context switches."""
+    return tcp_segments(), wakeups(os.getpid())
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of all a process's threads (nats-server's are Go threads;
+    ``/proc/PID/status`` counts only the first)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+    return total
+
+
 def cpu_used(sessions: dict[int, str] | None = None) -> collections.Counter[str]:
     """CPU seconds so far, by the names :func:`cpu_split` prints."""
     used: collections.Counter[str] = collections.Counter()
@@ -258,6 +309,7 @@ def cpu_used(sessions: dict[int, str] | None = None) -> collections.Counter[str]
             continue
         name = next((n for key, n in _COMPONENTS if key in cmd), "other")
         used[name] += t.user + t.system
+        used[f"wakeups {name}"] += wakeups(child.pid)
         if name == "postgresql":
             session = "sessions" if "postgres:" in cmd else ""
             role = next((r for r in _PG_ROLES if r in cmd), session)

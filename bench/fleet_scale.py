@@ -20,6 +20,7 @@ figures, asserts nothing.
     ./stack bench fleet_scale [--hosts=10000] [--vfs-per-host=64] [--requesters=8]
                               [--replicas=2] [--seconds=10] [--lists=300] [--settle]
                               [--refusals=5] [--prepared-hosts=2] [--pg-detail] [--profile=DIR]
+                              [--shared-buffers=1536MB]
 """
 
 from __future__ import annotations
@@ -49,10 +50,12 @@ from bench import (
     cpu_split,
     cpu_used,
     load,
+    own_wakeups,
     parser,
     session_names,
     spawn_program,
     stop_programs,
+    syscalls_per,
 )
 from bench.scheduler_place import pct, print_placements, requester, spawn_replica, verify
 from bench.vf_lifecycle import prepared_hosts_option, with_preparation
@@ -66,6 +69,8 @@ from sriov.inventory import testing as t
 from sriov.scheduler.testing import state_durable
 
 MODELS = [t.CX5_VF, t.I350_VF]  # alternate hosts: a filter by model selects half the fleet
+SHARED_BUFFERS = "1536MB"
+"""Holds scheduler.vfs and inventory.devices with their indexes at 640,000 VFs (1.3 GB)."""
 
 
 def host_id(i: int) -> str:
@@ -157,7 +162,11 @@ def rss_mb(proc: subprocess.Popen[bytes]) -> float:
 async def run(args: argparse.Namespace, base: Path) -> None:
     hosts, vfs = args.hosts, args.vfs_per_host
     total = hosts * vfs
-    with local_servers(base, pg_settings=PG_DETAIL_SETTINGS if args.pg_detail else None) as (
+    pg_settings = {
+        **(PG_DETAIL_SETTINGS if args.pg_detail else {}),
+        "shared_buffers": args.shared_buffers,
+    }
+    with local_servers(base, pg_settings=pg_settings) as (
         nats,
         pg,
     ):
@@ -223,6 +232,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             await _redeliveries(bus, dsn)
             print(f"  resident memory: inventory {rss_mb(inventory):.0f} MB, scheduler "
                   + ", ".join(f"{rss_mb(r):.0f} MB" for r in replicas))  # fmt: skip
+            print(f"  {await _working_set(conn)}")
             if args.settle:
                 await _settle(conn)
 
@@ -237,17 +247,19 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             detail = PgDetail(dsn, pg.log_file) if args.pg_detail else None
             if detail:
                 await detail.start()
-            cpu0, own0 = cpu_used(sessions), _own_cpu()
+            cpu0, own0, sys0 = cpu_used(sessions), _own_cpu(), own_wakeups()
             started = time.perf_counter()
             await asyncio.gather(*(requester(bus, w, started + args.seconds, lat, errors,
                                              devices, MODELS) for w in range(nreq)))  # fmt: skip
             took = time.perf_counter() - started
             print_placements(lat, errors, took, nreq, len(replicas))
             print(f"  (during placements: {load()})")
+            sessions |= await session_names(dsn)  # the pools' connections opened meanwhile
             # inventory mirrors every placement (guest column, host totals) and relays the
             # device's new state, which the schedulers' projection applies in turn
             print(f"    CPU during placements: {cpu_split(sessions, since=cpu0)}, requesters "
                   f"(this process) {_own_cpu() - own0:.1f}s")  # fmt: skip
+            print(f"    per placement: {syscalls_per(len(lat), cpu0, sys0)}")
             if detail:
                 await detail.report()
             await verify(dsn, bus, devices)
@@ -292,6 +304,18 @@ def _own_cpu() -> float:
     return float(t.user + t.system)
 
 
+async def _working_set(conn: asyncpg.Connection) -> str:
+    """What a placement touches at random (the VF tables with their indexes) beside
+    PostgreSQL's shared_buffers: a block outside them is copied from the kernel's cache."""
+    sizes = await conn.fetch(
+        "SELECT t, pg_total_relation_size(t::regclass) AS bytes FROM unnest($1::text[]) t",
+        ["scheduler.vfs", "inventory.devices"],
+    )
+    shared = await conn.fetchval("SHOW shared_buffers")
+    parts = ", ".join(f"{r['t']} {r['bytes'] / 2**20:.0f} MB" for r in sizes)
+    return f"working set: {parts} (with indexes); shared_buffers {shared}"
+
+
 def main(argv: list[str]) -> None:
     p = parser(__name__, __doc__)
     p.add_argument("--hosts", type=int, default=10000)
@@ -303,6 +327,14 @@ def main(argv: list[str]) -> None:
         "--settle",
         action="store_true",
         help="measure placements once autovacuum is through (steady state)",
+    )
+    p.add_argument(
+        "--shared-buffers",
+        metavar="SIZE",
+        default=SHARED_BUFFERS,
+        help="PostgreSQL's shared_buffers: enough for the working set, as a database sized for "
+        "the fleet has (%(default)s; the embedded default of 256MB copies ~10 blocks per "
+        "placement from the kernel's cache at 640,000 VFs)",
     )
     p.add_argument("--lists", type=int, default=300, help="list requests per shape")
     p.add_argument("--refusals", type=int, default=5, help="refused requests timed per kind")

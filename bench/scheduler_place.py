@@ -39,9 +39,12 @@ import psutil
 from bench import (
     PG_DETAIL_SETTINGS,
     PgDetail,
+    cpu_used,
+    own_wakeups,
     parser,
     spawn_program,
     stop_programs,
+    syscalls_per,
 )
 from bench.vf_lifecycle import prepared_hosts_option, with_preparation
 from sriov.common import schemas as m
@@ -268,6 +271,7 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
         if detail:
             await detail.start()
         before = {k: cpu_seconds(v) for k, v in procs.items()}
+        calls0, own0 = cpu_used(), own_wakeups()
         pg_before = {p.pid: (p, cpu_seconds([p])) for p in procs["postgresql"]}
         started = time.perf_counter()
         await asyncio.gather(*(requester(bus, w, started + seconds, lat, errors, devices, models)
@@ -291,6 +295,7 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
             f"  CPU during the run ({cores} cores = {cores * elapsed:.0f} core-seconds): "
             + ", ".join(f"{k} {v:.1f}s ({v / elapsed:.2f} cores)" for k, v in used.items())
         )
+        print(f"  per placement: {syscalls_per(len(lat), calls0, own0)}")
         await verify(dsn, bus, devices)
         await bus.close()
         if opts.prepared_hosts:  # inventory takes the simulated hosts' snapshots
