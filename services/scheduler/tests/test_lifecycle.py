@@ -154,8 +154,10 @@ async def test_requests_look_up_by_key_when_statistics_were_taken_small(
     statement of a request and of a state change reads what it looks up, whatever the
     statistics."""
     fleet.add_host("h1", [PfSpec(PF_A, count=48)])
+    fleet.add_host("h2", [PfSpec(PF_A, model=I350, count=2)])
     await sync()
     net = f"sriov-nic-model={CX5}"
+    await client.place("on-h2", f"sriov-nic-model={I350}")
     for i in range(3):
         await client.place(f"g{i}", net)
     if analyzed_at:  # as autovacuum did: 3 rows, a page
@@ -191,6 +193,9 @@ async def test_requests_look_up_by_key_when_statistics_were_taken_small(
             # inventory announces the host too (its free count moved), still online
             "apply_host_state": ("SELECT scheduler.apply_state('[]', '{}', $1::jsonb, '{}', $2, "
                                  "$3::jsonb)", host_online, m.type_of(m.Lost), DESIRED),
+            # before a drain: who holds VFs on the host (one guest here, 40 elsewhere)
+            "cordon": ("SELECT scheduler.cordon($1::jsonb)",
+                       v.cordon_args(m.CordonRequest(host_id="h2"))),
         }  # fmt: skip
 
         async def counts() -> dict[str, int]:  # this transaction's, so far
@@ -216,7 +221,7 @@ async def test_requests_look_up_by_key_when_statistics_were_taken_small(
     # a lookup reads its own few entries (apply_state: the 40 reserved VFs it was given);
     # reading all 40 active reservations, or a sequential scan, is far above
     limits = {"place": 5, "confirm": 5, "release": 5, "get": 5, "apply_state": 2 * 40 + 5,
-              "apply_host_state": 5}  # fmt: skip
+              "apply_host_state": 5, "cordon": 5}  # fmt: skip
     assert {k: [(t, n) for t, n in v if n > limits[k]] for k, v in read.items()} == {
         k: [] for k in calls
     }, read

@@ -151,7 +151,11 @@ BEGIN
                                                 'pci_address', v.pci_address)
                              ORDER BY r.guest_id, v.pci_address)
             FROM scheduler.reservations r JOIN scheduler.vfs v USING (device_id)
-            WHERE r.host_id = h.host_id AND r.ended_at IS NULL), '[]'));
+            -- the host's held VFs first (vfs_held_by_host), then their reservations by key:
+            -- reservations have no host index, and filtered by host they were read whole
+            WHERE r.device_id = ANY (ARRAY(SELECT device_id FROM scheduler.vfs
+                                            WHERE host_id = h.host_id AND held_by IS NOT NULL))
+              AND r.ended_at IS NULL), '[]'));
 END $$;
 
 -- a: {op: vf-reset, request_id, guest_id (the VF's lock key), fingerprint, host_id,
