@@ -50,6 +50,7 @@ from bench import (
     cpu_split,
     cpu_used,
     load,
+    machine,
     own_wakeups,
     parser,
     session_names,
@@ -155,6 +156,23 @@ async def refusals(bus: Bus, n: int) -> None:
               f"({n} requests)")  # fmt: skip
 
 
+async def cordons(bus: Bus, hosts: int, n: int, rng: random.Random) -> None:
+    """``host-cordon`` then ``host-uncordon`` of a host: each lists who holds VFs there."""
+    subject = s.endpoint(s.SCHEDULER_GROUP, "cordon")
+    lat, held = [], 0
+    for _ in range(n):
+        host = host_id(rng.randrange(hosts))
+        for cordoned in (True, False):
+            t0 = time.perf_counter()
+            reply = await bus.request(subject, m.CordonRequest(host_id=host, cordoned=cordoned),
+                                      m.CordonReply, timeout=30)  # fmt: skip
+            lat.append(time.perf_counter() - t0)
+            held += len(reply.held)
+    lat.sort()
+    print(f"  cordon and uncordon: p50 {pct(lat, 0.5) * 1e3:.1f} ms  max {lat[-1] * 1e3:.1f} ms "
+          f"({len(lat)} requests, {held} holders listed)")  # fmt: skip
+
+
 def rss_mb(proc: subprocess.Popen[bytes]) -> float:
     return float(psutil.Process(proc.pid).memory_info().rss) / 2**20
 
@@ -176,6 +194,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
         took = await publish(bus, hosts, vfs)
         print(f"  storm: {hosts} snapshots + heartbeats ({total} VFs) in JetStream "
               f"after {took:.1f}s; {load()}")  # fmt: skip
+        print(f"  {machine()} (before the programs start)")
         env = {**os.environ, "SRIOV_LOG_LEVEL": "WARNING", "OTEL_TRACES_EXPORTER": "none",
                "SRIOV_DATABASE_URL": dsn}  # fmt: skip
         prof = (lambda name: str(Path(args.profile) / name)) if args.profile else (lambda _: None)
@@ -265,6 +284,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             await verify(dsn, bus, devices)
             await list_latency(bus, hosts, vfs, args.lists, random.Random(1))
             await refusals(bus, args.refusals)
+            await cordons(bus, hosts, args.refusals, random.Random(2))
             if args.prepared_hosts:
                 await with_preparation(args, nats, pg, base / "prepared", len(lat) / took, dsn)
             print(f"  resident memory at the end: inventory {rss_mb(inventory):.0f} MB, "

@@ -40,6 +40,7 @@ from bench import (
     PG_DETAIL_SETTINGS,
     PgDetail,
     cpu_used,
+    machine,
     own_wakeups,
     parser,
     spawn_program,
@@ -227,6 +228,7 @@ def arguments(argv: list[str]) -> argparse.Namespace:
 async def run(opts: argparse.Namespace, tmp: Path) -> None:
     vfs, nreq, nrep, seconds = opts.vfs, opts.requesters, opts.replicas, opts.seconds
     durable = not opts.nondurable
+    print(f"  {machine()} (quiet, before anything starts)")
     nats = NatsServer(store_dir=tmp / "nats").start()
     pg_settings = PG_DETAIL_SETTINGS if opts.pg_detail else {}
     pg = PostgresServer(data_dir=tmp / "pg", durable=durable, settings=pg_settings).start()
