@@ -236,7 +236,8 @@ class PgDetail:
                 "ORDER BY heap_blks_read + idx_blks_read DESC LIMIT 8"
             ):
                 print("    ", dict(r))
-            # every index, read or not: one never read during the run is upkeep on each write
+            # every index, read or not: one never read during this window is upkeep on each
+            # write here, though another phase may need it (the storm loads devices by host)
             for r in await conn.fetch(
                 "SELECT relname, indexrelname, idx_scan, idx_tup_read, idx_tup_fetch, "
                 "pg_size_pretty(pg_relation_size(indexrelid)) AS size FROM pg_stat_user_indexes "

@@ -157,10 +157,14 @@ async def count_devices(conn: Conn, flt: DeviceFilter) -> int:
 async def get_device(
     conn: Conn, device_id: str | None, host_id: str | None, pci: str | None
 ) -> m.Device | None:
-    if device_id is None:  # the id names the address (migration 0009: no index of it)
-        assert host_id is not None and pci is not None
-        device_id = m.device_id(host_id, pci)
-    r = await conn.fetchrow(f"{_DEVICE_SELECT} WHERE id = $1 AND NOT removed", device_id)
+    if device_id is not None:
+        r = await conn.fetchrow(f"{_DEVICE_SELECT} WHERE id = $1 AND NOT removed", device_id)
+    else:
+        r = await conn.fetchrow(
+            f"{_DEVICE_SELECT} WHERE host_id = $1 AND pci_address = $2 AND NOT removed",
+            host_id,
+            pci,
+        )
     return device(r) if r is not None else None
 
 
