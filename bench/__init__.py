@@ -140,31 +140,35 @@ _ECHO = (
 def machine(round_trips: int = 5000) -> str:
     """How fast this machine is now, for comparing figures taken at different times: the
     round trip of a byte between two processes (each a wakeup of the other, as every hop of a
-    placement is) and a fixed Python loop on one core. Taken on a quiet machine: on this VM a
-    round trip is 55-65 µs when the CPUs were idle (waking one from its halt is the cost) and
-    half that while other programs keep them busy."""
+    placement is) and a fixed Python loop on one core, on a quiet machine (on this VM a round
+    trip is 55-65 µs when the CPUs were idle, waking one from its halt being the cost, and
+    half that while other programs keep them busy). The loop tracked the CPU's speed once
+    (22 and 39 ms before two runs whose placements cost 2.5 and 4.3 ms of CPU each), but it
+    is short and noisy: a hint, not a correction factor."""
+    trip = f"a round trip between two processes {_round_trip(round_trips) * 1e6:.0f} µs, "
+    started, x = time.perf_counter(), 0
+    for i in range(1_000_000):
+        x += i
+    loop = time.perf_counter() - started
+    return f"machine: {trip}a loop {loop * 1e3:.0f} ms"
+
+
+def _round_trip(n: int) -> float:
     a, b = socket.socketpair()
     echo = subprocess.Popen(  # no fork of this process: its threads would come along
-        [sys.executable, "-c", _ECHO, str(b.fileno()), str(round_trips)], pass_fds=[b.fileno()]
+        [sys.executable, "-c", _ECHO, str(b.fileno()), str(n)], pass_fds=[b.fileno()]
     )
     b.close()
     a.send(b"x")  # the echo is running
     a.recv(1)
     started = time.perf_counter()
-    for _ in range(round_trips):
+    for _ in range(n):
         a.send(b"x")
         a.recv(1)
-    trip = (time.perf_counter() - started) / round_trips
+    took = (time.perf_counter() - started) / n
     echo.wait()
     a.close()
-    started, x = time.perf_counter(), 0
-    for i in range(1_000_000):
-        x += i
-    loop = time.perf_counter() - started
-    return (
-        f"machine: a round trip between two processes {trip * 1e6:.0f} µs, "
-        f"a loop {loop * 1e3:.0f} ms"
-    )
+    return took
 
 
 PG_DETAIL_SETTINGS = {
