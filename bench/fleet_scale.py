@@ -19,8 +19,8 @@ figures, asserts nothing.
 
     ./stack bench fleet_scale [--hosts=10000] [--vfs-per-host=64] [--requesters=8]
                               [--replicas=2] [--seconds=10] [--lists=300] [--settle]
-                              [--refusals=5] [--prepared-hosts=2] [--pg-detail] [--profile=DIR]
-                              [--shared-buffers=1536MB]
+                              [--refusals=5] [--prepared-hosts=2] [--pg-detail[=storm]]
+                              [--profile=DIR] [--shared-buffers=1536MB]
 """
 
 from __future__ import annotations
@@ -201,6 +201,9 @@ async def run(args: argparse.Namespace, base: Path) -> None:
         procs: list[subprocess.Popen[bytes]] = []
         conn = await asyncpg.connect(dsn)
         try:
+            storm = PgDetail(dsn, pg.log_file) if args.pg_detail == "storm" else None
+            if storm:
+                await storm.start()
             t0 = time.perf_counter()
             inventory = spawn_program(
                 "sriov.inventory.main:main",
@@ -248,6 +251,8 @@ async def run(args: argparse.Namespace, base: Path) -> None:
                 print(f"  all {total} VFs {name} after {elapsed:.1f}s "
                       f"({total / elapsed:,.0f} VFs/s); {load()}")  # fmt: skip
                 print(f"    CPU so far: {cpu_split(await session_names(dsn))}")
+            if storm:
+                await storm.report()
             await _redeliveries(bus, dsn)
             print(f"  resident memory: inventory {rss_mb(inventory):.0f} MB, scheduler "
                   + ", ".join(f"{rss_mb(r):.0f} MB" for r in replicas))  # fmt: skip
@@ -263,7 +268,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             await asyncio.gather(*(requester(bus, 1000 + w, warm, [], errors, devices, MODELS)
                                    for w in range(nreq)))  # fmt: skip
             sessions = await session_names(dsn)
-            detail = PgDetail(dsn, pg.log_file) if args.pg_detail else None
+            detail = PgDetail(dsn, pg.log_file) if args.pg_detail == "placements" else None
             if detail:
                 await detail.start()
             cpu0, own0, sys0 = cpu_used(sessions), _own_cpu(), own_wakeups()
@@ -360,8 +365,10 @@ def main(argv: list[str]) -> None:
     p.add_argument("--refusals", type=int, default=5, help="refused requests timed per kind")
     p.add_argument(
         "--pg-detail",
-        action="store_true",
-        help="PostgreSQL's counts and statement times during the placements",
+        nargs="?",
+        const="placements",
+        choices=["placements", "storm"],
+        help="PostgreSQL's counts and statement times during the placements (or the storm)",
     )
     prepared_hosts_option(p)
     p.add_argument("--profile", metavar="DIR", help="cProfile each program into DIR")
