@@ -141,7 +141,7 @@ def machine(round_trips: int = 5000) -> str:
     """How fast this machine is now, for comparing figures taken at different times: the
     round trip of a byte between two processes (each a wakeup of the other, as every hop of a
     placement is) and a fixed Python loop on one core, on a quiet machine (on this VM a round
-    trip is 55-65 µs when the CPUs were idle, waking one from its halt being the cost, and
+    trip is 48-74 µs when the CPUs were idle, waking one from its halt being the cost, and
     half that while other programs keep them busy). The loop tracked the CPU's speed once
     (22 and 39 ms before two runs whose placements cost 2.5 and 4.3 ms of CPU each), but it
     is short and noisy: a hint, not a correction factor."""
@@ -315,20 +315,22 @@ def tcp_segments() -> int:
     return int(values[head.index("OutSegs")])
 
 
-def syscalls_per(count: int, since: collections.Counter[str], own: tuple[int, int]) -> str:
+def traffic_per(count: int, since: collections.Counter[str], own: tuple[int, int]) -> str:
     """TCP segments sent and each program's wakeups (voluntary context switches) per unit of
-    work (``count`` placements) since an earlier :func:`cpu_used` and :func:`own_wakeups`."""
+    work (``count`` placements) since an earlier :func:`cpu_used` and :func:`traffic_mark`:
+    each is a message crossing processes, which the CPU seconds alone do not show."""
     used = cpu_used()
     used.subtract(since)
-    segments, me = own_wakeups()
+    segments, me = traffic_mark()
     names = dict.fromkeys(n for _k, n in _COMPONENTS if used[n] >= 0.05)
     parts = [f"{n} {used[f'wakeups {n}'] / count:.1f}" for n in names]
     parts.append(f"requesters {(me - own[1]) / count:.1f}")
     return f"TCP segments {(segments - own[0]) / count:.1f}; wakeups: " + ", ".join(parts)
 
 
-def own_wakeups() -> tuple[int, int]:
-    """The machine's TCP segments sent and this process's voluntary context switches."""
+def traffic_mark() -> tuple[int, int]:
+    """The machine's TCP segments sent so far and this process's voluntary context switches
+    (the requesters' wakeups), for :func:`traffic_per`."""
     return tcp_segments(), wakeups(os.getpid())
 
 

@@ -51,12 +51,12 @@ from bench import (
     cpu_used,
     load,
     machine,
-    own_wakeups,
     parser,
     session_names,
     spawn_program,
     stop_programs,
-    syscalls_per,
+    traffic_mark,
+    traffic_per,
 )
 from bench.scheduler_place import pct, print_placements, requester, spawn_replica, verify
 from bench.vf_lifecycle import prepared_hosts_option, with_preparation
@@ -271,7 +271,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             detail = PgDetail(dsn, pg.log_file) if args.pg_detail == "placements" else None
             if detail:
                 await detail.start()
-            cpu0, own0, sys0 = cpu_used(sessions), _own_cpu(), own_wakeups()
+            cpu0, own0, sys0 = cpu_used(sessions), _own_cpu(), traffic_mark()
             started = time.perf_counter()
             await asyncio.gather(*(requester(bus, w, started + args.seconds, lat, errors,
                                              devices, MODELS) for w in range(nreq)))  # fmt: skip
@@ -283,7 +283,7 @@ async def run(args: argparse.Namespace, base: Path) -> None:
             # device's new state, which the schedulers' projection applies in turn
             print(f"    CPU during placements: {cpu_split(sessions, since=cpu0)}, requesters "
                   f"(this process) {_own_cpu() - own0:.1f}s")  # fmt: skip
-            print(f"    per placement: {syscalls_per(len(lat), cpu0, sys0)}")
+            print(f"    per placement: {traffic_per(len(lat), cpu0, sys0)}")
             if detail:
                 await detail.report()
             await verify(dsn, bus, devices)

@@ -41,11 +41,11 @@ from bench import (
     PgDetail,
     cpu_used,
     machine,
-    own_wakeups,
     parser,
     spawn_program,
     stop_programs,
-    syscalls_per,
+    traffic_mark,
+    traffic_per,
 )
 from bench.vf_lifecycle import prepared_hosts_option, with_preparation
 from sriov.common import schemas as m
@@ -273,7 +273,7 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
         if detail:
             await detail.start()
         before = {k: cpu_seconds(v) for k, v in procs.items()}
-        calls0, own0 = cpu_used(), own_wakeups()
+        calls0, own0 = cpu_used(), traffic_mark()
         pg_before = {p.pid: (p, cpu_seconds([p])) for p in procs["postgresql"]}
         started = time.perf_counter()
         await asyncio.gather(*(requester(bus, w, started + seconds, lat, errors, devices, models)
@@ -297,7 +297,7 @@ async def run(opts: argparse.Namespace, tmp: Path) -> None:
             f"  CPU during the run ({cores} cores = {cores * elapsed:.0f} core-seconds): "
             + ", ".join(f"{k} {v:.1f}s ({v / elapsed:.2f} cores)" for k, v in used.items())
         )
-        print(f"  per placement: {syscalls_per(len(lat), calls0, own0)}")
+        print(f"  per placement: {traffic_per(len(lat), calls0, own0)}")
         await verify(dsn, bus, devices)
         await bus.close()
         if opts.prepared_hosts:  # inventory takes the simulated hosts' snapshots
