@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sriov.common import schemas as m
 from sriov.common import subjects
-from sriov.common.bus import event_headers
-from sriov.scheduler.testing import CX5, PfSpec, wait_events
+from sriov.common.bus import Delivery, event_headers
+from sriov.common.errors import NotFound
+from sriov.scheduler.testing import CX5, PfSpec, read_events, wait_events
 
 
 async def publish(bus, guest: str, op: str, msg: m.Message, event_id: str | None = None) -> None:
@@ -64,6 +67,30 @@ async def test_refusals_become_failed_events_with_the_same_error(fleet, sync, bu
     await publish(bus, "g1", "place", place("g1", "f-1", n=2))
     events = await wait_events(bus, 2, "g1")
     assert isinstance(events[1], m.Reserved) and events[1].host_id == "h2"
+
+
+async def test_a_redelivered_refusal_is_not_placed_again(fleet, sync, bus, client, replica) -> None:
+    """The ack of a refused request's message is lost (a NATS node or partition) after the
+    refusal committed: the message comes back. Placed again once capacity appeared, it
+    reserved, and the requester got a Reserved after the Failed of the same request."""
+    fleet.add_host("h1", [PfSpec("0000:3b:00.0", count=1)])
+    await sync()
+    subject = subjects.placement_request("g1", "place").subject
+    raw = m.encode(place("g1", "r-1", n=2))
+    await replica.inbox.handle(raw, Delivery(subject, {}, num_delivered=1, stream_seq=77))
+    [failed] = await wait_events(bus, 1, "g1")
+    assert isinstance(failed, m.Failed) and failed.request_id == "r-1"
+    fleet.add_host("h2", [PfSpec("0000:3b:00.0", count=2)])
+    await sync()
+    await replica.inbox.handle(raw, Delivery(subject, {}, num_delivered=2, stream_seq=77))
+    with pytest.raises(NotFound):
+        await client.get("g1")
+    # another message with the same request is a retry, which may succeed (a refusal
+    # changed nothing), as the test above shows through the stream
+    await replica.inbox.handle(raw, Delivery(subject, {}, num_delivered=1, stream_seq=78))
+    events = await wait_events(bus, 2, "g1")
+    assert [type(e) for e in events] == [m.Failed, m.Reserved]
+    assert len(await read_events(bus, "g1")) == 2
 
 
 async def test_malformed_requests_are_answered_and_dead_lettered(fleet, sync, bus) -> None:

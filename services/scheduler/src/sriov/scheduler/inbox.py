@@ -4,8 +4,9 @@
 ReleaseRequest (or ConfirmRequest) as the endpoints take, with the same idempotency (the
 request id). Success is announced by the operation's own events (Reserved, Released, ...),
 written in its transaction; a refusal becomes a Failed event carrying the same code and
-message a synchronous caller would get, through the outbox. A malformed request also gets a
-Failed event (when its guest is known from the subject) and is dead-lettered for operators.
+message a synchronous caller would get, through the outbox, and is final for that message (a
+redelivery is acknowledged, not tried again; a new message is a retry). A malformed request
+also gets a Failed event (when its guest is known from the subject) and is dead-lettered.
 While PostgreSQL is away a request waits (the bus holds it): an outage refuses nothing.
 """
 
@@ -97,6 +98,11 @@ class Inbox:
 
     async def handle(self, raw: bytes, delivery: Delivery) -> None:
         guest, op = subject_parts(delivery.subject)
+        if delivery.num_delivered > 1 and await self.store.refused(failed_event_id(delivery)):
+            # its refusal committed and its Failed event is out, only the ack was lost: a
+            # second attempt could succeed now and contradict that answer
+            log.info("redelivered request on %s was already refused", delivery.subject)
+            return
         try:
             req: Any = m.PLACEMENT_REQUESTS.decode(raw)
         except UnknownMessageType as exc:
@@ -132,8 +138,8 @@ class Inbox:
         exc: SriovError,
         delivery: Delivery,
     ) -> None:
-        """Announce a refusal as a Failed event; the message's stream position is its id, so
-        a redelivered request produces a duplicate that JetStream drops."""
+        """Announce a refusal as a Failed event, remembered by its id (the message's stream
+        position): a redelivered request is then acknowledged without a second attempt."""
         try:
             subjects.token(guest, "guest_id")
         except InvalidRequest:
@@ -143,10 +149,15 @@ class Inbox:
             log.error("cannot answer request on %s (operation %r): %s", delivery.subject, op, exc)
             return
         event = m.Failed(request_id=request_id, guest_id=guest, op=op, error=error_info(exc))  # type: ignore[arg-type]
-        event_id = str(uuid.uuid5(FAILED_NAMESPACE, f"{delivery.stream_seq}"))
         log.info("request %s for guest %s failed: [%s] %s", request_id, guest, exc.code, exc)
         ctx = msgspec.json.encode({"source": self.source, "trace": telemetry.inject({})})
-        await self.store.add_event(
-            event_id=event_id, guest_id=guest, verb="failed", msg=event, ctx=ctx
+        await self.store.refuse(
+            event_id=failed_event_id(delivery), guest_id=guest, msg=event, ctx=ctx
         )
         self.app.on_commit()
+
+
+def failed_event_id(delivery: Delivery) -> str:
+    """The id of the Failed event answering a request message: its stream position, so a
+    redelivery's duplicate is dropped by JetStream and its refusal found by the store."""
+    return str(uuid.uuid5(FAILED_NAMESPACE, f"{delivery.stream_seq}"))

@@ -153,8 +153,11 @@ PURGE = (
     "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)) RETURNING 1), "
     "e AS (DELETE FROM scheduler.reservations WHERE id = ANY (ARRAY("
     "SELECT id FROM scheduler.reservations "
-    "WHERE ended_at < now() - make_interval(secs => $1) LIMIT $2)) RETURNING 1) "
-    "SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM e)"
+    "WHERE ended_at < now() - make_interval(secs => $1) LIMIT $2)) RETURNING 1), "
+    "f AS (DELETE FROM scheduler.refusals WHERE event_id = ANY (ARRAY("
+    "SELECT event_id FROM scheduler.refusals "
+    "WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM e) + (SELECT count(*) FROM f)"
 )
 """Rows are picked once (an init plan each) and deleted by key, whatever the statistics say:
 as a join (or ``IN``) with the picking subquery, the delete was planned as a nested loop that
@@ -332,8 +335,8 @@ class Store:
         return _reset.decode(_tagged(raw, m.VfResetReply))
 
     async def purge(self, older_than_s: float, limit: int = 5000) -> int:
-        """Forget idempotency keys and ended reservations older than the retention (what
-        happened to them is in the placement events)."""
+        """Forget idempotency keys, ended reservations and recorded refusals older than the
+        retention (what happened to them is in the placement events)."""
         return int(await self._call("purge", PURGE, older_than_s, limit))
 
     async def maintain(self, *tables: str, changed: float = 0.0) -> None:
@@ -372,18 +375,26 @@ class Store:
                     ):
                         await conn.execute(f"ANALYZE {table}")
 
-    async def add_event(
-        self, *, event_id: str, guest_id: str, verb: str, msg: m.Message, ctx: bytes
-    ) -> None:
-        """Queue an event computed in Python (a failed asynchronous request) in the outbox."""
+    async def refuse(self, *, event_id: str, guest_id: str, msg: m.Failed, ctx: bytes) -> None:
+        """Queue the Failed event of a refused asynchronous request (computed in Python) and
+        remember it by its id, so a redelivery of the request is known as answered."""
         await self._call(
-            "record event",
-            "WITH c AS (SELECT $6::jsonb AS a) "
+            "record refusal",
+            "WITH c AS (SELECT $5::jsonb AS a), r AS (INSERT INTO scheduler.refusals (event_id) "
+            "VALUES ($1::uuid) ON CONFLICT DO NOTHING) "
             "INSERT INTO scheduler.outbox (event_id, guest_id, verb, type, payload, trace, source) "
-            "SELECT $1::uuid, $2, $3, $4, $5, coalesce(c.a->'trace', '{}'), "
+            "SELECT $1::uuid, $2, 'failed', $3, $4, coalesce(c.a->'trace', '{}'), "
             "coalesce(c.a->>'source', 'sriov/scheduler') FROM c RETURNING id",
-            event_id, guest_id, verb, m.type_of(type(msg)), m.encode(msg).decode(), ctx.decode(),
+            event_id, guest_id, m.type_of(m.Failed), m.encode(msg).decode(), ctx.decode(),
         )  # fmt: skip
+
+    async def refused(self, event_id: str) -> bool:
+        """Whether the refusal with this event id was recorded (see :meth:`refuse`)."""
+        return bool(await self._call(
+            "look up refusal",
+            "SELECT EXISTS (SELECT 1 FROM scheduler.refusals WHERE event_id = $1::uuid)",
+            event_id,
+        ))  # fmt: skip
 
     # --- the outbox: an ordered log (sriov.common.outbox) ------------------------------------
     @contextlib.asynccontextmanager
