@@ -22,6 +22,7 @@ from pyroute2 import netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from sriov.common.errors import ConfigError
+from sriov.hostd.netview import link_from_msg
 from sriov.hostd.nsock import iproute
 from sriov.hostd.simulator.tree import Netdev
 
@@ -117,3 +118,16 @@ def set_link(ns: str, ifname: str, up: bool) -> None:
         if not found:
             raise ConfigError(f"{ifname} has no simulated peer in namespace {ns}")
         ipr.link("set", index=found[0], state="up" if up else "down")
+
+
+@_off_loop
+def link_state(ns: str, ifname: str) -> str:
+    """The kernel's state of ``ifname``'s link (``up``, ``down``...), as hostd derives it.
+
+    The kernel applies carrier changes in its own time (linkwatch) and announces the state it
+    finds then: toggles faster than that reach netlink listeners merged into fewer changes."""
+    with iproute(ns) as ipr:  # type: ignore[attr-defined]
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise ConfigError(f"no netdev {ifname} in namespace {ns}")
+        return link_from_msg(ipr.get_links(found[0])[0]).state
