@@ -194,6 +194,29 @@ _AUTOVACUUM = re.compile(r"automatic (vacuum|analyze) of table \"([^\"]+)\"")
 _AUTOVACUUM_CPU = re.compile(r"CPU: user: ([\d.]+) s, system: ([\d.]+) s, elapsed: ([\d.]+) s")
 
 
+_DETAIL_QUERIES = (
+    "SELECT funcname, calls, round((total_time/calls)::numeric, 3) AS per_call, "
+    "round((self_time/calls)::numeric, 3) AS self FROM pg_stat_user_functions "
+    "WHERE calls > 0 ORDER BY total_time DESC LIMIT 12",
+    "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_dead_tup, n_live_tup, "
+    "autovacuum_count FROM pg_stat_user_tables WHERE seq_scan + idx_scan > 0 "
+    "ORDER BY seq_tup_read + idx_scan DESC",
+    # blocks read: not in shared_buffers, copied from the kernel's page cache
+    "SELECT s.relname, heap_blks_read, heap_blks_hit, idx_blks_read, idx_blks_hit, "
+    "pg_size_pretty(pg_table_size(s.relid)) AS heap, "
+    "pg_size_pretty(pg_indexes_size(s.relid)) AS indexes "
+    "FROM pg_statio_user_tables s WHERE heap_blks_hit + idx_blks_hit > 0 "
+    "ORDER BY heap_blks_read + idx_blks_read DESC LIMIT 8",
+    # every index, read or not: one never read during this window is upkeep on each write
+    # here, though another phase may need it (the storm loads devices by host)
+    "SELECT relname, indexrelname, idx_scan, idx_tup_read, idx_tup_fetch, "
+    "pg_size_pretty(pg_relation_size(indexrelid)) AS size FROM pg_stat_user_indexes "
+    "ORDER BY idx_tup_read DESC, pg_relation_size(indexrelid) DESC LIMIT 40",
+)
+"""What :meth:`PgDetail.report` prints, a row a line: per-function times, per-table scans,
+per-table blocks read from outside shared_buffers, and every index with its size and use."""
+
+
 class PgDetail:
     """PostgreSQL's account of a measured run (``--pg-detail``, the server started with
     :data:`PG_DETAIL_SETTINGS`): per-function times, per-table and per-index reads, and the
@@ -219,35 +242,9 @@ class PgDetail:
         conn = await asyncpg.connect(self.dsn)
         try:
             await asyncio.sleep(1.5)  # sessions report their counts about once a second
-            for r in await conn.fetch(
-                "SELECT funcname, calls, round((total_time/calls)::numeric, 3) AS per_call, "
-                "round((self_time/calls)::numeric, 3) AS self FROM pg_stat_user_functions "
-                "WHERE calls > 0 ORDER BY total_time DESC LIMIT 12"
-            ):
-                print("    ", dict(r))
-            for r in await conn.fetch(
-                "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_dead_tup, n_live_tup, "
-                "autovacuum_count FROM pg_stat_user_tables WHERE seq_scan + idx_scan > 0 "
-                "ORDER BY seq_tup_read + idx_scan DESC"
-            ):
-                print("    ", dict(r))
-            # blocks read: not in shared_buffers, copied from the kernel's page cache
-            for r in await conn.fetch(
-                "SELECT s.relname, heap_blks_read, heap_blks_hit, idx_blks_read, idx_blks_hit, "
-                "pg_size_pretty(pg_table_size(s.relid)) AS heap, "
-                "pg_size_pretty(pg_indexes_size(s.relid)) AS indexes "
-                "FROM pg_statio_user_tables s WHERE heap_blks_hit + idx_blks_hit > 0 "
-                "ORDER BY heap_blks_read + idx_blks_read DESC LIMIT 8"
-            ):
-                print("    ", dict(r))
-            # every index, read or not: one never read during this window is upkeep on each
-            # write here, though another phase may need it (the storm loads devices by host)
-            for r in await conn.fetch(
-                "SELECT relname, indexrelname, idx_scan, idx_tup_read, idx_tup_fetch, "
-                "pg_size_pretty(pg_relation_size(indexrelid)) AS size FROM pg_stat_user_indexes "
-                "ORDER BY idx_tup_read DESC, pg_relation_size(indexrelid) DESC LIMIT 40"
-            ):
-                print("    ", dict(r))
+            for sql in _DETAIL_QUERIES:
+                for r in await conn.fetch(sql):
+                    print("    ", dict(r))
         finally:
             await conn.close()
         self._print_statements()
